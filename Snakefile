@@ -1,0 +1,30 @@
+# abflow: a night of DFOS Association Blocks as a Snakemake calibration cascade.
+#
+# Table of contents only: configuration, includes, the default target. The cascade itself is
+# read once from the night's AB list and AB files by abflow.night.load_night (common.smk).
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The bundled example night, unless --configfile names a complete site configuration
+# (a site config is not merged over the example's command templates).
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/process.smk"
+
+
+localrules:
+    all,
+
+
+rule all:
+    default_target: True
+    input:
+        RULES.final_targets(),

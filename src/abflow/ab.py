@@ -1,0 +1,455 @@
+"""Parse DFOS Association Blocks (ABs).
+
+An AB is a text file in the DFOS configuration syntax: one qualifier per line, the qualifier in
+column 1, its content in the remaining whitespace-separated columns, ``#`` starting a comment,
+qualifiers may repeat. See dfos-reference.md §2.
+
+:func:`parse_ab` turns such a text into an :class:`AB`. It never raises on bad content; it
+collects :class:`Problem` records (file, line, message) so that a whole night can be reported at
+once. :func:`read_ab` does the same for a file on disk.
+
+Paths are expanded (``$DFO_RAW_DIR``, ``${DFS_PRODUCT}``, ...) from a mapping built from the
+configuration's ``dfo`` section, falling back to the environment, and must be absolute, normalised
+and free of shell metacharacters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+# Characters allowed in an AB name: the DFOS names are ARCFILE roots such as
+# ``GIRAF.2013-02-13T10:02:03.123_tpl.ab``.
+AB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*\.ab$")
+# Characters allowed in a path taken from an AB (after variable expansion).
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._:+@=,/-]*$")
+# Characters allowed in a SOF tag / PRO.CATG.
+TAG_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+QUALIFIER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+VARIABLE_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+# A recipe option as written in the AB (``--stack-method=ksigma``).
+RECIPE_PARAM_RE = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:+/=-]*)?$")
+RECIPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+DRS_TYPES = ("CPL", "CON", "INT")
+HISTORIC_DRS_TYPES = ("RBS", "REI")
+MCALIB_FLAGS = ("VIRTUAL", "REAL")
+NO_RECIPE = ("none", "NONE")
+MAX_MEF_FACTOR = 256
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file, pointing at the file and line."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A file listed in an AB (RAWFILE, PRODUCTS) with its SOF tag and line number."""
+
+    path: str
+    tag: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Mcalib:
+    """An MCALIB entry: a master calibration, VIRTUAL (made this night) or REAL (exists)."""
+
+    kind: str
+    path: str
+    tag: str
+    line: int
+
+    @property
+    def virtual(self) -> bool:
+        """True for a virtual calibration (a product of another AB of the batch)."""
+        return self.kind == "VIRTUAL"
+
+
+@dataclass(frozen=True)
+class Qualifier:
+    """One qualifier line as written (after comment removal), kept verbatim."""
+
+    name: str
+    value: str
+    line: int
+
+
+@dataclass
+class AB:
+    """A parsed Association Block."""
+
+    name: str
+    path: str
+    recipe: str = ""
+    raw_type: str = ""
+    drs_type: str = ""
+    date: str = ""
+    instrument: str = ""
+    dpr_catg: str = ""
+    prod_root_name: str = ""
+    prod_path: str = ""
+    mef_factor: int | None = None
+    rawfiles: list[Frame] = field(default_factory=list)
+    mcalibs: list[Mcalib] = field(default_factory=list)
+    products: list[Frame] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    recipe_params: list[str] = field(default_factory=list)
+    qualifiers: list[Qualifier] = field(default_factory=list)
+
+    @property
+    def runs_recipe(self) -> bool:
+        """False when RECIPE is none/NONE: nothing to run and nothing to download."""
+        return bool(self.recipe) and self.recipe not in NO_RECIPE
+
+    def first_line(self, qualifier: str) -> int | None:
+        """Line number of the first occurrence of ``qualifier`` (None if absent)."""
+        for q in self.qualifiers:
+            if q.name == qualifier:
+                return q.line
+        return None
+
+
+def stem(path: str) -> str:
+    """File name without directory and without the last extension (``r.X_0000.hdr`` → ``r.X_0000``)."""
+    name = path.rsplit("/", 1)[-1]
+    for suffix in (".fits.fz", ".fits", ".hdr", ".tfits", ".fz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def split_line(raw: str) -> list[str]:
+    """Split one AB line into columns, dropping the ``#`` comment."""
+    return raw.split("#", 1)[0].split()
+
+
+def expand_variables(text: str, variables: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Expand ``$NAME`` and ``${NAME}`` from ``variables`` then the environment.
+
+    Returns the expanded text and the names that could not be resolved (left as written).
+    """
+    unknown: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name in variables:
+            return variables[name]
+        if name in os.environ:
+            return os.environ[name]
+        unknown.append(name)
+        return match.group(0)
+
+    return VARIABLE_RE.sub(replace, text), unknown
+
+
+def check_path(path: str, allowed_roots: tuple[str, ...] | None) -> str | None:
+    """Return why ``path`` is unsafe, or None if it is fine.
+
+    A safe path is absolute, contains no ``..``/``.`` components or doubled slashes, uses only
+    ``SAFE_PATH_RE`` characters and, when ``allowed_roots`` is given, lies under one of them.
+    """
+    if not path.startswith("/"):
+        return f"path {path!r} is not absolute"
+    if not SAFE_PATH_RE.match(path):
+        bad = sorted({c for c in path if not re.match(r"[A-Za-z0-9._:+@=,/-]", c)})
+        return f"path {path!r} contains unsafe characters {''.join(bad)!r}"
+    parts = path.split("/")[1:]
+    if any(p in ("..", ".") for p in parts) or "//" in path:
+        return f"path {path!r} is not normalised (contains '..', '.' or '//')"
+    if allowed_roots is not None and not any(_under(path, root) for root in allowed_roots):
+        roots = ", ".join(allowed_roots)
+        return f"path {path!r} is outside the configured directories ({roots})"
+    return None
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/") or "/"
+    return path == root or PurePosixPath(path).is_relative_to(root)
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where the paths of an AB may point.
+
+    ``inputs`` are the roots RAWFILE and MCALIB entries may lie under, ``outputs`` the roots
+    PRODUCTS and PROD_PATH may lie under. None disables the containment check.
+    """
+
+    inputs: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] | None = None
+
+
+def parse_ab(
+    text: str,
+    source: str,
+    variables: Mapping[str, str] | None = None,
+    policy: PathPolicy | None = None,
+) -> tuple[AB, list[Problem]]:
+    """Parse the text of one AB.
+
+    ``source`` is the file name used in problem reports (and as the AB's path); ``variables``
+    maps ``DFO_*``/``DFS_*`` names to directories. Returns the AB (possibly incomplete) and the
+    list of problems; the AB is usable only if the list is empty.
+    """
+    variables = variables or {}
+    policy = policy or PathPolicy()
+    file_name = source.rsplit("/", 1)[-1]
+    ab = AB(name=file_name, path=source)
+    problems: list[Problem] = []
+
+    def problem(line: int | None, message: str) -> None:
+        problems.append(Problem(source, line, message))
+
+    if not AB_NAME_RE.match(file_name):
+        problem(
+            None,
+            f"unsafe or invalid AB file name {file_name!r}: an AB name must end in '.ab' and "
+            "use only letters, digits and . _ : + - (no spaces, quotes, '/', '$' or ';')",
+        )
+
+    singles: dict[str, int] = {}
+
+    def path_value(raw: str, lineno: int, roots: tuple[str, ...] | None) -> str | None:
+        expanded, unknown = expand_variables(raw, variables)
+        if unknown:
+            names = ", ".join(f"${n}" for n in unknown)
+            problem(
+                lineno,
+                f"undefined variable {names} in {raw!r}: set it in the config's dfo section "
+                "or in the environment",
+            )
+            return None
+        why = check_path(expanded, roots)
+        if why:
+            problem(lineno, why)
+            return None
+        return expanded
+
+    def tag_value(raw: str, lineno: int) -> str | None:
+        if not TAG_RE.match(raw):
+            problem(lineno, f"invalid tag {raw!r}: use letters, digits and _ . + -")
+            return None
+        return raw
+
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        if "\x00" in raw_line:
+            problem(lineno, "binary content (NUL byte): this is not an AB text file")
+            break
+        cols = split_line(raw_line)
+        if not cols:
+            continue
+        name, args = cols[0], cols[1:]
+        if not QUALIFIER_RE.match(name):
+            problem(
+                lineno,
+                f"malformed line: {name!r} is not a qualifier name (expected e.g. RAWFILE, "
+                "MCALIB, PRODUCTS in column 1)",
+            )
+            continue
+        ab.qualifiers.append(Qualifier(name, " ".join(args), lineno))
+        if name in _SINGLE_VALUED:
+            if name in singles:
+                problem(
+                    lineno,
+                    f"{name} given twice (first on line {singles[name]}): keep one",
+                )
+                continue
+            singles[name] = lineno
+            if len(args) != 1:
+                problem(lineno, f"{name} needs exactly one value, got {len(args)}")
+                continue
+            _set_single(ab, name, args[0], lineno, problem, path_value, policy)
+        elif name == "RAWFILE":
+            if len(args) not in (1, 2):
+                problem(lineno, f"RAWFILE needs '<path> <tag>', got {len(args)} columns")
+                continue
+            path = path_value(args[0], lineno, policy.inputs)
+            tag = tag_value(args[1], lineno) if len(args) == 2 else ""
+            if path is not None and tag is not None:
+                ab.rawfiles.append(Frame(path, tag, lineno))
+        elif name == "MCALIB":
+            if args and args[0] in MCALIB_FLAGS:
+                kind, rest = args[0], args[1:]
+            elif args and args[0].startswith(("/", "$")):
+                kind, rest = "REAL", args  # tolerant: no flag means an existing calibration
+            elif args:
+                problem(
+                    lineno,
+                    f"unknown MCALIB flag {args[0]!r}: expected VIRTUAL or REAL",
+                )
+                continue
+            else:
+                kind, rest = "", []
+            if len(rest) not in (1, 2):
+                problem(
+                    lineno,
+                    "MCALIB needs 'VIRTUAL|REAL <path> <tag>', "
+                    f"got {len(args)} columns",
+                )
+                continue
+            path = path_value(rest[0], lineno, policy.inputs)
+            tag = tag_value(rest[1], lineno) if len(rest) == 2 else ""
+            if path is not None and tag is not None:
+                ab.mcalibs.append(Mcalib(kind, path, tag, lineno))
+        elif name == "PRODUCTS":
+            if len(args) not in (1, 2):
+                problem(lineno, f"PRODUCTS needs '<path> <tag>', got {len(args)} columns")
+                continue
+            path = path_value(args[0], lineno, policy.outputs)
+            tag = tag_value(args[1], lineno) if len(args) == 2 else ""
+            if path is not None and tag is not None:
+                ab.products.append(Frame(path, tag, lineno))
+        elif name == "PARAM":
+            ab.params.append(" ".join(args))
+        elif name == "RECIPE_PARAM":
+            for arg in args:
+                if RECIPE_PARAM_RE.match(arg):
+                    ab.recipe_params.append(arg)
+                else:
+                    problem(
+                        lineno,
+                        f"invalid recipe option {arg!r}: expected --name or --name=value "
+                        "with letters, digits and _ . , : + / = -",
+                    )
+        # every other qualifier is kept verbatim in ab.qualifiers
+
+    _check_completeness(ab, singles, problem)
+    return ab, problems
+
+
+_SINGLE_VALUED = (
+    "AB_NAME",
+    "RECIPE",
+    "RAW_TYPE",
+    "DRS_TYPE",
+    "DATE",
+    "INSTRUMENT",
+    "DPR_CATG",
+    "PROD_ROOT_NAME",
+    "PROD_PATH",
+    "MEF_FACTOR",
+)
+
+
+def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:  # noqa: ANN001
+    if name == "AB_NAME":
+        if value != ab.name:
+            problem(
+                lineno,
+                f"AB_NAME {value!r} does not match the file name {ab.name!r}: rename the "
+                "file or fix AB_NAME",
+            )
+    elif name == "RECIPE":
+        if value not in NO_RECIPE and not RECIPE_RE.match(value):
+            problem(lineno, f"invalid RECIPE {value!r}: expected a recipe name or 'none'")
+        else:
+            ab.recipe = value
+    elif name == "RAW_TYPE":
+        if not TAG_RE.match(value):
+            problem(lineno, f"invalid RAW_TYPE {value!r}")
+        else:
+            ab.raw_type = value
+    elif name == "DRS_TYPE":
+        if value in DRS_TYPES:
+            ab.drs_type = value
+        elif value in HISTORIC_DRS_TYPES:
+            problem(
+                lineno,
+                f"historic DRS_TYPE {value!r} is not supported: use one of "
+                f"{', '.join(DRS_TYPES)}",
+            )
+        else:
+            problem(lineno, f"unknown DRS_TYPE {value!r}: expected one of {', '.join(DRS_TYPES)}")
+    elif name == "DATE":
+        if not re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+            problem(lineno, f"invalid DATE {value!r}: expected YYYY-MM-DD")
+        else:
+            ab.date = value
+    elif name == "INSTRUMENT":
+        ab.instrument = value
+    elif name == "DPR_CATG":
+        ab.dpr_catg = value
+    elif name == "PROD_ROOT_NAME":
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", value):
+            problem(lineno, f"invalid PROD_ROOT_NAME {value!r}")
+        else:
+            ab.prod_root_name = value
+    elif name == "PROD_PATH":
+        path = path_value(value, lineno, policy.outputs)
+        if path is not None:
+            ab.prod_path = path
+    elif name == "MEF_FACTOR":
+        if not re.match(r"^\d+$", value) or not 1 <= int(value) <= MAX_MEF_FACTOR:
+            problem(
+                lineno,
+                f"invalid MEF_FACTOR {value!r}: expected a whole number from 1 to "
+                f"{MAX_MEF_FACTOR}",
+            )
+        else:
+            ab.mef_factor = int(value)
+
+
+def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:  # noqa: ANN001
+    if ab.raw_type:  # tolerant: a RAWFILE without a tag takes the AB's RAW_TYPE
+        ab.rawfiles = [
+            f if f.tag else Frame(f.path, ab.raw_type, f.line) for f in ab.rawfiles
+        ]
+    for cal in ab.mcalibs:
+        if not cal.tag:
+            problem(cal.line, "MCALIB has no tag (PRO.CATG): expected 'VIRTUAL|REAL <path> <tag>'")
+    if "RECIPE" not in singles:
+        problem(None, "no RECIPE line: every AB names its recipe (or 'none')")
+    if ab.runs_recipe and not ab.rawfiles and not any(
+        q.name == "RAWFILE" for q in ab.qualifiers
+    ):
+        problem(None, "no RAWFILE line: an AB that runs a recipe needs raw input files")
+    for frame in ab.rawfiles:
+        if not frame.tag and not ab.raw_type:
+            problem(frame.line, "RAWFILE has no tag and the AB has no RAW_TYPE to use instead")
+    seen: dict[str, int] = {}
+    for frame in ab.products:
+        if frame.path in seen:
+            problem(frame.line, f"product {frame.path!r} listed twice (also line {seen[frame.path]})")
+        seen[frame.path] = frame.line
+
+
+def read_ab(
+    path: str,
+    variables: Mapping[str, str] | None = None,
+    policy: PathPolicy | None = None,
+) -> tuple[AB | None, list[Problem]]:
+    """Read and parse the AB file at ``path``; problems include unreadable or non-text files."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return None, [Problem(path, None, "AB file does not exist")]
+    except OSError as exc:
+        return None, [Problem(path, None, f"cannot read AB file: {exc.strerror}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return None, [
+            Problem(
+                path,
+                line,
+                f"not UTF-8/ASCII text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                "an AB must be a plain text file",
+            )
+        ]
+    ab, problems = parse_ab(text, path, variables, policy)
+    return ab, problems

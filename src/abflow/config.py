@@ -1,0 +1,284 @@
+"""abflow configuration: validation against the schema, defaults, and resolved settings.
+
+The same code serves the Snakefile (which passes Snakemake's ``config`` dict) and the ``abflow``
+CLI (which reads ``--configfile`` and ``--config key=value``). The JSON Schema in
+``workflow/schemas/config.schema.yaml`` documents and defaults every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from abflow.commands import PLACEHOLDERS, check_template
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def find_root() -> Path:
+    """The abflow checkout: ``$ABFLOW_ROOT``, else the directory above ``src/`` with a Snakefile."""
+    env = os.environ.get("ABFLOW_ROOT")
+    if env:
+        return Path(env).resolve()
+    candidate = PACKAGE_DIR.parents[1]
+    if (candidate / "Snakefile").is_file():
+        return candidate
+    return Path.cwd()
+
+
+ROOT = find_root()
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+if not SCHEMA_PATH.is_file():  # installed without a checkout: the packaged copy
+    SCHEMA_PATH = PACKAGE_DIR / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIGFILE = ROOT / "config" / "config.yaml"
+EXAMPLE_DIR = ROOT / "resources" / "example"
+
+# config key in `dfo` -> (environment variable, sub-directory of the example tree)
+DFO_DIRS: dict[str, tuple[str, str]] = {
+    "ab_dir": ("DFO_AB_DIR", "ab"),
+    "mon_dir": ("DFO_MON_DIR", "mon"),
+    "job_dir": ("DFO_JOB_DIR", "jobs"),
+    "raw_dir": ("DFO_RAW_DIR", "raw"),
+    "cal_dir": ("DFO_CAL_DIR", "cal"),
+    "log_dir": ("DFO_LOG_DIR", "logs"),
+    "product_dir": ("DFS_PRODUCT", "products"),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+    def __init__(self, problems: Sequence[str], source: str = "config") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({source}):\n{lines}")
+
+
+def load_schema() -> dict[str, Any]:
+    """The configuration JSON Schema as a dict."""
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _normalize_value(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return normalize(value)
+    if isinstance(value, list):
+        return [_normalize_value(v) for v in value]
+    return value
+
+
+def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy ``config`` with YAML dates turned into ``YYYY-MM-DD`` strings and dotted keys nested.
+
+    ``--config limits.jobs=2`` (Snakemake or CLI) arrives as the key ``limits.jobs``; it becomes
+    ``{"limits": {"jobs": 2}}``, merged into any existing ``limits`` mapping.
+    """
+    out: dict[str, Any] = {}
+    dotted: list[tuple[str, Any]] = []
+    for key, value in config.items():
+        if isinstance(key, str) and "." in key:
+            dotted.append((key, value))
+        else:
+            out[key] = _normalize_value(value)
+    for key, value in dotted:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[leaf] = _normalize_value(value)
+    return out
+
+
+def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[key])
+
+
+def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` against the schema and return a copy with all defaults filled.
+
+    Raises ConfigError listing every problem (with the key path of each).
+    """
+    import jsonschema
+
+    schema = load_schema()
+    instance = normalize(config)
+    _fill_defaults(schema, instance)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "required":
+            problems.append(f"{where}: {err.message} (set it in the config file or --config)")
+        elif err.validator == "additionalProperties":
+            problems.append(f"{where}: {err.message} (check the spelling against the schema)")
+        else:
+            problems.append(f"{where}: {err.message}")
+    for step in PLACEHOLDERS:
+        template = instance.get("commands", {}).get(step)
+        if isinstance(template, str):
+            why = check_template(step, template)
+            if why:
+                problems.append(why)
+    if problems:
+        raise ConfigError(problems, source)
+    return instance
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated configuration with every directory resolved to an absolute path."""
+
+    mode: str
+    date: str
+    dfo: dict[str, str]
+    state_dir: str
+    drs_type: str
+    qc_mode: str
+    commands: dict[str, str]
+    limits: dict[str, int]
+    full_rawdownload: bool
+    cal_cleanup: bool
+    mef_factor: int
+    subcascade: str
+    check_products: bool
+    root: str
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def batch_id(self) -> str:
+        """DFOS BATCH_ID of the night: ``<MODE>_<DATE>``."""
+        return f"{self.mode}_{self.date}"
+
+    @property
+    def ab_list_path(self) -> str:
+        """The night's AB list, ``<mon_dir>/AB_list_<MODE>_<DATE>``."""
+        return os.path.join(self.dfo["mon_dir"], f"AB_list_{self.mode}_{self.date}")
+
+    def ab_file(self, ab: str) -> str:
+        """Path of the AB file named ``ab`` in the AB directory."""
+        return os.path.join(self.dfo["ab_dir"], ab)
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The ``$DFO_*``/``$DFS_*`` names expanded in AB paths, from the resolved directories."""
+        out = {env: self.dfo[key] for key, (env, _sub) in DFO_DIRS.items()}
+        out["DFS_LOG"] = self.dfo["log_dir"]
+        return out
+
+    def record_path(self, ab: str) -> str:
+        """Completion record of AB ``ab``."""
+        return os.path.join(self.state_dir, "records", f"{ab}.json")
+
+    def workdir(self, ab: str) -> str:
+        """Working directory of AB ``ab`` (the recipe's current directory)."""
+        return os.path.join(self.state_dir, "work", ab)
+
+
+def _resolve_dir(value: str, root: Path) -> str:
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    if not path.is_absolute():
+        path = root / path
+    return os.path.normpath(str(path))
+
+
+def resolve(
+    config: Mapping[str, Any],
+    root: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    source: str = "config",
+) -> Settings:
+    """Validate ``config`` and resolve it into Settings.
+
+    Directories: the config value, else the ``$DFO_*`` environment variable, else the example
+    tree. Relative paths are taken relative to ``root`` (the abflow checkout).
+    """
+    cfg = validate(config, source)
+    root = Path(root) if root is not None else ROOT
+    environ = os.environ if environ is None else environ
+    dfo: dict[str, str] = {}
+    for key, (env, sub) in DFO_DIRS.items():
+        value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
+        dfo[key] = _resolve_dir(value, root)
+    state_dir = _resolve_dir(cfg["state_dir"], root) if cfg["state_dir"] else os.path.join(
+        dfo["job_dir"], "abflow"
+    )
+    return Settings(
+        mode=cfg["mode"],
+        date=cfg["date"],
+        dfo=dfo,
+        state_dir=state_dir,
+        drs_type=cfg["drs_type"],
+        qc_mode=cfg["qc_mode"],
+        commands=dict(cfg["commands"]),
+        limits=dict(cfg["limits"]),
+        full_rawdownload=cfg["full_rawdownload"],
+        cal_cleanup=cfg["cal_cleanup"],
+        mef_factor=cfg["mef_factor"],
+        subcascade=cfg["subcascade"],
+        check_products=cfg["check_products"],
+        root=str(root),
+        raw=cfg,
+    )
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` items as Snakemake's ``--config`` does (values read as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError([f"--config {item!r}: expected key=value"], "command line")
+        try:
+            out[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    configfile: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+) -> Settings:
+    """Read a config file (default ``config/config.yaml``), apply overrides, resolve."""
+    path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"], str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of keys"], str(path))
+    merged = normalize(data)
+    over = normalize(parse_overrides(overrides))
+    _deep_update(merged, over)
+    return resolve(merged, source=str(path))
+
+
+def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value

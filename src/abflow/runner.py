@@ -1,0 +1,183 @@
+"""Run one step of one AB (a shell command) and write its completion record.
+
+Used by the workflow's scripts: each AB job runs its command in the AB's own, freshly emptied
+working directory, appends the command's output to the job log, and on success writes the
+completion record atomically. A failed step writes no record (so Snakemake treats the job as
+failed and its children do not start) but a failure note beside the records, for the summary and
+the status page; a later success removes the note.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from abflow.fsutil import atomic_write_json
+
+LOG_TAIL_LINES = 20
+
+
+class StepFailed(RuntimeError):
+    """The step's command failed or did not leave its expected products."""
+
+
+@dataclass
+class Step:
+    """What to run for one AB step and where to put the results."""
+
+    ab: str
+    step: str
+    command: str
+    workdir: str
+    log_path: str
+    record_path: str
+    failed_path: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    products: Sequence[tuple[str, str]] = ()
+    check_products: bool = True
+    info: Mapping[str, object] = field(default_factory=dict)
+    files: Mapping[str, object] = field(default_factory=dict)
+
+
+def now_iso() -> str:
+    """The current time, local, ISO 8601 with milliseconds and UTC offset."""
+    return _dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _prepare_workdir(workdir: str) -> None:
+    if os.path.isdir(workdir):
+        shutil.rmtree(workdir)
+    os.makedirs(workdir)
+
+
+def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a text file (empty if it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:]
+
+
+def run_step(step: Step) -> dict[str, object]:
+    """Run ``step``; return the completion record written, or raise StepFailed."""
+    _prepare_workdir(step.workdir)
+    for name, content in step.files.items():
+        atomic_write_json(os.path.join(step.workdir, name), content)
+    os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in step.env.items()})
+    start = now_iso()
+    t0 = time.monotonic()
+    host = socket.gethostname()
+    with open(step.log_path, "a", encoding="utf-8") as log:
+        log.write(
+            f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
+            f"# workdir {step.workdir}\n# command {step.command}\n"
+        )
+        log.flush()
+        proc = subprocess.run(
+            step.command,
+            shell=True,
+            cwd=step.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        end = now_iso()
+        duration = round(time.monotonic() - t0, 3)
+        products, missing = _check_products(step.products)
+        ok = proc.returncode == 0 and not (step.check_products and missing)
+        if proc.returncode != 0:
+            reason = _describe_exit(proc.returncode)
+        elif not ok:
+            reason = f"command exited 0 but {len(missing)} expected product(s) are missing: " + (
+                ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            )
+        else:
+            reason = ""
+        log.write(f"# end {end} ({duration} s) exit {proc.returncode}")
+        log.write(f" FAILED: {reason}\n" if not ok else " SUCCESSFUL\n")
+    record: dict[str, object] = {
+        "ab": step.ab,
+        "step": step.step,
+        "status": "SUCCESSFUL" if ok else "FAILED",
+        "start": start,
+        "end": end,
+        "duration_s": duration,
+        "host": host,
+        "command": step.command,
+        "exit_code": proc.returncode,
+        "workdir": step.workdir,
+        "log": step.log_path,
+        "products": products,
+        "missing_products": missing,
+        **step.info,
+    }
+    if not ok:
+        record["reason"] = reason
+        record["log_tail"] = tail(step.log_path)
+        atomic_write_json(step.failed_path, record)
+        excerpt = "\n".join(f"    {line}" for line in record["log_tail"])
+        raise StepFailed(
+            f"{step.step} of AB {step.ab} FAILED: {reason}\n  log: {step.log_path}\n"
+            f"  last lines:\n{excerpt}"
+        )
+    atomic_write_json(step.record_path, record)
+    try:
+        os.unlink(step.failed_path)
+    except FileNotFoundError:
+        pass
+    return record
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"command killed by signal {-code}"
+    if code > 128:
+        return f"command exited {code} (killed by signal {code - 128}?)"
+    return f"command exited {code}"
+
+
+def _check_products(expected: Sequence[tuple[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
+    found: list[dict[str, object]] = []
+    missing: list[str] = []
+    for path, tag in expected:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            missing.append(path)
+            continue
+        found.append({"path": path, "tag": tag, "bytes": size})
+    return found, missing
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, object] | None:
+    """A completion record, or None if absent or unreadable (a torn record is not done)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) if needed and return it as a Path."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,22 @@
+# Load the night once and wire abflow's lookups into the rules.
+from abflow.config import ConfigError, resolve
+from abflow.night import NightError, load_night
+from abflow.rulefuncs import AB_WILDCARD, NightRules
+
+
+try:
+    SETTINGS = resolve(config, root=workflow.basedir)
+    RULES = NightRules(load_night(SETTINGS))
+except (ConfigError, NightError, ValueError) as exc:
+    raise WorkflowError(str(exc)) from None
+
+RULES.int_threads = workflow.cores or 1
+for warning in RULES.night.warnings:
+    logger.warning(str(warning))
+for _name, _value in RULES.resource_limits(workflow.cores or 1).items():
+    if _name not in workflow.global_resources:
+        workflow.register_resource(_name, _value)
+
+
+wildcard_constraints:
+    ab=AB_WILDCARD,
