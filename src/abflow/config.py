@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,8 +162,17 @@ class Settings:
     mef_factor: int
     subcascade: str
     check_products: bool
+    archive: str
     root: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def to_config(self) -> dict[str, Any]:
+        """The configuration with every directory resolved (for jobs: ``$ABFLOW_CONFIG``)."""
+        cfg = copy.deepcopy(self.raw)
+        cfg["dfo"] = dict(self.dfo)
+        cfg["state_dir"] = self.state_dir
+        cfg["archive"] = self.archive
+        return cfg
 
     @property
     def batch_id(self) -> str:
@@ -201,6 +211,12 @@ def _resolve_dir(value: str, root: Path) -> str:
     return os.path.normpath(str(path))
 
 
+def _resolve_archive(value: str, root: Path) -> str:
+    if "://" in value:
+        return value
+    return _resolve_dir(value or str(EXAMPLE_DIR / "archive"), root)
+
+
 def resolve(
     config: Mapping[str, Any],
     root: Path | str | None = None,
@@ -236,6 +252,7 @@ def resolve(
         mef_factor=cfg["mef_factor"],
         subcascade=cfg["subcascade"],
         check_products=cfg["check_products"],
+        archive=_resolve_archive(cfg["archive"], root),
         root=str(root),
         raw=cfg,
     )
@@ -259,7 +276,20 @@ def load_settings(
     configfile: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
 ) -> Settings:
-    """Read a config file (default ``config/config.yaml``), apply overrides, resolve."""
+    """Read a config file, apply ``key=value`` overrides, resolve.
+
+    Without ``configfile``: the configuration of the abflow run that started this process
+    (``$ABFLOW_CONFIG``, JSON, set for every job's command), else ``config/config.yaml``.
+    """
+    env_config = os.environ.get("ABFLOW_CONFIG")
+    if not configfile and env_config:
+        try:
+            data = json.loads(env_config)
+        except ValueError:
+            raise ConfigError(["$ABFLOW_CONFIG is not valid JSON"], "environment") from None
+        merged = normalize(data)
+        _deep_update(merged, normalize(parse_overrides(overrides)))
+        return resolve(merged, source="$ABFLOW_CONFIG")
     path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
     try:
         with open(path, encoding="utf-8") as fh:

@@ -170,7 +170,7 @@ def _read_ab_list(path: str) -> tuple[list[tuple[str, int]], list[Problem]]:
     return entries, problems
 
 
-def _find_existing_product(vcal_path: str, product_dir: str) -> str | None:
+def find_existing_product(vcal_path: str, product_dir: str) -> str | None:
     """A real product already on disk for a virtual calibration, if any."""
     if not vcal_path.endswith(".hdr") and os.path.isfile(vcal_path):
         return vcal_path
@@ -277,7 +277,7 @@ def load_night(settings: Settings) -> Night:
                 )
                 continue
             if parent is None:
-                existing = _find_existing_product(cal.path, settings.dfo["product_dir"])
+                existing = find_existing_product(cal.path, settings.dfo["product_dir"])
                 if existing is None:
                     problems.append(
                         Problem(

@@ -7,13 +7,14 @@ build. Nothing here re-derives the cascade: it only reads :class:`abflow.night.N
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.night import Night
-from abflow.runner import read_record
+from abflow.runner import Step, read_record
 
 # wildcard_constraints for the rules (an AB name as AB_NAME_RE allows, without anchors)
 AB_WILDCARD = r"[A-Za-z0-9][A-Za-z0-9._:+-]*\.ab"
@@ -39,6 +40,7 @@ class NightRules:
         }
         self.subcascade = self._subcascade()
         self._subcascade_set = frozenset(self.subcascade)
+        self._config_json = json.dumps(s.to_config(), sort_keys=True)
 
     # ----- targets -----------------------------------------------------------------------
     def record(self, ab: str) -> str:
@@ -109,46 +111,59 @@ class NightRules:
             "threads": threads,
         }
 
-    def get_process_command(self, wildcards: Any, threads: int) -> str:
-        """``commands.process_ab`` filled for ``wildcards.ab``."""
-        return fill(
-            self.settings.commands["process_ab"], self.template_values(wildcards.ab, threads)
-        )
+    def get_process_command(self, ab: str, threads: int) -> str:
+        """``commands.process_ab`` filled for ``ab``."""
+        return fill(self.settings.commands["process_ab"], self.template_values(ab, threads))
 
-    def get_products(self, wildcards: Any) -> list[tuple[str, str]]:
-        """(path, tag) of the AB's PRODUCTS entries (checked after the command)."""
-        ab = self.night.ab_objects[wildcards.ab]
-        return [(f.path, f.tag) for f in ab.products] if ab.runs_recipe else []
-
-    def get_job_env(self, wildcards: Any, threads: int) -> dict[str, str]:
+    def get_job_env(self, ab: str, threads: int) -> dict[str, str]:
         """Environment of an AB command: the $DFO_* directories, threads, abflow's inputs."""
         env = dict(self.settings.variables)
+        env["ABFLOW_CONFIG"] = self._config_json
         env["OMP_NUM_THREADS"] = str(threads)
-        env["ABFLOW_AB"] = wildcards.ab
-        env["ABFLOW_WORKDIR"] = self.workdir_pattern.format(ab=wildcards.ab)
+        env["ABFLOW_AB"] = ab
+        env["ABFLOW_WORKDIR"] = self.workdir_pattern.format(ab=ab)
         env["ABFLOW_INPUTS"] = os.path.join(env["ABFLOW_WORKDIR"], "abflow_inputs.json")
         return env
 
-    def get_inputs_file(self, wildcards: Any) -> dict[str, object]:
-        """abflow_inputs.json for ``abflow process-ab``: where each virtual calibration is."""
-        return {
-            "ab": wildcards.ab,
-            "virtual": {
-                v.vcal_path: v.product_path for v in self.night.virtual_inputs[wildcards.ab]
-            },
-        }
+    def get_step(self, wildcards: Any, threads: int) -> Step:
+        """Everything the process_ab script needs, as one object.
 
-    def get_record_info(self, wildcards: Any) -> dict[str, object]:
-        """Extra fields of the completion record."""
-        row = self.night.abs.loc[wildcards.ab]
-        return {
-            "batch": self.settings.batch_id,
-            "date": row["date"],
-            "mode": self.settings.mode,
-            "recipe": row["recipe"],
-            "raw_type": row["raw_type"],
-            "parents": list(self.night.parents[wildcards.ab]),
-        }
+        A :class:`~abflow.runner.Step` is not a plain value, so Snakemake's ``params`` rerun
+        trigger ignores it: switching profile, threads or command templates does not rerun a
+        processed night. Explicit reruns go through ``generation`` (see get_generation).
+        """
+        ab = wildcards.ab
+        obj = self.night.ab_objects[ab]
+        row = self.night.abs.loc[ab]
+        return Step(
+            ab=ab,
+            step="process_ab",
+            command=self.get_process_command(ab, threads),
+            workdir=self.workdir_pattern.format(ab=ab),
+            log_path=self.log_pattern.format(ab=ab),
+            record_path=self.record(ab),
+            failed_path=self.failed_pattern.format(ab=ab),
+            env=self.get_job_env(ab, threads),
+            products=[(f.path, f.tag) for f in obj.products] if obj.runs_recipe else [],
+            check_products=self.settings.check_products,
+            info={
+                "batch": self.settings.batch_id,
+                "date": row["date"],
+                "mode": self.settings.mode,
+                "recipe": row["recipe"],
+                "raw_type": row["raw_type"],
+                "parents": list(self.night.parents[ab]),
+                "threads": threads,
+            },
+            files={
+                "abflow_inputs.json": {
+                    "ab": ab,
+                    "virtual": {
+                        v.vcal_path: v.product_path for v in self.night.virtual_inputs[ab]
+                    },
+                }
+            },
+        )
 
     def resource_limits(self, cores: int) -> dict[str, int]:
         """Global resources the workflow registers (unless given with --resources)."""

@@ -12,14 +12,7 @@ rule process_ab:
     benchmark:
         RULES.benchmark_pattern
     params:
-        command=RULES.get_process_command,
-        products=RULES.get_products,
-        env=RULES.get_job_env,
-        inputs_file=RULES.get_inputs_file,
-        info=RULES.get_record_info,
-        workdir=RULES.workdir_pattern,
-        failed=RULES.failed_pattern,
-        check_products=SETTINGS.check_products,
+        step=RULES.get_step,
         generation=RULES.get_generation,
     threads: RULES.get_threads
     resources:

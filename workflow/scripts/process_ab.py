@@ -2,28 +2,12 @@
 
 import sys
 
-from abflow.runner import Step, StepFailed, run_step
+from abflow.runner import StepFailed, run_step
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 
-step = Step(
-    ab=snakemake.wildcards.ab,
-    step="process_ab",
-    command=snakemake.params.command,
-    workdir=snakemake.params.workdir,
-    log_path=snakemake.log[0],
-    record_path=snakemake.output.record,
-    failed_path=snakemake.params.failed,
-    env=snakemake.params.env,
-    products=snakemake.params.products,
-    check_products=snakemake.params.check_products,
-    info={
-        **snakemake.params.info,
-        "threads": snakemake.threads,
-        "generation": snakemake.params.generation,
-    },
-    files={"abflow_inputs.json": snakemake.params.inputs_file},
-)
+step = snakemake.params.step
+step.info = {**step.info, "generation": snakemake.params.generation}
 try:
     run_step(step)
 except StepFailed as exc:

@@ -1,0 +1,164 @@
+"""The ``abflow`` command line.
+
+Every subcommand reads the same configuration as the workflow: ``--configfile F`` (default: the
+configuration of the abflow run that started the process, else ``config/config.yaml``) and
+``--config key=value ...`` (dotted keys for nested entries, e.g. ``limits.jobs=4``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from abflow import __version__
+from abflow.config import ConfigError, Settings, load_settings
+from abflow.night import NightError, load_night
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.configfile, args.config or ())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and the night; print the problems or a one-line summary."""
+    settings = _settings(args)
+    night = load_night(settings)
+    for warning in night.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{settings.batch_id}: {len(night)} ABs, {len(night.edges)} dependencies, "
+        f"{len(night.levels())} levels: OK"
+    )
+    return 0
+
+
+def cmd_cascade(args: argparse.Namespace) -> int:
+    """Print the cascade as levels (which ABs can run together) with counts."""
+    from abflow.plan import cascade_summary, format_cascade
+
+    night = load_night(_settings(args))
+    if args.json:
+        print(json.dumps(cascade_summary(night), indent=2))
+    else:
+        print(format_cascade(night, verbose=not args.brief))
+    return 0
+
+
+def cmd_process_ab(args: argparse.Namespace) -> int:
+    """Process one AB with esorex (abflow's processAB)."""
+    from abflow.processab import main_process_ab
+
+    settings = _settings(args)
+    ab_file = args.ab
+    if os.sep not in ab_file and not os.path.isfile(ab_file):
+        ab_file = settings.ab_file(ab_file)
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
+    return main_process_ab(ab_file, settings, args.workdir, threads)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Fetch one archive file to a local path."""
+    from abflow.download import FetchError, fetch_local
+
+    settings = _settings(args)
+    archive = args.archive or settings.archive
+    dest = args.dest or os.path.join(os.getcwd(), args.file)
+    try:
+        size = fetch_local(archive, args.file, dest)
+    except FetchError as exc:
+        print(f"abflow fetch: {exc}", file=sys.stderr)
+        return 1
+    print(f"fetched {args.file} ({size} bytes) -> {dest}")
+    return 0
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    """Generate the example night's synthetic raw frames into its archive directory."""
+    from abflow.example import make_archive
+
+    settings = _settings(args)
+    archive = args.archive or settings.archive
+    written, kept = make_archive(
+        settings, archive, force=args.force, progress=lambda m: print(m, flush=True)
+    )
+    print(f"archive {archive}: {written} frames written, {kept} already present")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``abflow`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--configfile",
+        metavar="F",
+        help="configuration file (default: the running night's, else config/config.yaml)",
+    )
+    common.add_argument(
+        "--config",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="override configuration keys, e.g. date=2013-02-12 limits.jobs=4",
+    )
+    parser = argparse.ArgumentParser(
+        prog="abflow",
+        description="Cascade processor for DFOS Association Blocks (Snakemake based).",
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"abflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", parents=[common], help="validate the configuration and the night")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "cascade", parents=[common], help="print the cascade as levels with counts"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--brief", action="store_true", help="counts per level only")
+    p.set_defaults(func=cmd_cascade)
+
+    p = sub.add_parser(
+        "process-ab", parents=[common], help="process one AB with esorex (abflow's processAB)"
+    )
+    p.add_argument("ab", help="AB file, or the AB name (looked up in dfo.ab_dir)")
+    p.add_argument("--threads", type=int, default=0, help="threads for the recipe (OMP)")
+    p.add_argument(
+        "--workdir", help="working directory (default: $ABFLOW_WORKDIR or <state_dir>/work/<AB>)"
+    )
+    p.set_defaults(func=cmd_process_ab)
+
+    p = sub.add_parser("fetch", parents=[common], help="fetch one file from the archive")
+    p.add_argument("file", help="archive file name (ARCFILE)")
+    p.add_argument("dest", nargs="?", help="local destination path (default: ./FILE)")
+    p.add_argument("--archive", help="archive directory (default: the config's archive)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "example",
+        parents=[common],
+        help="generate the example night's synthetic raw frames into its archive",
+    )
+    p.add_argument("--archive", help="archive directory (default: the config's archive)")
+    p.add_argument("--force", action="store_true", help="rewrite frames already present")
+    p.set_defaults(func=cmd_example)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``abflow`` command; return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"abflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except NightError as exc:
+        print(f"abflow {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""abflow's processAB: run one AB through its ESO recipe with esorex.
+
+What DFOS processAB does (dfos-reference.md §8), for the example night and for sites without
+DFOS: check the inputs (fetching missing ones with ``commands.download``), write the SOF from
+RAWFILE and MCALIB (a VIRTUAL calibration replaced by the real product of the AB that made it),
+run ``esorex`` in the AB's own working directory, judge success by exit code plus the expected
+products (matched by PRO.CATG), and move the products to their PRODUCTS paths in PROD_PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from abflow.ab import AB, PathPolicy, read_ab, stem
+from abflow.commands import fill
+from abflow.config import Settings
+from abflow.fits import read_header
+from abflow.night import find_existing_product
+
+ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
+
+
+class ProcessError(RuntimeError):
+    """Processing of an AB failed; the message says why and what to check."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """A file written by the recipe, with its PRO.CATG."""
+
+    path: str
+    catg: str
+
+
+def _policy(settings: Settings) -> PathPolicy:
+    d = settings.dfo
+    return PathPolicy(
+        inputs=(d["raw_dir"], d["cal_dir"], d["product_dir"]),
+        outputs=(d["product_dir"],),
+    )
+
+
+def load_ab(ab_file: str, settings: Settings) -> AB:
+    """Read and validate one AB with the configured directories."""
+    ab, problems = read_ab(ab_file, settings.variables, _policy(settings))
+    if problems or ab is None:
+        raise ProcessError("invalid AB:\n" + "\n".join(f"  {p}" for p in problems))
+    return ab
+
+
+def virtual_map(ab: AB, settings: Settings, inputs_file: str | None) -> dict[str, str]:
+    """Where the real product of each VIRTUAL calibration of ``ab`` is.
+
+    From ``abflow_inputs.json`` written by the workflow (the Night knows which AB made each
+    one), else by looking for ``<stem>.fits`` beside the vcal and in the product tree.
+    """
+    known: dict[str, str] = {}
+    if inputs_file and os.path.isfile(inputs_file):
+        with open(inputs_file, encoding="utf-8") as fh:
+            known = dict(json.load(fh).get("virtual", {}))
+    out = {}
+    for cal in ab.mcalibs:
+        if not cal.virtual:
+            continue
+        product = known.get(cal.path) or find_existing_product(
+            cal.path, settings.dfo["product_dir"]
+        )
+        if not product:
+            raise ProcessError(
+                f"line {cal.line}: the product {stem(cal.path)} of MCALIB VIRTUAL {cal.path} "
+                "was not found: process the AB that makes it first"
+            )
+        out[cal.path] = product
+    return out
+
+
+def fetch_missing(ab: AB, settings: Settings, log: Callable[[str], None]) -> None:
+    """Download RAWFILE and REAL MCALIB inputs that are missing (or only a .hdr) locally."""
+    wanted = [(f.path, f.line) for f in ab.rawfiles]
+    wanted += [(c.path, c.line) for c in ab.mcalibs if not c.virtual]
+    for path, line in wanted:
+        if os.path.isfile(path):
+            continue
+        name = os.path.basename(path)
+        command = fill(
+            settings.commands["download"],
+            {"file": name, "dest": path, "date": settings.date, "mode": settings.mode},
+        )
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        log(f"fetching {name}: {command}")
+        proc = subprocess.run(command, shell=True, cwd=os.path.dirname(path), check=False)
+        if proc.returncode != 0 or not os.path.isfile(path):
+            raise ProcessError(
+                f"line {line}: input {path} is missing and the download failed "
+                f"(exit {proc.returncode}): check commands.download and the archive"
+            )
+
+
+def write_sof(ab: AB, virtual: dict[str, str], path: str) -> list[tuple[str, str]]:
+    """Write the set-of-frames file (``<path> <TAG>`` per line); return its entries."""
+    entries = [(f.path, f.tag) for f in ab.rawfiles]
+    entries += [(virtual.get(c.path, c.path), c.tag) for c in ab.mcalibs]
+    missing = [p for p, _ in entries if not os.path.isfile(p)]
+    if missing:
+        raise ProcessError(
+            "input file(s) missing: " + ", ".join(missing) + ": download them or check the AB"
+        )
+    text = "".join(f"{p} {tag}\n" for p, tag in entries)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return entries
+
+
+def esorex_command(ab: AB, sof: str, outdir: str, extra: list[str] | None = None) -> list[str]:
+    """The esorex call for ``ab`` (argument list, no shell)."""
+    prefix = ab.prod_root_name or "r." + ab.name[: -len(".ab")]
+    return [
+        ESOREX,
+        f"--output-dir={outdir}",
+        f"--log-dir={os.path.dirname(sof)}",
+        "--log-file=esorex.log",
+        f"--output-prefix={prefix}",
+        "--suppress-prefix=FALSE",
+        "--suppress-link=TRUE",
+        ab.recipe,
+        *ab.recipe_params,
+        *(extra or []),
+        sof,
+    ]
+
+
+def list_products(outdir: str) -> list[Product]:
+    """The FITS files the recipe wrote, with their PRO.CATG, in name order."""
+    out = []
+    for name in sorted(os.listdir(outdir)):
+        path = os.path.join(outdir, name)
+        if not name.endswith(".fits") or not os.path.isfile(path):
+            continue
+        try:
+            catg = str(read_header(path).get("ESO PRO CATG", ""))
+        except (OSError, ValueError) as exc:
+            raise ProcessError(f"product {name} is not a readable FITS file: {exc}") from None
+        out.append(Product(path, catg))
+    return out
+
+
+def assign_products(ab: AB, products: list[Product]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Match recipe outputs to the AB's PRODUCTS entries.
+
+    Each PRODUCTS entry takes the first unused output with its PRO.CATG (or, for an entry
+    without tag, the output of the same file name). Returns (source, destination) moves and the
+    PRODUCTS entries that no output matched. Outputs the AB did not predict go to PROD_PATH
+    under their own names.
+    """
+    unused = list(products)
+    moves: list[tuple[str, str]] = []
+    missing: list[str] = []
+    for frame in ab.products:
+        name = os.path.basename(frame.path)
+        match = next(
+            (
+                p
+                for p in unused
+                if (p.catg == frame.tag if frame.tag else os.path.basename(p.path) == name)
+            ),
+            None,
+        )
+        if match is None:
+            missing.append(f"{name} ({frame.tag or 'any PRO.CATG'})")
+            continue
+        unused.remove(match)
+        moves.append((match.path, frame.path))
+    target_dir = ab.prod_path or (os.path.dirname(ab.products[0].path) if ab.products else "")
+    if target_dir:
+        moves += [(p.path, os.path.join(target_dir, os.path.basename(p.path))) for p in unused]
+    return moves, missing
+
+
+def move_file(source: str, dest: str) -> None:
+    """Move ``source`` to ``dest`` atomically (rename, or copy to a temp name then rename)."""
+    directory = os.path.dirname(dest)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        os.replace(source, dest)
+        return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".part")
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    os.unlink(source)
+
+
+def process_ab(
+    ab_file: str,
+    settings: Settings,
+    workdir: str | None = None,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Process one AB end to end; return the product paths written. Raises ProcessError."""
+    log = log or (lambda msg: print(f"[process-ab] {msg}", flush=True))
+    ab = load_ab(ab_file, settings)
+    if not ab.runs_recipe:
+        log(f"{ab.name}: RECIPE {ab.recipe or 'none'}: nothing to run")
+        return []
+    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.workdir(ab.name)
+    os.makedirs(workdir, exist_ok=True)
+    outdir = os.path.join(workdir, "out")
+    if os.path.isdir(outdir):
+        shutil.rmtree(outdir)
+    os.makedirs(outdir)
+    fetch_missing(ab, settings, log)
+    virtual = virtual_map(ab, settings, os.environ.get("ABFLOW_INPUTS"))
+    sof = os.path.join(workdir, ab.name[: -len(".ab")] + ".sof")
+    entries = write_sof(ab, virtual, sof)
+    log(f"{ab.name}: {ab.recipe} on {len(entries)} frames (SOF {sof})")
+    cmd = esorex_command(ab, sof, outdir)
+    log("running: " + " ".join(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, env=env, check=False)
+    except FileNotFoundError:
+        raise ProcessError(
+            f"{ESOREX} not found: install esorex and the instrument's cpl-plugin package"
+        ) from None
+    errors = _error_lines(os.path.join(workdir, "esorex.log"))
+    if proc.returncode != 0:
+        detail = "\n".join(f"    {line}" for line in errors[-10:])
+        raise ProcessError(
+            f"{ab.recipe} failed for {ab.name} (exit {proc.returncode})"
+            + (f"; esorex errors:\n{detail}" if detail else "")
+        )
+    products = list_products(outdir)
+    moves, missing = assign_products(ab, products)
+    if missing:
+        found = ", ".join(f"{os.path.basename(p.path)} ({p.catg})" for p in products) or "none"
+        raise ProcessError(
+            f"{ab.recipe} exited 0 but expected product(s) are missing: {', '.join(missing)}; "
+            f"the recipe wrote: {found}"
+        )
+    for source, dest in moves:
+        move_file(source, dest)
+        log(f"product {dest}")
+    _keep_log(ab, settings, workdir)
+    return [dest for _, dest in moves]
+
+
+def _error_lines(log_path: str) -> list[str]:
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as fh:
+            return [line.rstrip() for line in fh if "[ ERROR ]" in line]
+    except OSError:
+        return []
+
+
+def _keep_log(ab: AB, settings: Settings, workdir: str) -> None:
+    """Copy the esorex log to ``<log_dir>/<DATE>/<AB root>.rblog`` (DFOS LOG_NAME style)."""
+    source = os.path.join(workdir, "esorex.log")
+    if not os.path.isfile(source):
+        return
+    dest_dir = os.path.join(settings.dfo["log_dir"], ab.date or settings.date)
+    os.makedirs(dest_dir, exist_ok=True)
+    dest = os.path.join(dest_dir, ab.name[: -len(".ab")] + ".rblog")
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
+    os.close(fd)
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+
+
+def main_process_ab(ab_file: str, settings: Settings, workdir: str | None, threads: int) -> int:
+    """CLI entry: process one AB, print a clear error on failure; return the exit code."""
+    try:
+        process_ab(ab_file, settings, workdir, threads)
+    except ProcessError as exc:
+        print(f"abflow process-ab: {os.path.basename(ab_file)}: {exc}", file=sys.stderr)
+        return 1
+    return 0
