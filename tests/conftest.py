@@ -1,0 +1,141 @@
+"""Shared fixtures: temporary DFOS trees, configs, and real snakemake runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+DATE = "2013-02-12"
+DFO_KEYS = ("ab_dir", "mon_dir", "job_dir", "raw_dir", "cal_dir", "log_dir", "product_dir")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the caller's DFOS environment or a running night's config."""
+    for name in list(os.environ):
+        if name.startswith(("DFO_", "DFS_", "ABFLOW_")):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def dfo(tmp_path: Path) -> dict[str, str]:
+    """A fresh DFOS directory tree under tmp_path (directories created)."""
+    dirs = {key: str(tmp_path / "dfo" / key.removesuffix("_dir")) for key in DFO_KEYS}
+    for path in dirs.values():
+        os.makedirs(path, exist_ok=True)
+    return dirs
+
+
+def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:
+    """Write a config YAML for a synthetic night: stand-in commands, no product check."""
+    cfg: dict[str, Any] = {
+        "date": DATE,
+        "dfo": dict(dfo),
+        "commands": {"process_ab": "sleep 0"},
+        "check_products": False,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_snakemake(
+    workdir: Path,
+    configfile: Path,
+    *args: str,
+    cores: int | str = 1,
+    profile: str = "local",
+    timeout: int = 300,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real snakemake on abflow's Snakefile in ``workdir``; return the finished process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(ROOT / "profiles" / profile),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        str(cores),
+        *args,
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        ["timeout", "-k", "10", str(timeout), *cmd],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def records(state_dir: str) -> dict[str, dict[str, Any]]:
+    """Completion records by AB name."""
+    out = {}
+    for path in glob.glob(os.path.join(state_dir, "records", "*.json")):
+        with open(path) as fh:
+            rec = json.load(fh)
+        out[rec["ab"]] = rec
+    return out
+
+
+def intervals(recs: Iterable[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """(start, end) in seconds since the first start, per AB."""
+    recs = list(recs)
+    t0 = min(dt.datetime.fromisoformat(r["start"]) for r in recs)
+    return {
+        r["ab"]: (
+            (dt.datetime.fromisoformat(r["start"]) - t0).total_seconds(),
+            (dt.datetime.fromisoformat(r["end"]) - t0).total_seconds(),
+        )
+        for r in recs
+    }
+
+
+def waves(spans: dict[str, tuple[float, float]]) -> int:
+    """Makespan in job-lengths of a run of equal-length jobs.
+
+    wave(j) = 1 + max wave(i) over jobs i that ended before j started: the longest chain of
+    jobs that ran one after another. With equal job lengths and short gaps this is the number of
+    job-lengths the run took.
+    """
+    order = sorted(spans, key=lambda k: spans[k][0])
+    wave: dict[str, int] = {}
+    for j in order:
+        start = spans[j][0]
+        wave[j] = 1 + max((wave[i] for i in wave if spans[i][1] <= start + 1e-3), default=0)
+    return max(wave.values(), default=0)
+
+
+@pytest.fixture
+def snakemake_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The run_snakemake helper as a fixture."""
+    return run_snakemake
