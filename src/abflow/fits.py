@@ -9,9 +9,10 @@ products that ``esorex`` writes:
 * walking the HDUs of a file without reading their data (tables are skipped, not decoded).
 
 Header values are ``str``, ``bool``, ``int`` or ``float``. Keywords longer than eight
-characters, or containing blanks (such as ``"ESO DPR CATG"``), are written as ``HIERARCH``
-cards and read back without the ``HIERARCH`` prefix. Commentary cards (``COMMENT``,
-``HISTORY``, blank keywords) are not part of the header dicts returned by the readers.
+characters, or containing blanks (such as ``"ESO DPR CATG"``) or lower-case letters, are
+written as ``HIERARCH`` cards and read back without the ``HIERARCH`` prefix. Commentary
+cards (``COMMENT``, ``HISTORY``, blank keywords) are not part of the header dicts returned
+by the readers.
 """
 
 from __future__ import annotations
@@ -344,19 +345,19 @@ def _parse_header(cards: list[str]) -> dict[str, Any]:
     return header
 
 
-def _read_header_cards(handle: BinaryIO) -> list[str] | None:
-    """Read header blocks up to END; ``None`` at end of file."""
+def _read_header_cards(handle: BinaryIO, extension: bool) -> list[str] | None:
+    """Read header blocks up to END; ``None`` at the end of the HDUs.
+
+    After the primary HDU, anything that does not start with ``XTENSION`` (end of file, zero
+    padding, the "special records" the standard allows) ends the HDU sequence.
+    """
     cards: list[str] = []
     while True:
         block = handle.read(BLOCK)
-        if not block:
-            if cards:
-                raise ValueError("truncated FITS header: END card missing")
+        if not cards and (not block or (extension and not block.startswith(b"XTENSION"))):
             return None
         if len(block) < BLOCK:
-            if not cards and not block.strip(b"\0 "):
-                return None  # trailing padding
-            raise ValueError("truncated FITS header block")
+            raise ValueError("truncated FITS header: END card missing")
         text = block.decode("ascii", errors="replace")
         for start in range(0, BLOCK, CARD):
             card = text[start : start + CARD]
@@ -388,8 +389,10 @@ def iter_hdus(path: str | os.PathLike[str]) -> Iterator[HduInfo]:
     with open(path, "rb") as handle:
         index = 0
         while True:
-            cards = _read_header_cards(handle)
+            cards = _read_header_cards(handle, extension=index > 0)
             if cards is None:
+                if index == 0:
+                    raise ValueError(f"{os.fspath(path)} is empty, not a FITS file")
                 return
             header = _parse_header(cards)
             if index == 0 and header.get("SIMPLE") is not True:

@@ -9,7 +9,8 @@ Three detectors are modelled, each at the smallest size its recipes process robu
   (``uves_cal_mbias``, ``uves_cal_mdark``; SOF tags ``BIAS_BLUE``/``DARK_BLUE``).
 * ``MUSE``: a header-only primary HDU plus 24 image extensions ``CHAN01``..``CHAN24``, each
   with four read-out quadrants of (by default) 128 x 128 pixels plus 32-pixel prescans and
-  overscans (``muse_bias``, ``muse_dark``, ``muse_flat``).
+  overscans (``muse_bias``, ``muse_dark``); ``muse_flat`` needs full-width quadrants
+  (:data:`MUSE_FLAT_QUADRANT`, 128 x 2048), best with one IFU.
 
 Pixels are ``int16``: a bias level per read-out port with Gaussian read noise, plus (for
 darks) a small dark current and a fixed set of hot pixels, plus (for MUSE flats) lamp light
@@ -38,6 +39,9 @@ __all__ = [
     "ARCHIVE_PREFIX",
     "INSTRUMENTS",
     "KINDS",
+    "MUSE_FLAT_QUADRANT",
+    "MUSE_NIFU",
+    "MUSE_QUADRANT",
     "RAW_TAGS",
     "archive_name",
     "giraffe_frame",
@@ -156,7 +160,7 @@ _DPR_TECH = {"GIRAFFE": "IMAGE", "UVES": "ECHELLE", "MUSE": "IFU"}
 _TELESCOPE = {"GIRAFFE": "ESO-VLT-U2", "UVES": "ESO-VLT-U2", "MUSE": "ESO-VLT-U4"}
 
 
-def _check(instrument: str, kind: str) -> tuple[str, str]:
+def _check(instrument: str, kind: str, exptime: float = 0.0) -> tuple[str, str]:
     inst = instrument.upper()
     if inst not in RAW_TAGS:
         raise ValueError(f"unknown instrument {instrument!r}; expected one of {INSTRUMENTS}")
@@ -164,6 +168,9 @@ def _check(instrument: str, kind: str) -> tuple[str, str]:
     if knd not in RAW_TAGS[inst]:
         supported = ", ".join(RAW_TAGS[inst])
         raise ValueError(f"{inst} frames of kind {kind!r} are not supported ({supported})")
+    if knd != "BIAS" and not exptime > 0:
+        # the recipes divide by EXPTIME: a zero would give NaN products or a crash
+        raise ValueError(f"{inst} {knd} frames need a positive exptime, got {exptime!r}")
     return inst, knd
 
 
@@ -171,8 +178,6 @@ def _primary_header(instrument: str, kind: str, timestamp: str | datetime, expti
     moment = parse_timestamp(timestamp)
     arcfile = archive_name(ARCHIVE_PREFIX[instrument], moment)
     dpr_type = {"BIAS": "BIAS", "DARK": "DARK", "FLAT": "FLAT,LAMP"}[kind]
-    if instrument == "MUSE" and kind == "FLAT":
-        dpr_type = "FLAT,LAMP"
     tpl_id = {
         "GIRAFFE": f"GIRAF_gen_cal_{kind.lower()}",
         "UVES": f"UVES_blue_cal_{kind.lower()}",
@@ -232,7 +237,7 @@ def giraffe_frame(
     (prescan) receive neither. The prescan is 48 columns wide, so ``gimasterdark`` needs
     ``--bsremove-areas=5:40:0:<ny-1>`` when ``ny < 4096``.
     """
-    inst, knd = _check("GIRAFFE", kind)
+    inst, knd = _check("GIRAFFE", kind, exptime)
     ny, nx = shape
     rng = np.random.default_rng(seed)
     image = _noise(rng, shape, bias_level, read_noise)
@@ -308,7 +313,7 @@ def uves_frame(
     :func:`giraffe_frame`. ``DET CHIP1 ID`` is fixed, as ``uves_cal_mdark`` compares it with
     the master bias.
     """
-    inst, knd = _check("UVES", kind)
+    inst, knd = _check("UVES", kind, exptime)
     ny, nx = shape
     rng = np.random.default_rng(seed)
     image = _noise(rng, shape, bias_level, read_noise)
@@ -373,8 +378,9 @@ MUSE_SLICES = 48
 MUSE_SLICE_WIDTH = 77
 MUSE_SLICE_GAP = 6
 MUSE_GAIN = 1.1
-MUSE_FLAT_MIN_QUADRANT = (1080, 2048)
-"""Smallest quadrant shape with which ``muse_flat`` traces all 48 slices."""
+MUSE_FLAT_QUADRANT = (128, 2048)
+"""Quadrant shape for a ``muse_flat`` chain: the slices need the full detector width (48 slices of
+77 pixels); 128 rows suffice. Bias and dark frames for that chain need the same shape."""
 
 
 @dataclass(frozen=True)
@@ -407,20 +413,24 @@ def _muse_ports(ny: int, nx: int, scan: int) -> list[_Port]:
 def _muse_flat_light(ny: int, nx: int, level: float) -> np.ndarray:
     """Lamp light on the stitched ``(2 ny, 2 nx)`` data area: 48 vertical slices.
 
-    Slices are 77 pixels wide with 6-pixel gaps, centred on the detector, as on MUSE's CCDs;
-    with narrower windows they are squeezed to fit.
+    Slices are 77 pixels wide with 6-pixel gaps, centred on the detector, as on MUSE's CCDs
+    (``muse_flat`` finds no slices narrower than that).
     """
     width = 2 * nx
     gap = MUSE_SLICE_GAP
-    slice_width = min(MUSE_SLICE_WIDTH, width // MUSE_SLICES - gap)
-    if slice_width < 4:
-        raise ValueError(f"MUSE quadrant width {nx} is too small for 48 slices")
-    pitch = slice_width + gap
-    first = (width - (MUSE_SLICES * pitch - gap)) // 2
+    pitch = MUSE_SLICE_WIDTH + gap
+    span = MUSE_SLICES * pitch - gap
+    if span > width:
+        raise ValueError(
+            f"MUSE FLAT frames need quadrants at least {(span + 1) // 2} pixels wide for 48 "
+            f"slices of {MUSE_SLICE_WIDTH} pixels (got {nx}); use quadrant={MUSE_FLAT_QUADRANT} "
+            "for the flats and for the bias and dark frames of the same chain"
+        )
+    first = (width - span) // 2
     cols = np.zeros(width, dtype=np.float32)
     for k in range(MUSE_SLICES):
         start = first + k * pitch
-        cols[start : start + slice_width] = 1.0
+        cols[start : start + MUSE_SLICE_WIDTH] = 1.0
     rows = np.linspace(0.7, 1.0, 2 * ny, dtype=np.float32)  # smooth spectral variation
     return np.outer(rows, cols) * np.float32(level)
 
@@ -436,7 +446,7 @@ def muse_frame(
     bias_level: float = 1000.0,
     read_noise: float = 3.0,
     dark_current: float = 0.001,
-    hot_pixels: int = 10,
+    hot_pixels: int = 40,
     hot_rate: float = 3.0,
     flat_level: float = 8000.0,
 ) -> list[Hdu]:
@@ -446,10 +456,13 @@ def muse_frame(
     and overscans; the ports' ``DET OUTn X/Y`` positions are those of the full detector, as
     the pipeline expects whatever the window size. ``ifus`` selects which ``CHANnn``
     extensions to write (run the recipes with ``--nifu=-1`` for all 24, ``--nifu=k``
-    otherwise). ``FLAT`` frames need quadrants of at least :data:`MUSE_FLAT_MIN_QUADRANT` to be
-    traced by ``muse_flat``.
+    otherwise). ``FLAT`` frames carry lamp light in 48 slices of 77 pixels with 6-pixel gaps;
+    ``muse_flat`` traces them only at full width, so use ``quadrant=MUSE_FLAT_QUADRANT`` for
+    the flats and for the bias and dark frames of that chain (with ``ifus=[1]`` and
+    ``--nifu=1`` this runs in about a second per recipe). ``hot_pixels`` is the number of hot
+    pixels per IFU (in the illuminated areas); other parameters as in :func:`giraffe_frame`.
     """
-    inst, knd = _check("MUSE", kind)
+    inst, knd = _check("MUSE", kind, exptime)
     ny, nx = quadrant
     scan = MUSE_SCAN
     shape = (2 * (ny + 2 * scan), 2 * (nx + 2 * scan))
@@ -459,6 +472,7 @@ def muse_frame(
     header.update(
         {
             "ESO DET CHIPS": (24, "# of chips in detector array"),
+            "ESO DET READ CURID": (1, "used readout mode id"),
             "ESO DET READ CURNAME": ("SCI1.0", "used readout mode name"),
             "ESO INS MODE": ("WFM-NOAO-N", "instrument mode used"),
             "ESO INS OPTI1 NAME": ("Blue_N", "filter name"),
@@ -513,13 +527,10 @@ def muse_frame(
             for dy, dx in data_views:
                 _add_dark(image[dy, dx], rng, dark_current, exptime)
         if knd == "DARK":
-            full = (shape[0], shape[1])
-            rows, cols = hot_pixel_positions(inst, chip, full, 4 * hot_pixels * 4, 0)
-            in_data = np.zeros(full, dtype=bool)
-            for dy, dx in data_views:
-                in_data[dy, dx] = True
-            keep = in_data[rows, cols]
-            rows, cols = rows[keep][: 4 * hot_pixels], cols[keep][: 4 * hot_pixels]
+            # positions on the stitched data area, mapped past the prescans and overscans
+            rows, cols = hot_pixel_positions(inst, chip, (2 * ny, 2 * nx), hot_pixels)
+            rows = np.where(rows < ny, rows + scan, rows + 3 * scan)
+            cols = np.where(cols < nx, cols + scan, cols + 3 * scan)
             image[rows, cols] += hot_rate * exptime
         if light is not None:
             for port in ports:
@@ -528,7 +539,9 @@ def muse_frame(
                 lamp = light[ly, lx]
                 # Photon noise (MUSE_GAIN e-/ADU), as a Gaussian approximation of Poisson.
                 noise = rng.standard_normal(lamp.shape, dtype=np.float32)
-                image[port.data_y, port.data_x] += lamp + noise * np.sqrt(lamp / np.float32(MUSE_GAIN))
+                image[port.data_y, port.data_x] += lamp + noise * np.sqrt(
+                    lamp / np.float32(MUSE_GAIN)
+                )
         extensions.append(Hdu(ext_header, _to_int16(image)))
     return [Hdu(header, None), *extensions]
 
@@ -556,7 +569,7 @@ def raw_frame(
 
     ``opts`` go to :func:`giraffe_frame`, :func:`uves_frame` or :func:`muse_frame`.
     """
-    inst, knd = _check(instrument, kind)
+    inst, knd = _check(instrument, kind, exptime)
     return _FACTORIES[inst](knd, timestamp, seed, exptime, **opts)
 
 
