@@ -14,7 +14,9 @@ VARS = {
     "DFO_CAL_DIR": "/data/cal",
     "DFS_PRODUCT": "/data/products",
 }
-POLICY = PathPolicy(inputs=("/data/raw", "/data/cal", "/data/products"), outputs=("/data/products",))
+POLICY = PathPolicy(
+    inputs=("/data/raw", "/data/cal", "/data/products"), outputs=("/data/products",)
+)
 
 FLAT = """\
 TOOL_VERSION    3.9
@@ -143,7 +145,11 @@ def test_malformed_lines_are_reported_with_line_numbers(line: str, expected: str
         ("MEF_FACTOR      4", "MEF_FACTOR      four", "invalid MEF_FACTOR 'four'"),
         ("DATE            2013-02-12", "DATE            12/02/2013", "invalid DATE"),
         ("RECIPE          gimasterflat", "RECIPE          rm;ls", "invalid RECIPE"),
-        ("RAW_TYPE        FLAT", "RAW_TYPE        FLAT\nRAW_TYPE        BIAS", "RAW_TYPE given twice"),
+        (
+            "RAW_TYPE        FLAT",
+            "RAW_TYPE        FLAT\nRAW_TYPE        BIAS",
+            "RAW_TYPE given twice",
+        ),
         (
             "AB_NAME         GIRAF.2013-02-13T10:41:17.512_tpl.ab",
             "AB_NAME         OTHER.ab",
@@ -198,7 +204,9 @@ def test_unsafe_ab_file_names_are_refused(name: str) -> None:
 
 
 def test_rawfile_without_tag_takes_the_raw_type_and_mcalib_without_flag_is_real() -> None:
-    text = FLAT + "RAWFILE $DFO_RAW_DIR/2013-02-12/extra.fits\nMCALIB $DFO_CAL_DIR/x.fits MASTER_X\n"
+    text = (
+        FLAT + "RAWFILE $DFO_RAW_DIR/2013-02-12/extra.fits\nMCALIB $DFO_CAL_DIR/x.fits MASTER_X\n"
+    )
     ab, problems = parse(text)
     assert problems == []
     assert ab.rawfiles[-1].tag == "FLAT"

@@ -81,8 +81,10 @@ def test_cascade_order_follows_dependencies_when_the_list_does_not(dfo) -> None:
 
 def test_missing_ab_list(dfo) -> None:
     problems = problems_of(dfo)
-    assert problems == [f"{list_path(dfo)}: AB list does not exist: check mode, date and "
-                        "dfo.mon_dir, or run createAB for this date first"]
+    assert problems == [
+        f"{list_path(dfo)}: AB list does not exist: check mode, date and "
+        "dfo.mon_dir, or run createAB for this date first"
+    ]
 
 
 def test_empty_ab_list(dfo) -> None:
@@ -101,7 +103,9 @@ def test_listed_but_missing_duplicate_and_malformed_entries_all_reported(dfo) ->
     problems = problems_of(dfo)
     path = list_path(dfo)
     assert len(problems) == 4, problems
-    assert problems[0].startswith(f"{path}:3: duplicate AB {specs[0].name} (first listed on line 1)")
+    assert problems[0].startswith(
+        f"{path}:3: duplicate AB {specs[0].name} (first listed on line 1)"
+    )
     assert problems[1].startswith(f"{path}:5: malformed line: '../../etc/passwd.ab'")
     assert problems[2].startswith(f"{path}:6: malformed line: 'x;rm'")
     assert problems[3].startswith(f"{path}:4: AB GONE.2013-02-13T00:00:00.000.ab is listed but")
@@ -112,9 +116,12 @@ def test_virtual_calibration_nobody_produces(dfo) -> None:
     write_night([orphan], dfo["ab_dir"], dfo["mon_dir"], DATE)
     problems = problems_of(dfo)
     ab_file = os.path.join(dfo["ab_dir"], orphan.name)
-    line = ab_text(orphan, DATE).splitlines().index(
-        next(x for x in ab_text(orphan, DATE).splitlines() if x.startswith("MCALIB"))
-    ) + 1
+    line = (
+        ab_text(orphan, DATE)
+        .splitlines()
+        .index(next(x for x in ab_text(orphan, DATE).splitlines() if x.startswith("MCALIB")))
+        + 1
+    )
     assert problems == [
         f"{ab_file}:{line}: MCALIB VIRTUAL r.NOBODY_0000: no AB of batch CALIB_{DATE} produces "
         "it and no such product exists: add the producing AB to the AB list, or associate a "
@@ -190,7 +197,10 @@ def test_all_problems_of_a_night_at_once(dfo) -> None:
 
 
 def test_mef_factor_from_the_ab_overrides_the_config(dfo) -> None:
-    specs = [ABSpec("A.2013-02-13T00:00:00.000.ab", mef_factor=4), ABSpec("B.2013-02-13T00:00:00.000.ab")]
+    specs = [
+        ABSpec("A.2013-02-13T00:00:00.000.ab", mef_factor=4),
+        ABSpec("B.2013-02-13T00:00:00.000.ab"),
+    ]
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
     night = load_night(settings_for(dfo, mef_factor=2))
     assert night.mef_factor(specs[0].name) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -36,7 +37,7 @@ def test_cpl_runs_one_ab_at_a_time_in_cascade_order(tmp_path, dfo) -> None:
     spans = intervals(records(state(dfo)).values())
     assert sorted(spans, key=lambda ab: spans[ab][0]) == names
     ordered = sorted(spans.values())
-    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:], strict=False)), ordered
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)), ordered
 
 
 @pytest.mark.parametrize(("cores", "optimum"), [(2, 6), (3, 4), (6, 3)])
@@ -44,9 +45,7 @@ def test_con_reaches_the_optimal_makespan(tmp_path, dfo, cores: int, optimum: in
     # bias -> 3 flats -> 6 science ABs, equal-length jobs. Optimum by hand: with 2 slots the
     # bias runs alone, then 9 jobs take ceil(9/2) = 5 lengths; with 3 slots 1 + 1 + 2; with 6
     # slots one length per level.
-    cfg, _ = night(
-        tmp_path, dfo, [1, 3, 6], drs_type="CON", commands={"process_ab": "sleep 1.5"}
-    )
+    cfg, _ = night(tmp_path, dfo, [1, 3, 6], drs_type="CON", commands={"process_ab": "sleep 1.5"})
     run_snakemake(tmp_path, cfg, cores=cores)
     spans = intervals(records(state(dfo)).values())
     assert len(spans) == 10
@@ -122,7 +121,7 @@ def test_failed_ab_leaves_siblings_done_children_unrun_and_rerun_does_the_rest(
 
 
 def test_dry_run_dag_and_rulegraph(tmp_path, dfo) -> None:
-    cfg, names = night(tmp_path, dfo, [1, 3, 6])
+    cfg, _ = night(tmp_path, dfo, [1, 3, 6])
     dry = run_snakemake(tmp_path, cfg, "-n")
     assert re.search(r"process_ab\s+10", dry.stdout)
     assert not os.path.exists(os.path.join(state(dfo), "records"))

@@ -123,7 +123,7 @@ class AB:
 
 
 def stem(path: str) -> str:
-    """File name without directory and without the last extension (``r.X_0000.hdr`` → ``r.X_0000``)."""
+    """File name without directory and extension (``/x/r.X_0000.hdr`` -> ``r.X_0000``)."""
     name = path.rsplit("/", 1)[-1]
     for suffix in (".fits.fz", ".fits", ".hdr", ".tfits", ".fz"):
         if name.endswith(suffix):
@@ -296,8 +296,7 @@ def parse_ab(
             if len(rest) not in (1, 2):
                 problem(
                     lineno,
-                    "MCALIB needs 'VIRTUAL|REAL <path> <tag>', "
-                    f"got {len(args)} columns",
+                    f"MCALIB needs 'VIRTUAL|REAL <path> <tag>', got {len(args)} columns",
                 )
                 continue
             path = path_value(rest[0], lineno, policy.inputs)
@@ -344,7 +343,7 @@ _SINGLE_VALUED = (
 )
 
 
-def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:  # noqa: ANN001
+def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
     if name == "AB_NAME":
         if value != ab.name:
             problem(
@@ -368,8 +367,7 @@ def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:  
         elif value in HISTORIC_DRS_TYPES:
             problem(
                 lineno,
-                f"historic DRS_TYPE {value!r} is not supported: use one of "
-                f"{', '.join(DRS_TYPES)}",
+                f"historic DRS_TYPE {value!r} is not supported: use one of {', '.join(DRS_TYPES)}",
             )
         else:
             problem(lineno, f"unknown DRS_TYPE {value!r}: expected one of {', '.join(DRS_TYPES)}")
@@ -395,26 +393,21 @@ def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:  
         if not re.match(r"^\d+$", value) or not 1 <= int(value) <= MAX_MEF_FACTOR:
             problem(
                 lineno,
-                f"invalid MEF_FACTOR {value!r}: expected a whole number from 1 to "
-                f"{MAX_MEF_FACTOR}",
+                f"invalid MEF_FACTOR {value!r}: expected a whole number from 1 to {MAX_MEF_FACTOR}",
             )
         else:
             ab.mef_factor = int(value)
 
 
-def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:  # noqa: ANN001
+def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:
     if ab.raw_type:  # tolerant: a RAWFILE without a tag takes the AB's RAW_TYPE
-        ab.rawfiles = [
-            f if f.tag else Frame(f.path, ab.raw_type, f.line) for f in ab.rawfiles
-        ]
+        ab.rawfiles = [f if f.tag else Frame(f.path, ab.raw_type, f.line) for f in ab.rawfiles]
     for cal in ab.mcalibs:
         if not cal.tag:
             problem(cal.line, "MCALIB has no tag (PRO.CATG): expected 'VIRTUAL|REAL <path> <tag>'")
     if "RECIPE" not in singles:
         problem(None, "no RECIPE line: every AB names its recipe (or 'none')")
-    if ab.runs_recipe and not ab.rawfiles and not any(
-        q.name == "RAWFILE" for q in ab.qualifiers
-    ):
+    if ab.runs_recipe and not ab.rawfiles and not any(q.name == "RAWFILE" for q in ab.qualifiers):
         problem(None, "no RAWFILE line: an AB that runs a recipe needs raw input files")
     for frame in ab.rawfiles:
         if not frame.tag and not ab.raw_type:
@@ -422,7 +415,9 @@ def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:  # no
     seen: dict[str, int] = {}
     for frame in ab.products:
         if frame.path in seen:
-            problem(frame.line, f"product {frame.path!r} listed twice (also line {seen[frame.path]})")
+            problem(
+                frame.line, f"product {frame.path!r} listed twice (also line {seen[frame.path]})"
+            )
         seen[frame.path] = frame.line
 
 

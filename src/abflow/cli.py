@@ -112,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common], help="validate the configuration and the night")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser(
-        "cascade", parents=[common], help="print the cascade as levels with counts"
-    )
+    p = sub.add_parser("cascade", parents=[common], help="print the cascade as levels with counts")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
     p.set_defaults(func=cmd_cascade)

@@ -235,8 +235,10 @@ def resolve(
     for key, (env, sub) in DFO_DIRS.items():
         value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
         dfo[key] = _resolve_dir(value, root)
-    state_dir = _resolve_dir(cfg["state_dir"], root) if cfg["state_dir"] else os.path.join(
-        dfo["job_dir"], "abflow"
+    state_dir = (
+        _resolve_dir(cfg["state_dir"], root)
+        if cfg["state_dir"]
+        else os.path.join(dfo["job_dir"], "abflow")
     )
     return Settings(
         mode=cfg["mode"],

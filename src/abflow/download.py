@@ -9,8 +9,8 @@ so no truncated file ever appears under the final name. The archive is a local d
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+
+from abflow.fsutil import SizeMismatch, atomic_copy
 
 
 class FetchError(RuntimeError):
@@ -28,23 +28,8 @@ def fetch_local(archive_dir: str, file_name: str, dest: str) -> int:
         size = os.stat(source).st_size
     except FileNotFoundError:
         raise FetchError(f"{file_name}: not in the archive {archive_dir}") from None
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".part")
     try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        got = os.stat(tmp).st_size
-        if got != size:
-            raise FetchError(f"{file_name}: copied {got} bytes, the archive has {size}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        atomic_copy(source, dest, expected_size=size)
+    except SizeMismatch as exc:
+        raise FetchError(f"{file_name}: {exc} (the archive has {size} bytes)") from None
     return size

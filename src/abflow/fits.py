@@ -17,16 +17,15 @@ by the readers.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from abflow.fsutil import atomic_write_chunks
 
 __all__ = [
     "BLOCK",
@@ -224,38 +223,9 @@ def write_fits(path: str | os.PathLike[str], primary: Hdu, extensions: Sequence[
     the array's own type: ``uint8`` (BITPIX 8), ``int16`` (16), ``int32`` (32), ``int64`` (64),
     ``float32`` (-32) or ``float64`` (-64).
     """
-    target = Path(path)
     blobs = [_encode_hdu(primary, primary=True, extend=bool(extensions))]
     blobs.extend(_encode_hdu(ext, primary=False, extend=False) for ext in extensions)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path(".")
-    )
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for blob in blobs:
-                handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort, as not every platform can open directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_chunks(path, blobs)
 
 
 # --------------------------------------------------------------------------------------------

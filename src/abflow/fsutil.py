@@ -1,36 +1,74 @@
-"""Small file-system helpers: atomic writes."""
+"""Small file-system helpers: atomic writes, copies and moves.
+
+Every file abflow writes goes through here: data lands in a temporary file in the destination
+directory, is flushed to disk, and is renamed over the final name, so readers see either the old
+file or the complete new one, never a partial write; on any error the temporary file is removed
+and the destination is untouched.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+class SizeMismatch(OSError):
+    """An atomic copy produced a different number of bytes than expected."""
 
-    Readers see either the old file or the complete new one, never a partial write; on any
-    error the temp file is removed and ``path`` is untouched.
-    """
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename in ``directory`` durable (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_with(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], None], mode: int = 0o644
+) -> None:
+    """Create ``path`` atomically; ``write`` fills the open temporary file."""
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+    fsync_dir(directory)
+
+
+def atomic_write_chunks(path: str | os.PathLike[str], chunks: Iterable[bytes]) -> None:
+    """Write the concatenated ``chunks`` to ``path`` atomically."""
+
+    def write(fh: BinaryIO) -> None:
+        for chunk in chunks:
+            fh.write(chunk)
+
+    atomic_write_with(path, write)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write_with(path, lambda fh: fh.write(data), mode)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
@@ -40,4 +78,34 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_copy(
+    source: str | os.PathLike[str], dest: str | os.PathLike[str], expected_size: int | None = None
+) -> int:
+    """Copy ``source`` to ``dest`` atomically; return the size.
+
+    With ``expected_size``, a copy of any other size raises SizeMismatch and leaves nothing.
+    """
+
+    def write(fh: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
+        if expected_size is not None and fh.tell() != expected_size:
+            raise SizeMismatch(f"copied {fh.tell()} bytes, expected {expected_size}")
+
+    atomic_write_with(dest, write)
+    return os.stat(dest).st_size
+
+
+def atomic_move(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Move ``source`` to ``dest``: a rename where possible, else an atomic copy then unlink."""
+    os.makedirs(os.path.dirname(os.fspath(dest)) or ".", exist_ok=True)
+    try:
+        os.replace(source, dest)
+        return
+    except OSError:
+        pass
+    atomic_copy(source, dest, os.stat(source).st_size)
+    os.unlink(source)

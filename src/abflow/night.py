@@ -30,7 +30,9 @@ class NightError(ValueError):
         self.problems = problems
         n = len(problems)
         lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{n} problem{'s' if n != 1 else ''} in the night, nothing was run:\n{lines}")
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''} in the night, nothing was run:\n{lines}"
+        )
 
 
 @dataclass(frozen=True)
@@ -292,9 +294,7 @@ def load_night(settings: Settings) -> Night:
                 virtual_inputs[name].append(
                     VirtualInput(name, None, cal.path, existing, cal.tag, cal.line)
                 )
-                file_rows.append(
-                    _row(name, "MCALIB", "VIRTUAL", existing, cal.tag, cal.line, None)
-                )
+                file_rows.append(_row(name, "MCALIB", "VIRTUAL", existing, cal.tag, cal.line, None))
                 continue
             virtual_inputs[name].append(
                 VirtualInput(name, parent, cal.path, product, cal.tag, cal.line)
@@ -396,7 +396,7 @@ def load_night(settings: Settings) -> Night:
     )
 
 
-def _row(ab, role, kind, path, tag, line, parent) -> dict[str, object]:  # noqa: ANN001
+def _row(ab, role, kind, path, tag, line, parent) -> dict[str, object]:
     return {
         "ab": ab,
         "role": role,

@@ -43,7 +43,9 @@ def format_cascade(night: Night, verbose: bool = True) -> str:
         f"{len(summary['levels'])} levels, at most {summary['max_width']} ABs can run at once",
     ]
     for level in summary["levels"]:
-        lines.append(f"level {level['level']}: {level['count']} AB{'s' if level['count'] != 1 else ''}")
+        lines.append(
+            f"level {level['level']}: {level['count']} AB{'s' if level['count'] != 1 else ''}"
+        )
         if not verbose:
             continue
         width = max(len(a["ab"]) for a in level["abs"])

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from abflow.ab import AB, PathPolicy, read_ab, stem
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fits import read_header
+from abflow.fsutil import atomic_copy, atomic_move
 from abflow.night import find_existing_product
 
 ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
@@ -183,32 +183,6 @@ def assign_products(ab: AB, products: list[Product]) -> tuple[list[tuple[str, st
     return moves, missing
 
 
-def move_file(source: str, dest: str) -> None:
-    """Move ``source`` to ``dest`` atomically (rename, or copy to a temp name then rename)."""
-    directory = os.path.dirname(dest)
-    os.makedirs(directory, exist_ok=True)
-    try:
-        os.replace(source, dest)
-        return
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".part")
-    try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    os.unlink(source)
-
-
 def process_ab(
     ab_file: str,
     settings: Settings,
@@ -258,7 +232,7 @@ def process_ab(
             f"the recipe wrote: {found}"
         )
     for source, dest in moves:
-        move_file(source, dest)
+        atomic_move(source, dest)
         log(f"product {dest}")
     _keep_log(ab, settings, workdir)
     return [dest for _, dest in moves]
@@ -279,11 +253,7 @@ def _keep_log(ab: AB, settings: Settings, workdir: str) -> None:
         return
     dest_dir = os.path.join(settings.dfo["log_dir"], ab.date or settings.date)
     os.makedirs(dest_dir, exist_ok=True)
-    dest = os.path.join(dest_dir, ab.name[: -len(".ab")] + ".rblog")
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)
+    atomic_copy(source, os.path.join(dest_dir, ab.name[: -len(".ab")] + ".rblog"))
 
 
 def main_process_ab(ab_file: str, settings: Settings, workdir: str | None, threads: int) -> int:

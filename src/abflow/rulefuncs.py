@@ -158,9 +158,7 @@ class NightRules:
             files={
                 "abflow_inputs.json": {
                     "ab": ab,
-                    "virtual": {
-                        v.vcal_path: v.product_path for v in self.night.virtual_inputs[ab]
-                    },
+                    "virtual": {v.vcal_path: v.product_path for v in self.night.virtual_inputs[ab]},
                 }
             },
         )
@@ -168,8 +166,5 @@ class NightRules:
     def resource_limits(self, cores: int) -> dict[str, int]:
         """Global resources the workflow registers (unless given with --resources)."""
         s = self.settings
-        if s.drs_type in ("CPL", "INT"):
-            ab_jobs = 1
-        else:
-            ab_jobs = s.limits["jobs"] or max(cores, 1)
-        return {"ab_jobs": ab_jobs}
+        serial = s.drs_type in ("CPL", "INT")
+        return {"ab_jobs": 1 if serial else s.limits["jobs"] or max(cores, 1)}

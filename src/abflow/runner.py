@@ -9,6 +9,7 @@ the status page; a later success removes the note.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -138,10 +139,8 @@ def run_step(step: Step) -> dict[str, object]:
             f"  last lines:\n{excerpt}"
         )
     atomic_write_json(step.record_path, record)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(step.failed_path)
-    except FileNotFoundError:
-        pass
     return record
 
 
@@ -153,7 +152,9 @@ def _describe_exit(code: int) -> str:
     return f"command exited {code}"
 
 
-def _check_products(expected: Sequence[tuple[str, str]]) -> tuple[list[dict[str, object]], list[str]]:
+def _check_products(
+    expected: Sequence[tuple[str, str]],
+) -> tuple[list[dict[str, object]], list[str]]:
     found: list[dict[str, object]] = []
     missing: list[str] = []
     for path, tag in expected:

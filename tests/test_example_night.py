@@ -1,0 +1,77 @@
+"""End to end: the bundled example night with real esorex recipes, in a temporary DFOS tree."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import DATE, ROOT, records, run_snakemake
+
+from abflow.fits import read_data, read_header
+
+pytestmark = [
+    pytest.mark.esorex,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("esorex") is None, reason="esorex is not installed"),
+]
+
+EXPECTED = {
+    "gimasterbias": ["MASTER_BIAS", "BAD_PIXEL_MAP"],
+    "gimasterdark": ["MASTER_DARK"],
+    "uves_cal_mbias": ["MASTER_BIAS_BLUE"],
+    "uves_cal_mdark": ["MASTER_DARK_BLUE"],
+}
+
+
+def example_config(tmp_path: Path, dfo: dict[str, str]) -> Path:
+    """The example config, with the checkout's ABs and everything written into tmp_path."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["dfo"] = dict(dfo)
+    cfg["dfo"]["ab_dir"] = str(ROOT / "resources" / "example" / "ab")
+    cfg["dfo"]["mon_dir"] = str(tmp_path / "mon")
+    os.makedirs(cfg["dfo"]["mon_dir"], exist_ok=True)
+    shutil.copy(
+        ROOT / "resources" / "example" / "mon" / f"AB_list_CALIB_{DATE}", cfg["dfo"]["mon_dir"]
+    )
+    cfg["archive"] = str(tmp_path / "archive")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
+    cfg = example_config(tmp_path, dfo)
+    made = subprocess.run(
+        ["abflow", "example", "--configfile", str(cfg)], capture_output=True, text=True, check=True
+    )
+    assert "24 frames written" in made.stdout
+    run_snakemake(tmp_path, cfg, "--config", "drs_type=CON", cores=2, timeout=900)
+    recs = records(os.path.join(dfo["job_dir"], "abflow"))
+    assert len(recs) == 8
+    for ab, rec in recs.items():
+        assert rec["status"] == "SUCCESSFUL", ab
+        tags = [p["tag"] for p in rec["products"]]
+        assert tags == EXPECTED[rec["recipe"]], ab
+        for product in rec["products"]:
+            path = product["path"]
+            assert path.startswith(dfo["product_dir"])
+            assert read_header(path)["ESO PRO CATG"] == product["tag"]
+        assert Path(dfo["log_dir"], DATE, ab[: -len(".ab")] + ".rblog").is_file()
+    # the darks used the biases made this night: their SOFs name the bias products
+    dark = next(ab for ab, r in recs.items() if r["recipe"] == "uves_cal_mdark")
+    parent = recs[dark]["parents"][0]
+    sof = Path(recs[dark]["workdir"], dark[: -len(".ab")] + ".sof").read_text()
+    assert recs[parent]["products"][0]["path"] + " MASTER_BIAS_BLUE" in sof
+    data = read_data(recs[dark]["products"][0]["path"])
+    assert data is not None and np.isfinite(data).all() and np.abs(data).max() > 0
+    # two ABs ran at once somewhere (parallel CON run on 2 cores)
+    spans = sorted((r["start"], r["end"]) for r in recs.values())
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    # raw frames were fetched into $DFO_RAW_DIR/<DATE> from the archive
+    assert len(os.listdir(Path(dfo["raw_dir"], DATE))) == 24
