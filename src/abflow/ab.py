@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from typing import NamedTuple
 
 # Characters allowed in an AB name: the DFOS names are ARCFILE roots such as
 # ``GIRAF.2013-02-13T10:02:03.123_tpl.ab``.
@@ -33,6 +34,9 @@ VARIABLE_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-
 # A recipe option as written in the AB (``--stack-method=ksigma``).
 RECIPE_PARAM_RE = re.compile(r"^--[A-Za-z0-9][A-Za-z0-9_.-]*(=[A-Za-z0-9_.,:+/=-]*)?$")
 RECIPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ROOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+UNNORMALISED_RE = re.compile(r"//|/\.\.?(?:/|$)")
 
 DRS_TYPES = ("CPL", "CON", "INT")
 HISTORIC_DRS_TYPES = ("RBS", "REI")
@@ -54,8 +58,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     """A file listed in an AB (RAWFILE, PRODUCTS) with its SOF tag and line number."""
 
     path: str
@@ -63,8 +66,7 @@ class Frame:
     line: int
 
 
-@dataclass(frozen=True)
-class Mcalib:
+class Mcalib(NamedTuple):
     """An MCALIB entry: a master calibration, VIRTUAL (made this night) or REAL (exists)."""
 
     kind: str
@@ -78,8 +80,7 @@ class Mcalib:
         return self.kind == "VIRTUAL"
 
 
-@dataclass(frozen=True)
-class Qualifier:
+class Qualifier(NamedTuple):
     """One qualifier line as written (after comment removal), kept verbatim."""
 
     name: str
@@ -108,6 +109,7 @@ class AB:
     params: list[str] = field(default_factory=list)
     recipe_params: list[str] = field(default_factory=list)
     qualifiers: list[Qualifier] = field(default_factory=list)
+    digest: str = ""
 
     @property
     def runs_recipe(self) -> bool:
@@ -164,10 +166,9 @@ def check_path(path: str, allowed_roots: tuple[str, ...] | None) -> str | None:
     if not path.startswith("/"):
         return f"path {path!r} is not absolute"
     if not SAFE_PATH_RE.match(path):
-        bad = sorted({c for c in path if not re.match(r"[A-Za-z0-9._:+@=,/-]", c)})
+        bad = sorted({c for c in path if not SAFE_PATH_RE.match("/" + c)})
         return f"path {path!r} contains unsafe characters {''.join(bad)!r}"
-    parts = path.split("/")[1:]
-    if any(p in ("..", ".") for p in parts) or "//" in path:
+    if UNNORMALISED_RE.search(path):
         return f"path {path!r} is not normalised (contains '..', '.' or '//')"
     if allowed_roots is not None and not any(_under(path, root) for root in allowed_roots):
         roots = ", ".join(allowed_roots)
@@ -176,8 +177,9 @@ def check_path(path: str, allowed_roots: tuple[str, ...] | None) -> str | None:
 
 
 def _under(path: str, root: str) -> bool:
-    root = root.rstrip("/") or "/"
-    return path == root or PurePosixPath(path).is_relative_to(root)
+    """``path`` is ``root`` or inside it (both absolute and normalised)."""
+    root = root.rstrip("/")
+    return path == root or path.startswith(root + "/") or not root
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,20 @@ def parse_ab(
     source: str,
     variables: Mapping[str, str] | None = None,
     policy: PathPolicy | None = None,
+    dir_cache: dict[tuple[str, int], tuple[str, str | None]] | None = None,
 ) -> tuple[AB, list[Problem]]:
     """Parse the text of one AB.
 
     ``source`` is the file name used in problem reports (and as the AB's path); ``variables``
     maps ``DFO_*``/``DFS_*`` names to directories. Returns the AB (possibly incomplete) and the
-    list of problems; the AB is usable only if the list is empty.
+    list of problems; the AB is usable only if the list is empty. ``dir_cache`` may be shared by
+    the ABs of one night (same variables and policy): the directories of their paths repeat, and
+    each is expanded and checked once.
     """
     variables = variables or {}
     policy = policy or PathPolicy()
+    if dir_cache is None:
+        dir_cache = {}
     file_name = source.rsplit("/", 1)[-1]
     ab = AB(name=file_name, path=source)
     problems: list[Problem] = []
@@ -223,7 +230,17 @@ def parse_ab(
     singles: dict[str, int] = {}
 
     def path_value(raw: str, lineno: int, roots: tuple[str, ...] | None) -> str | None:
-        expanded, unknown = expand_variables(raw, variables)
+        directory, slash, name = raw.rpartition("/")
+        if slash and SAFE_NAME_RE.match(name):
+            key = (directory, id(roots))
+            hit = dir_cache.get(key)
+            if hit is None:
+                hit = _checked_directory(directory, variables, roots)
+                dir_cache[key] = hit
+            expanded_dir, why = hit
+            if why is None:
+                return f"{expanded_dir}/{name}"
+        expanded, unknown = expand_variables(raw, variables) if "$" in raw else (raw, [])
         if unknown:
             names = ", ".join(f"${n}" for n in unknown)
             problem(
@@ -329,6 +346,30 @@ def parse_ab(
     return ab, problems
 
 
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_:+@=,-][A-Za-z0-9._:+@=,-]*$")
+
+
+def _checked_directory(
+    directory: str, variables: Mapping[str, str], roots: tuple[str, ...] | None
+) -> tuple[str, str | None]:
+    """(expanded directory, why it is unsafe or None) for the directory part of an AB path.
+
+    A path ``<directory>/<plain name>`` is safe exactly when ``<directory>/x`` is, so the
+    verdict of the directory holds for every file in it; anything else goes the long way.
+    """
+    expanded, unknown = (
+        expand_variables(directory, variables)
+        if "$" in directory
+        else (
+            directory,
+            [],
+        )
+    )
+    if unknown:
+        return expanded, "undefined variable"
+    return expanded, check_path(expanded + "/x", roots)
+
+
 _SINGLE_VALUED = (
     "AB_NAME",
     "RECIPE",
@@ -372,7 +413,7 @@ def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
         else:
             problem(lineno, f"unknown DRS_TYPE {value!r}: expected one of {', '.join(DRS_TYPES)}")
     elif name == "DATE":
-        if not re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        if not DATE_RE.match(value):
             problem(lineno, f"invalid DATE {value!r}: expected YYYY-MM-DD")
         else:
             ab.date = value
@@ -381,7 +422,7 @@ def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
     elif name == "DPR_CATG":
         ab.dpr_catg = value
     elif name == "PROD_ROOT_NAME":
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", value):
+        if not ROOT_NAME_RE.match(value):
             problem(lineno, f"invalid PROD_ROOT_NAME {value!r}")
         else:
             ab.prod_root_name = value
@@ -390,7 +431,7 @@ def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
         if path is not None:
             ab.prod_path = path
     elif name == "MEF_FACTOR":
-        if not re.match(r"^\d+$", value) or not 1 <= int(value) <= MAX_MEF_FACTOR:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_MEF_FACTOR:
             problem(
                 lineno,
                 f"invalid MEF_FACTOR {value!r}: expected a whole number from 1 to {MAX_MEF_FACTOR}",
@@ -425,8 +466,12 @@ def read_ab(
     path: str,
     variables: Mapping[str, str] | None = None,
     policy: PathPolicy | None = None,
+    dir_cache: dict[tuple[str, int], tuple[str, str | None]] | None = None,
 ) -> tuple[AB | None, list[Problem]]:
-    """Read and parse the AB file at ``path``; problems include unreadable or non-text files."""
+    """Read and parse the AB file at ``path``; problems include unreadable or non-text files.
+
+    ``dir_cache``: see parse_ab.
+    """
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -446,5 +491,6 @@ def read_ab(
                 "an AB must be a plain text file",
             )
         ]
-    ab, problems = parse_ab(text, path, variables, policy)
+    ab, problems = parse_ab(text, path, variables, policy, dir_cache)
+    ab.digest = f"{zlib.crc32(data):08x}"
     return ab, problems

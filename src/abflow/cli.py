@@ -29,7 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in night.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{settings.batch_id}: {len(night)} ABs, {len(night.edges)} dependencies, "
+        f"{settings.batch_id}: {len(night)} ABs, {len(night.edge_list)} dependencies, "
         f"{len(night.levels())} levels: OK"
     )
     return 0
@@ -88,6 +88,32 @@ def cmd_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerun_key(value: str) -> str:
+    generation, sep, _ = value.partition(":")
+    if not sep or not generation.isdigit():
+        raise argparse.ArgumentTypeError(f"expected GENERATION:CHECKSUM, got {value!r}")
+    return value
+
+
+def cmd_run_step(args: argparse.Namespace) -> int:
+    """Run one step of one AB of the running night (the workflow's jobs call this)."""
+    from abflow.processab import load_ab
+    from abflow.runner import StepFailed, process_ab_step, run_step
+
+    settings = _settings(args)
+    ab = load_ab(settings.ab_file(args.ab), settings)
+    virtual = dict(item.split("=", 1) for item in args.virtual or ())
+    step = process_ab_step(settings, ab, args.parent or (), virtual)
+    generation, _, digest = args.rerun_key.partition(":")
+    step.info = {**step.info, "generation": int(generation), "ab_digest": digest}
+    try:
+        run_step(step, threads=args.threads)
+    except StepFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``abflow`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -141,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="archive directory (default: the config's archive)")
     p.add_argument("--force", action="store_true", help="rewrite frames already present")
     p.set_defaults(func=cmd_example)
+
+    p = sub.add_parser(
+        "run-step",
+        parents=[common],
+        help="run one step of one AB of the running night (used by the workflow's jobs)",
+    )
+    p.add_argument("step", choices=["process_ab"], help="which step")
+    p.add_argument("ab", help="AB name")
+    p.add_argument("--parent", action="append", help="an AB it takes calibrations from")
+    p.add_argument(
+        "--virtual", action="append", metavar="VCAL=PRODUCT", help="where a virtual calibration is"
+    )
+    p.add_argument("--threads", type=int, default=1, help="cores given to the job")
+    p.add_argument(
+        "--rerun-key",
+        default="0:",
+        type=_rerun_key,
+        help="GENERATION:AB_CHECKSUM of this run of the AB (stored in its record)",
+    )
+    p.set_defaults(func=cmd_run_step)
     return parser
 
 

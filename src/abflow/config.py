@@ -174,6 +174,10 @@ class Settings:
         cfg["archive"] = self.archive
         return cfg
 
+    def to_config_json(self) -> str:
+        """to_config() as compact JSON: the value of $ABFLOW_CONFIG for jobs."""
+        return json.dumps(self.to_config(), sort_keys=True, separators=(",", ":"))
+
     @property
     def batch_id(self) -> str:
         """DFOS BATCH_ID of the night: ``<MODE>_<DATE>``."""
@@ -194,6 +198,21 @@ class Settings:
         out = {env: self.dfo[key] for key, (env, _sub) in DFO_DIRS.items()}
         out["DFS_LOG"] = self.dfo["log_dir"]
         return out
+
+    def state_pattern(self, kind: str, step: str = "process_ab") -> str:
+        """Path pattern (with ``{ab}``) of one kind of per-AB state file.
+
+        ``records``: completion records; ``failed``: failure notes; ``work``: working
+        directories; ``logs`` and ``benchmarks``: per step.
+        """
+        patterns = {
+            "records": ("records", "{ab}.json"),
+            "failed": ("failed", "{ab}.json"),
+            "work": ("work", "{ab}"),
+            "logs": ("logs", step, "{ab}.log"),
+            "benchmarks": ("benchmarks", step, "{ab}.tsv"),
+        }
+        return os.path.join(self.state_dir, *patterns[kind])
 
     def record_path(self, ab: str) -> str:
         """Completion record of AB ``ab``."""

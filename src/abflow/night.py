@@ -16,11 +16,14 @@ import heapq
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import pandas as pd
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from abflow.ab import AB, AB_NAME_RE, PathPolicy, Problem, read_ab, split_line, stem
 from abflow.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class NightError(ValueError):
@@ -51,36 +54,96 @@ class VirtualInput:
 class Night:
     """A validated batch of ABs.
 
-    Tables (pandas): ``abs`` (one row per AB, index ``ab``, in cascade order), ``files`` (one
-    row per RAWFILE/MCALIB/PRODUCTS entry) and ``edges`` (parent, child, via). The dictionaries
-    ``parents``/``children`` and ``ab_objects`` give O(1) access for the workflow's input
-    functions.
+    Plain dictionaries give O(1) access for the workflow's input functions: ``ab_objects``
+    (name -> AB, in cascade order), ``parents``/``children``, ``virtual_inputs``, ``level`` and
+    ``run_order``. The same content as pandas tables, built on first use (so that building the
+    Snakemake DAG does not pay for pandas): ``abs`` (one row per AB, index ``ab``, in cascade
+    order), ``files`` (one row per RAWFILE/MCALIB/PRODUCTS entry) and ``edges`` (parent, child,
+    via).
     """
 
     settings: Settings
-    abs: pd.DataFrame
-    files: pd.DataFrame
-    edges: pd.DataFrame
     ab_objects: dict[str, AB]
     parents: dict[str, tuple[str, ...]]
     children: dict[str, tuple[str, ...]]
     virtual_inputs: dict[str, list[VirtualInput]]
+    level: dict[str, int]
+    run_order: dict[str, int]
+    list_line: dict[str, int]
+    edge_list: list[tuple[str, str, str]]
+    file_rows: list[tuple[str, str, str, str, str, int, str | None]]
     warnings: list[Problem] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
         """AB names in cascade (AB list) order."""
-        return list(self.abs.index)
+        return list(self.ab_objects)
 
     def __len__(self) -> int:
-        return len(self.abs)
+        return len(self.ab_objects)
 
     def __contains__(self, ab: object) -> bool:
         return ab in self.ab_objects
 
     def mef_factor(self, ab: str) -> int:
         """Detectors of ``ab``: its MEF_FACTOR qualifier, else the config's ``mef_factor``."""
-        return int(self.abs.at[ab, "mef_factor"])
+        return self.ab_objects[ab].mef_factor or self.settings.mef_factor
+
+    def date(self, ab: str) -> str:
+        """DFO date of ``ab``: its DATE qualifier, else the configured date."""
+        return self.ab_objects[ab].date or self.settings.date
+
+    @cached_property
+    def abs(self) -> pd.DataFrame:
+        """One row per AB (index ``ab``), in cascade order."""
+        import pandas as pd
+
+        rows = [
+            {
+                "ab": name,
+                "order": i,
+                "file": ab.path,
+                "list_line": self.list_line[name],
+                "recipe": ab.recipe,
+                "raw_type": ab.raw_type,
+                "drs_type": ab.drs_type,
+                "instrument": ab.instrument,
+                "date": self.date(name),
+                "prod_root_name": ab.prod_root_name,
+                "prod_path": ab.prod_path,
+                "runs_recipe": ab.runs_recipe,
+                "mef_factor": self.mef_factor(name),
+                "level": self.level[name],
+                "run_order": self.run_order[name],
+                "n_parents": len(self.parents[name]),
+                "n_children": len(self.children[name]),
+            }
+            for i, (name, ab) in enumerate(self.ab_objects.items())
+        ]
+        columns = {
+            "ab": "str", "order": "int64", "file": "str", "list_line": "int64", "recipe": "str",
+            "raw_type": "str", "drs_type": "str", "instrument": "str", "date": "str",
+            "prod_root_name": "str", "prod_path": "str", "runs_recipe": "bool",
+            "mef_factor": "int64", "level": "int64", "run_order": "int64", "n_parents": "int64",
+            "n_children": "int64",
+        }  # fmt: skip
+        table = pd.DataFrame(rows, columns=list(columns)).astype(columns)
+        return table.set_index("ab")
+
+    @cached_property
+    def files(self) -> pd.DataFrame:
+        """One row per RAWFILE, MCALIB (kind REAL/VIRTUAL, with the producing AB) and PRODUCTS."""
+        import pandas as pd
+
+        columns = ["ab", "role", "kind", "path", "tag", "line", "parent"]
+        return pd.DataFrame(self.file_rows, columns=columns).astype({"line": "int64"})
+
+    @cached_property
+    def edges(self) -> pd.DataFrame:
+        """One row per dependency: parent AB, child AB, and the product stem that links them."""
+        import pandas as pd
+
+        return pd.DataFrame(self.edge_list, columns=["parent", "child", "via"], dtype="str")
 
     def descendants(self, ab: str, include_self: bool = True) -> list[str]:
         """``ab`` and every AB depending on it, directly or not, in cascade order."""
@@ -109,8 +172,8 @@ class Night:
     def levels(self) -> list[list[str]]:
         """The cascade as levels: level k holds the ABs whose longest parent chain has k ABs."""
         out: dict[int, list[str]] = {}
-        for name, level in self.abs["level"].items():
-            out.setdefault(int(level), []).append(name)
+        for name, level in self.level.items():
+            out.setdefault(level, []).append(name)
         return [out[k] for k in sorted(out)]
 
 
@@ -185,7 +248,8 @@ def find_existing_product(vcal_path: str, product_dir: str) -> str | None:
     return found[0] if found else None
 
 
-def _policy(settings: Settings) -> PathPolicy:
+def path_policy(settings: Settings) -> PathPolicy:
+    """Where AB paths may point: inputs under raw/cal/product dirs, outputs under product."""
     d = settings.dfo
     return PathPolicy(
         inputs=(d["raw_dir"], d["cal_dir"], d["product_dir"]),
@@ -201,10 +265,11 @@ def load_night(settings: Settings) -> Night:
     list_path = settings.ab_list_path
     entries, problems = _read_ab_list(list_path)
     variables = settings.variables
-    policy = _policy(settings)
+    policy = path_policy(settings)
 
     abs_: dict[str, AB] = {}
     list_line: dict[str, int] = {}
+    dir_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
     for name, lineno in entries:
         ab_path = settings.ab_file(name)
         if not os.path.isfile(ab_path):
@@ -217,7 +282,7 @@ def load_night(settings: Settings) -> Night:
                 )
             )
             continue
-        ab, ab_problems = read_ab(ab_path, variables, policy)
+        ab, ab_problems = read_ab(ab_path, variables, policy, dir_cache)
         problems.extend(ab_problems)
         if ab is not None:
             abs_[name] = ab
@@ -259,12 +324,12 @@ def load_night(settings: Settings) -> Night:
     file_rows: list[dict[str, object]] = []
     for name, ab in abs_.items():
         for frame in ab.rawfiles:
-            file_rows.append(_row(name, "RAWFILE", "", frame.path, frame.tag, frame.line, None))
+            file_rows.append((name, "RAWFILE", "", frame.path, frame.tag, frame.line, None))
         for frame in ab.products:
-            file_rows.append(_row(name, "PRODUCTS", "", frame.path, frame.tag, frame.line, None))
+            file_rows.append((name, "PRODUCTS", "", frame.path, frame.tag, frame.line, None))
         for cal in ab.mcalibs:
             if not cal.virtual:
-                file_rows.append(_row(name, "MCALIB", "REAL", cal.path, cal.tag, cal.line, None))
+                file_rows.append((name, "MCALIB", "REAL", cal.path, cal.tag, cal.line, None))
                 continue
             key = stem(cal.path)
             parent, product = _match_virtual(key, by_product_stem, by_root, abs_)
@@ -294,12 +359,12 @@ def load_night(settings: Settings) -> Night:
                 virtual_inputs[name].append(
                     VirtualInput(name, None, cal.path, existing, cal.tag, cal.line)
                 )
-                file_rows.append(_row(name, "MCALIB", "VIRTUAL", existing, cal.tag, cal.line, None))
+                file_rows.append((name, "MCALIB", "VIRTUAL", existing, cal.tag, cal.line, None))
                 continue
             virtual_inputs[name].append(
                 VirtualInput(name, parent, cal.path, product, cal.tag, cal.line)
             )
-            file_rows.append(_row(name, "MCALIB", "VIRTUAL", product, cal.tag, cal.line, parent))
+            file_rows.append((name, "MCALIB", "VIRTUAL", product, cal.tag, cal.line, parent))
             edges.append((parent, name, key))
 
     names = [name for name, _ in entries if name in abs_]
@@ -344,68 +409,19 @@ def load_night(settings: Settings) -> Night:
         if any(order[p] > order[name] for p in parents[name])
     ]
 
-    rows = []
-    for name in names:
-        ab = abs_[name]
-        rows.append(
-            {
-                "ab": name,
-                "order": order[name],
-                "file": ab.path,
-                "list_line": list_line[name],
-                "recipe": ab.recipe,
-                "raw_type": ab.raw_type,
-                "drs_type": ab.drs_type,
-                "instrument": ab.instrument,
-                "date": ab.date or settings.date,
-                "prod_root_name": ab.prod_root_name,
-                "prod_path": ab.prod_path,
-                "runs_recipe": ab.runs_recipe,
-                "mef_factor": ab.mef_factor or settings.mef_factor,
-                "level": level[name],
-                "run_order": rank[name],
-                "n_parents": len(parents[name]),
-                "n_children": len(children[name]),
-            }
-        )
-    abs_table = pd.DataFrame(rows).astype(
-        {
-            "order": "int64",
-            "list_line": "int64",
-            "mef_factor": "int64",
-            "level": "int64",
-            "run_order": "int64",
-            "runs_recipe": "bool",
-        }
-    )
-    abs_table = abs_table.set_index("ab")
-    files_table = pd.DataFrame(
-        file_rows, columns=["ab", "role", "kind", "path", "tag", "line", "parent"]
-    )
-    edges_table = pd.DataFrame(edges, columns=["parent", "child", "via"])
     return Night(
         settings=settings,
-        abs=abs_table,
-        files=files_table,
-        edges=edges_table,
         ab_objects={n: abs_[n] for n in names},
         parents={n: tuple(parents[n]) for n in names},
         children={n: tuple(children[n]) for n in names},
         virtual_inputs=virtual_inputs,
+        level={n: level[n] for n in names},
+        run_order=rank,
+        list_line=list_line,
+        edge_list=edges,
+        file_rows=file_rows,
         warnings=warnings,
     )
-
-
-def _row(ab, role, kind, path, tag, line, parent) -> dict[str, object]:
-    return {
-        "ab": ab,
-        "role": role,
-        "kind": kind,
-        "path": path,
-        "tag": tag,
-        "line": line,
-        "parent": parent,
-    }
 
 
 def _match_virtual(

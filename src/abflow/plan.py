@@ -13,7 +13,7 @@ def cascade_summary(night: Night) -> dict[str, Any]:
     return {
         "batch": night.settings.batch_id,
         "abs": len(night),
-        "edges": len(night.edges),
+        "edges": len(night.edge_list),
         "levels": [
             {
                 "level": k,
@@ -21,9 +21,9 @@ def cascade_summary(night: Night) -> dict[str, Any]:
                 "abs": [
                     {
                         "ab": name,
-                        "raw_type": night.abs.at[name, "raw_type"],
-                        "recipe": night.abs.at[name, "recipe"],
-                        "mef_factor": int(night.abs.at[name, "mef_factor"]),
+                        "raw_type": night.ab_objects[name].raw_type,
+                        "recipe": night.ab_objects[name].recipe,
+                        "mef_factor": night.mef_factor(name),
                         "waits_for": list(night.parents[name]),
                     }
                     for name in names

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from abflow.ab import AB, PathPolicy, read_ab, stem
+from abflow.ab import AB, read_ab, stem
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fits import read_header
 from abflow.fsutil import atomic_copy, atomic_move
-from abflow.night import find_existing_product
+from abflow.night import find_existing_product, path_policy
 
 ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
 
@@ -39,17 +39,9 @@ class Product:
     catg: str
 
 
-def _policy(settings: Settings) -> PathPolicy:
-    d = settings.dfo
-    return PathPolicy(
-        inputs=(d["raw_dir"], d["cal_dir"], d["product_dir"]),
-        outputs=(d["product_dir"],),
-    )
-
-
 def load_ab(ab_file: str, settings: Settings) -> AB:
     """Read and validate one AB with the configured directories."""
-    ab, problems = read_ab(ab_file, settings.variables, _policy(settings))
+    ab, problems = read_ab(ab_file, settings.variables, path_policy(settings))
     if problems or ab is None:
         raise ProcessError("invalid AB:\n" + "\n".join(f"  {p}" for p in problems))
     return ab

@@ -7,17 +7,74 @@ build. Nothing here re-derives the cascade: it only reads :class:`abflow.night.N
 
 from __future__ import annotations
 
-import json
-import os
+import inspect
+import shlex
+import sys
+from collections.abc import Callable
 from typing import Any
 
-from abflow.commands import fill
 from abflow.config import Settings
 from abflow.night import Night
-from abflow.runner import Step, read_record
+from abflow.runner import read_record
 
-# wildcard_constraints for the rules (an AB name as AB_NAME_RE allows, without anchors)
-AB_WILDCARD = r"[A-Za-z0-9][A-Za-z0-9._:+-]*\.ab"
+# wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
+# has validated every name; a simple pattern keeps wildcard matching cheap)
+AB_WILDCARD = r"[^/]+\.ab"
+
+# Snakemake looks up the signature of every input/params/priority/threads callable once per job
+# (inspect.signature, ~60 us each, a third of the DAG-building time of a large night). It takes
+# a precomputed signature from this attribute instead (snakemake.common.get_function_params).
+_SNAKEMAKE_SIGNATURE_ATTR = "_overwrite_params"
+
+
+def rule_function(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a NightRules method as a callable handed to Snakemake rules."""
+    method._abflow_rule_function = True  # type: ignore[attr-defined]
+    return method
+
+
+def _with_cached_signature(bound: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return bound(*args, **kwargs)
+
+    call.__name__ = bound.__name__
+    call.__doc__ = bound.__doc__
+    setattr(call, _SNAKEMAKE_SIGNATURE_ATTR, inspect.signature(bound).parameters)
+    return call
+
+
+class StepCommand:
+    """The shell command that runs one step of one AB: ``python -m abflow.cli run-step AB ...``.
+
+    It names the AB and what only the Night knows (the ABs it waits for, where its virtual
+    calibrations are); ``abflow run-step`` reads the rest from the run's configuration
+    ($ABFLOW_CONFIG, set by the workflow) and the AB file. Not a plain value, so Snakemake's
+    ``params`` rerun trigger ignores it: switching profile, interpreter or command templates does
+    not rerun a processed night (explicit reruns go through ``generation``).
+    """
+
+    __slots__ = ("_text", "ab", "rules", "step")
+
+    def __init__(self, rules: NightRules, step: str, ab: str) -> None:
+        self.rules, self.step, self.ab = rules, step, ab
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:  # Snakemake formats a job's command several times
+            self._text = self._render()
+        return self._text
+
+    def _render(self) -> str:
+        night = self.rules.night
+        words = [sys.executable, "-m", "abflow.cli", "run-step", self.step, self.ab]
+        for parent in night.parents[self.ab]:
+            words += ["--parent", parent]
+        for v in night.virtual_inputs[self.ab]:
+            words += ["--virtual", f"{v.vcal_path}={v.product_path}"]
+        return " ".join(shlex.quote(w) for w in words)
+
+    def __repr__(self) -> str:
+        return f"<{self.step} command of {self.ab}>"
 
 
 class NightRules:
@@ -27,20 +84,19 @@ class NightRules:
         self.night = night
         self.settings: Settings = night.settings
         s = self.settings
-        self.state_dir = s.state_dir
-        self.record_pattern = os.path.join(s.state_dir, "records", "{ab}.json")
-        self.log_pattern = os.path.join(s.state_dir, "logs", "process_ab", "{ab}.log")
-        self.benchmark_pattern = os.path.join(s.state_dir, "benchmarks", "process_ab", "{ab}.tsv")
-        self.failed_pattern = os.path.join(s.state_dir, "failed", "{ab}.json")
-        self.workdir_pattern = os.path.join(s.state_dir, "work", "{ab}")
+        self.record_pattern = s.state_pattern("records")
+        self.log_pattern = s.state_pattern("logs", "process_ab")
+        self.benchmark_pattern = s.state_pattern("benchmarks", "process_ab")
         n = len(night)
-        self._priority = {name: n - int(r) for name, r in night.abs["run_order"].items()}
+        self._priority = {name: n - r for name, r in night.run_order.items()}
         self._parent_records = {
             name: [self.record(p) for p in parents] for name, parents in night.parents.items()
         }
         self.subcascade = self._subcascade()
         self._subcascade_set = frozenset(self.subcascade)
-        self._config_json = json.dumps(s.to_config(), sort_keys=True)
+        for name, member in inspect.getmembers(type(self), inspect.isfunction):
+            if getattr(member, "_abflow_rule_function", False):
+                setattr(self, name, _with_cached_signature(getattr(self, name)))
 
     # ----- targets -----------------------------------------------------------------------
     def record(self, ab: str) -> str:
@@ -64,104 +120,46 @@ class NightRules:
         names = self.subcascade or self.night.names
         return [self.record(n) for n in names]
 
-    def get_generation(self, wildcards: Any) -> int:
-        """How often this AB was explicitly rerun; a params value, so bumping it reruns the job.
-
-        Normal runs repeat the generation stored in the AB's completion record (Snakemake sees
-        unchanged params); a subcascade run asks for the next one, which Snakemake's default
-        ``params`` rerun trigger turns into a rerun of exactly those ABs. The job stores the new
-        generation in its record, so the next normal run does not rerun it again.
-        """
-        record = read_record(self.record(wildcards.ab))
-        try:
-            generation = int(record.get("generation", 0)) if record else 0
-        except (TypeError, ValueError):
-            generation = 0
-        return generation + 1 if wildcards.ab in self._subcascade_set else generation
-
     # ----- input functions ---------------------------------------------------------------
+    @rule_function
     def get_parent_records(self, wildcards: Any) -> list[str]:
         """Completion records of the ABs whose products ``wildcards.ab`` uses."""
         return self._parent_records[wildcards.ab]
 
-    def get_ab_file(self, wildcards: Any) -> str:
-        """The AB file."""
-        return self.night.ab_objects[wildcards.ab].path
-
     # ----- params, threads, resources, priority ---------------------------------------------
+    @rule_function
+    def get_rerun_key(self, wildcards: Any) -> str:
+        """``<generation>:<AB checksum>``: a params value, so a change of either reruns the job.
+
+        The AB checksum changes when the AB file is edited. The generation counts explicit
+        reruns: normal runs repeat the one stored in the AB's completion record (Snakemake sees
+        unchanged params); a subcascade run asks for the next one, which Snakemake's default
+        ``params`` rerun trigger turns into a rerun of exactly those ABs. The job stores the new
+        generation in its record, so the next normal run does not rerun it again.
+        """
+        ab = wildcards.ab
+        record = read_record(self.record(ab))
+        try:
+            generation = int(record.get("generation", 0)) if record else 0
+        except (TypeError, ValueError):
+            generation = 0
+        if ab in self._subcascade_set:
+            generation += 1
+        return f"{generation}:{self.night.ab_objects[ab].digest}"
+
+    @rule_function
+    def get_process_command(self, wildcards: Any) -> StepCommand:
+        """The command of the process_ab job of ``wildcards.ab`` (see StepCommand)."""
+        return StepCommand(self, "process_ab", wildcards.ab)
+
+    @rule_function
     def get_priority(self, wildcards: Any) -> int:
         """Higher for ABs earlier in cascade order (CPL runs them in exactly that order)."""
         return self._priority[wildcards.ab]
 
-    def get_threads(self, wildcards: Any) -> int:
-        """Threads of an AB job: all cores under INT, else 1."""
-        del wildcards
-        return self.int_threads if self.settings.drs_type == "INT" else 1
-
-    int_threads = 1  # set by the workflow to workflow.cores
-
-    def template_values(self, ab: str, threads: int) -> dict[str, object]:
-        """Placeholder values for the command templates of ``ab``."""
-        s = self.settings
-        return {
-            "ab": ab,
-            "ab_file": self.night.ab_objects[ab].path,
-            "date": self.night.abs.at[ab, "date"],
-            "mode": s.mode,
-            "threads": threads,
-        }
-
-    def get_process_command(self, ab: str, threads: int) -> str:
-        """``commands.process_ab`` filled for ``ab``."""
-        return fill(self.settings.commands["process_ab"], self.template_values(ab, threads))
-
-    def get_job_env(self, ab: str, threads: int) -> dict[str, str]:
-        """Environment of an AB command: the $DFO_* directories, threads, abflow's inputs."""
-        env = dict(self.settings.variables)
-        env["ABFLOW_CONFIG"] = self._config_json
-        env["OMP_NUM_THREADS"] = str(threads)
-        env["ABFLOW_AB"] = ab
-        env["ABFLOW_WORKDIR"] = self.workdir_pattern.format(ab=ab)
-        env["ABFLOW_INPUTS"] = os.path.join(env["ABFLOW_WORKDIR"], "abflow_inputs.json")
-        return env
-
-    def get_step(self, wildcards: Any, threads: int) -> Step:
-        """Everything the process_ab script needs, as one object.
-
-        A :class:`~abflow.runner.Step` is not a plain value, so Snakemake's ``params`` rerun
-        trigger ignores it: switching profile, threads or command templates does not rerun a
-        processed night. Explicit reruns go through ``generation`` (see get_generation).
-        """
-        ab = wildcards.ab
-        obj = self.night.ab_objects[ab]
-        row = self.night.abs.loc[ab]
-        return Step(
-            ab=ab,
-            step="process_ab",
-            command=self.get_process_command(ab, threads),
-            workdir=self.workdir_pattern.format(ab=ab),
-            log_path=self.log_pattern.format(ab=ab),
-            record_path=self.record(ab),
-            failed_path=self.failed_pattern.format(ab=ab),
-            env=self.get_job_env(ab, threads),
-            products=[(f.path, f.tag) for f in obj.products] if obj.runs_recipe else [],
-            check_products=self.settings.check_products,
-            info={
-                "batch": self.settings.batch_id,
-                "date": row["date"],
-                "mode": self.settings.mode,
-                "recipe": row["recipe"],
-                "raw_type": row["raw_type"],
-                "parents": list(self.night.parents[ab]),
-                "threads": threads,
-            },
-            files={
-                "abflow_inputs.json": {
-                    "ab": ab,
-                    "virtual": {v.vcal_path: v.product_path for v in self.night.virtual_inputs[ab]},
-                }
-            },
-        )
+    def threads_for(self, cores: int) -> int:
+        """Threads of an AB job: all ``cores`` under INT, else 1."""
+        return max(cores, 1) if self.settings.drs_type == "INT" else 1
 
     def resource_limits(self, cores: int) -> dict[str, int]:
         """Global resources the workflow registers (unless given with --resources)."""

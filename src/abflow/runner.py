@@ -21,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from abflow.ab import AB
+from abflow.commands import fill
+from abflow.config import Settings
 from abflow.fsutil import atomic_write_json
 
 LOG_TAIL_LINES = 20
@@ -36,7 +39,7 @@ class Step:
 
     ab: str
     step: str
-    command: str
+    command: str  # a command template (abflow.commands): {threads} is filled at run time
     workdir: str
     log_path: str
     record_path: str
@@ -46,6 +49,58 @@ class Step:
     check_products: bool = True
     info: Mapping[str, object] = field(default_factory=dict)
     files: Mapping[str, object] = field(default_factory=dict)
+    values: Mapping[str, object] = field(default_factory=dict)
+
+
+def process_ab_step(
+    settings: Settings,
+    ab: AB,
+    parents: Sequence[str] = (),
+    virtual: Mapping[str, str] | None = None,
+) -> Step:
+    """The process_ab step of ``ab``: its command template, paths, environment and products.
+
+    ``parents`` are the ABs it takes calibrations from and ``virtual`` maps each of its
+    ``MCALIB VIRTUAL`` paths to the real product (both from the Night).
+    """
+    workdir = settings.workdir(ab.name)
+    inputs = os.path.join(workdir, "abflow_inputs.json")
+    env = dict(settings.variables)
+    env.update(
+        {
+            "ABFLOW_CONFIG": settings.to_config_json(),
+            "ABFLOW_AB": ab.name,
+            "ABFLOW_WORKDIR": workdir,
+            "ABFLOW_INPUTS": inputs,
+        }
+    )
+    return Step(
+        ab=ab.name,
+        step="process_ab",
+        command=settings.commands["process_ab"],
+        values={
+            "ab": ab.name,
+            "ab_file": ab.path,
+            "date": ab.date or settings.date,
+            "mode": settings.mode,
+        },
+        workdir=workdir,
+        log_path=settings.state_pattern("logs").format(ab=ab.name),
+        record_path=settings.record_path(ab.name),
+        failed_path=settings.state_pattern("failed").format(ab=ab.name),
+        env=env,
+        products=[(f.path, f.tag) for f in ab.products] if ab.runs_recipe else [],
+        check_products=settings.check_products,
+        info={
+            "batch": settings.batch_id,
+            "date": ab.date or settings.date,
+            "mode": settings.mode,
+            "recipe": ab.recipe,
+            "raw_type": ab.raw_type,
+            "parents": list(parents),
+        },
+        files={"abflow_inputs.json": {"ab": ab.name, "virtual": dict(virtual or {})}},
+    )
 
 
 def now_iso() -> str:
@@ -72,25 +127,31 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
     return data.splitlines()[-lines:]
 
 
-def run_step(step: Step) -> dict[str, object]:
-    """Run ``step``; return the completion record written, or raise StepFailed."""
+def run_step(step: Step, threads: int = 1) -> dict[str, object]:
+    """Run ``step`` with ``threads`` cores; return the completion record, or raise StepFailed.
+
+    The command template is filled with ``step.values`` and ``{threads}`` (shell-quoted), and
+    OMP_NUM_THREADS is set to ``threads``.
+    """
+    command = fill(step.command, {**step.values, "threads": threads})
     _prepare_workdir(step.workdir)
     for name, content in step.files.items():
         atomic_write_json(os.path.join(step.workdir, name), content)
     os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
     env = dict(os.environ)
     env.update({k: str(v) for k, v in step.env.items()})
+    env["OMP_NUM_THREADS"] = str(threads)
     start = now_iso()
     t0 = time.monotonic()
     host = socket.gethostname()
     with open(step.log_path, "a", encoding="utf-8") as log:
         log.write(
             f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
-            f"# workdir {step.workdir}\n# command {step.command}\n"
+            f"# workdir {step.workdir}\n# command {command}\n"
         )
         log.flush()
         proc = subprocess.run(
-            step.command,
+            command,
             shell=True,
             cwd=step.workdir,
             env=env,
@@ -121,7 +182,8 @@ def run_step(step: Step) -> dict[str, object]:
         "end": end,
         "duration_s": duration,
         "host": host,
-        "command": step.command,
+        "command": command,
+        "threads": threads,
         "exit_code": proc.returncode,
         "workdir": step.workdir,
         "log": step.log_path,

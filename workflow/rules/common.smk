@@ -1,8 +1,9 @@
 # Load the night once and wire abflow's lookups into the rules.
+import os
+
 from abflow.config import ConfigError, resolve
 from abflow.night import NightError, load_night
 from abflow.rulefuncs import AB_WILDCARD, NightRules
-
 
 try:
     SETTINGS = resolve(config, root=workflow.basedir)
@@ -10,7 +11,9 @@ try:
 except (ConfigError, NightError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
 
-RULES.int_threads = workflow.cores or 1
+RULES.ab_threads = RULES.threads_for(workflow.cores or 1)
+# Every job's command (abflow run-step) reads the run's configuration from here.
+os.environ["ABFLOW_CONFIG"] = SETTINGS.to_config_json()
 for warning in RULES.night.warnings:
     logger.warning(str(warning))
 for _name, _value in RULES.resource_limits(workflow.cores or 1).items():

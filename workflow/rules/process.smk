@@ -4,7 +4,6 @@
 rule process_ab:
     input:
         parents=RULES.get_parent_records,
-        ab_file=RULES.get_ab_file,
     output:
         record=RULES.record_pattern,
     log:
@@ -12,11 +11,14 @@ rule process_ab:
     benchmark:
         RULES.benchmark_pattern
     params:
-        step=RULES.get_step,
-        generation=RULES.get_generation,
-    threads: RULES.get_threads
+        command=RULES.get_process_command,
+        # rerun trigger (Snakemake's params trigger): a subcascade request or an edited AB
+        rerun=RULES.get_rerun_key,
+    threads: RULES.ab_threads
     resources:
         ab_jobs=1,
     priority: RULES.get_priority
-    script:
-        "../scripts/process_ab.py"
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.command} --threads {threads} --rerun-key {params.rerun}"
