@@ -164,3 +164,15 @@ def test_job_environment_carries_the_dfo_directories_and_the_run_config(tmp_path
     assert env == f"{dfo['raw_dir']}|{dfo['product_dir']}|1"
     # abflow called from a job reads that run's configuration, not the bundled example
     assert Path(state(dfo), "check.out").read_text().startswith(f"CALIB_{DATE}: 1 ABs")
+
+
+def test_an_edited_ab_is_rerun_with_its_descendants(tmp_path, dfo) -> None:
+    cfg, names = night(tmp_path, dfo, [1, 2, 2], drs_type="CON")
+    run_snakemake(tmp_path, cfg, cores=2)
+    before = mtimes(dfo)
+    ab = Path(dfo["ab_dir"]) / names[1]
+    ab.write_text(ab.read_text() + "RECIPE_PARAM --new-option=1\n")
+    run_snakemake(tmp_path, cfg, cores=2)
+    after = mtimes(dfo)
+    changed = sorted(f.removesuffix(".json") for f in after if after[f] != before[f])
+    assert changed == sorted([names[1], names[3]])

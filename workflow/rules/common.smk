@@ -12,8 +12,9 @@ except (ConfigError, NightError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
 
 RULES.ab_threads = RULES.threads_for(workflow.cores or 1)
-# Every job's command (abflow run-step) reads the run's configuration from here.
-os.environ["ABFLOW_CONFIG"] = SETTINGS.to_config_json()
+# Every job's command (abflow run-step) reads the run's configuration from the environment:
+# set here, inherited by the jobs (also in remote jobs, which parse this file again).
+os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
 for warning in RULES.night.warnings:
     logger.warning(str(warning))
 for _name, _value in RULES.resource_limits(workflow.cores or 1).items():

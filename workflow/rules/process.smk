@@ -10,15 +10,15 @@ rule process_ab:
         RULES.log_pattern,
     benchmark:
         RULES.benchmark_pattern
+    priority: RULES.get_priority
+    conda:
+        "../../environment.yml"
+    threads: RULES.ab_threads
+    resources:
+        ab_jobs=1,
     params:
         command=RULES.get_process_command,
         # rerun trigger (Snakemake's params trigger): a subcascade request or an edited AB
         rerun=RULES.get_rerun_key,
-    threads: RULES.ab_threads
-    resources:
-        ab_jobs=1,
-    priority: RULES.get_priority
-    conda:
-        "../../environment.yml"
     shell:
         "{params.command} --threads {threads} --rerun-key {params.rerun}"
