@@ -261,15 +261,16 @@ def parse_ab(
             return None
         return raw
 
+    if "\x00" in text:
+        lineno = text[: text.index("\x00")].count("\n") + 1
+        problem(lineno, "binary content (NUL byte): this is not an AB text file")
+        text = text[: text.index("\x00")].rpartition("\n")[0]
     for lineno, raw_line in enumerate(text.splitlines(), start=1):
-        if "\x00" in raw_line:
-            problem(lineno, "binary content (NUL byte): this is not an AB text file")
-            break
-        cols = split_line(raw_line)
+        cols = (raw_line.split("#", 1)[0] if "#" in raw_line else raw_line).split()
         if not cols:
             continue
         name, args = cols[0], cols[1:]
-        if not QUALIFIER_RE.match(name):
+        if name not in _KNOWN_QUALIFIERS and not QUALIFIER_RE.match(name):
             problem(
                 lineno,
                 f"malformed line: {name!r} is not a qualifier name (expected e.g. RAWFILE, "
@@ -370,18 +371,21 @@ def _checked_directory(
     return expanded, check_path(expanded + "/x", roots)
 
 
-_SINGLE_VALUED = (
-    "AB_NAME",
-    "RECIPE",
-    "RAW_TYPE",
-    "DRS_TYPE",
-    "DATE",
-    "INSTRUMENT",
-    "DPR_CATG",
-    "PROD_ROOT_NAME",
-    "PROD_PATH",
-    "MEF_FACTOR",
+_SINGLE_VALUED = frozenset(
+    {
+        "AB_NAME",
+        "RECIPE",
+        "RAW_TYPE",
+        "DRS_TYPE",
+        "DATE",
+        "INSTRUMENT",
+        "DPR_CATG",
+        "PROD_ROOT_NAME",
+        "PROD_PATH",
+        "MEF_FACTOR",
+    }
 )
+_KNOWN_QUALIFIERS = _SINGLE_VALUED | {"RAWFILE", "MCALIB", "PRODUCTS", "PARAM", "RECIPE_PARAM"}
 
 
 def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:

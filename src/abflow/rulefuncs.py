@@ -85,6 +85,7 @@ class NightRules:
         self.settings: Settings = night.settings
         s = self.settings
         self.record_pattern = s.state_pattern("records")
+        self._record_prefix = self.record_pattern[: -len("{ab}.json")]
         self.log_pattern = s.state_pattern("logs", "process_ab")
         self.benchmark_pattern = s.state_pattern("benchmarks", "process_ab")
         n = len(night)
@@ -101,7 +102,7 @@ class NightRules:
     # ----- targets -----------------------------------------------------------------------
     def record(self, ab: str) -> str:
         """Completion record path of ``ab``."""
-        return self.record_pattern.format(ab=ab)
+        return f"{self._record_prefix}{ab}.json"
 
     def _subcascade(self) -> list[str]:
         name = self.settings.subcascade
