@@ -17,11 +17,17 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/process.smk"
+include: "workflow/rules/qc.smk"
 
 
+# Downloads run on the submitting host (they need the archive, not a cluster slot).
 localrules:
     all,
+    download_raw,
+    download_mcal,
+    wait_for_downloads,
 
 
 rule all:

@@ -3,8 +3,10 @@
 For each size N a bias/flat/science-shaped night of N ABs is generated (abflow.generate) in a
 temporary DFOS tree. Two dry-runs (`snakemake -n`) are timed:
 
-* baseline: a bare Snakefile, one generic `{ab}` rule whose parents come from a dict loaded
-  from JSON (the encoding snakemake-notes.md measured as the fast one);
+* baseline: a bare Snakefile, one generic `{ab}` rule whose inputs (parents' records and raw
+  files) come from a dict loaded from JSON (the encoding snakemake-notes.md measured as the
+  fast one), raw files that are missing as inputs and a download rule for them (here the
+  raw files are present, as abflow's DAG then has no download jobs either);
 * abflow: abflow's own Snakefile on the AB files (parsing, validation, the Night tables).
 
 Each is run --repeat times; the best wall time and the peak memory (max RSS of the snakemake
@@ -33,22 +35,32 @@ DATE = "2013-02-12"
 
 BARE_SNAKEFILE = """
 import json
+import os
 
-PARENTS = json.load(open(config["dag"]))
+NIGHT = json.load(open(config["dag"]))
 
 
 rule all:
     input:
-        expand(config["state"] + "/records/{ab}.json", ab=list(PARENTS)),
+        expand(config["state"] + "/records/{ab}.json", ab=list(NIGHT)),
 
 
-def parent_records(wildcards):
-    return [config["state"] + f"/records/{p}.json" for p in PARENTS[wildcards.ab]]
+def ab_inputs(wildcards):
+    ab = NIGHT[wildcards.ab]
+    missing = [r for r in ab["raw"] if not os.path.exists(r)]
+    return [config["state"] + f"/records/{p}.json" for p in ab["parents"]] + missing
+
+
+rule download:
+    output:
+        config["raw"] + "/{file}",
+    shell:
+        "touch {output}"
 
 
 rule process_ab:
     input:
-        parent_records,
+        ab_inputs,
     output:
         config["state"] + "/records/{ab}.json",
     shell:
@@ -92,9 +104,18 @@ def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
         os.makedirs(d, exist_ok=True)
     specs = calib_night(n)
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    # The same DAG as the bare Snakefile: raw files present (no downloads), no QC jobs.
+    raw = Path(dfo["raw_dir"], DATE)
+    raw.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        for name in spec.raw_names():
+            (raw / name).touch()
     cfg = base / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"date": DATE, "dfo": dfo}))
-    dag = {s.name: list(s.parents) for s in specs}
+    cfg.write_text(yaml.safe_dump({"date": DATE, "dfo": dfo, "qc_mode": "IMPLICIT"}))
+    dag = {
+        s.name: {"parents": list(s.parents), "raw": [str(raw / r) for r in s.raw_names()]}
+        for s in specs
+    }
     (base / "dag.json").write_text(json.dumps(dag))
     (base / "Snakefile.bare").write_text(BARE_SNAKEFILE)
     snakemake = [sys.executable, "-m", "snakemake", "-n", "--cores", "1"]
@@ -106,6 +127,7 @@ def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
         "--config",
         f"dag={base / 'dag.json'}",
         f"state={dfo['job_dir']}/bare",
+        f"raw={dfo['raw_dir']}",
     ]
     return abflow, bare
 

@@ -39,12 +39,16 @@ def dfo(tmp_path: Path) -> dict[str, str]:
 
 
 def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:
-    """Write a config YAML for a synthetic night: stand-in commands, no product check."""
+    """Write a config YAML for a synthetic night: stand-in commands, no product check, no QC.
+
+    The stand-in download (a test double for ngasClient) writes a few bytes to {dest}.
+    """
     cfg: dict[str, Any] = {
         "date": DATE,
         "dfo": dict(dfo),
-        "commands": {"process_ab": "sleep 0"},
+        "commands": {"process_ab": "sleep 0", "download": "printf raw > {dest}"},
         "check_products": False,
+        "qc_mode": "IMPLICIT",
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

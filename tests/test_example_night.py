@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -51,7 +52,7 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
         ["abflow", "example", "--configfile", str(cfg)], capture_output=True, text=True, check=True
     )
     assert "24 frames written" in made.stdout
-    run_snakemake(tmp_path, cfg, "--config", "drs_type=CON", cores=2, timeout=900)
+    run_snakemake(tmp_path, cfg, "--config", "drs_type=CON", cores=4, timeout=900)
     recs = records(os.path.join(dfo["job_dir"], "abflow"))
     assert len(recs) == 8
     for ab, rec in recs.items():
@@ -70,8 +71,22 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
     assert recs[parent]["products"][0]["path"] + " MASTER_BIAS_BLUE" in sof
     data = read_data(recs[dark]["products"][0]["path"])
     assert data is not None and np.isfinite(data).all() and np.abs(data).max() > 0
-    # two ABs ran at once somewhere (parallel CON run on 2 cores)
+    # two ABs ran at once somewhere (parallel CON run on 4 cores)
     spans = sorted((r["start"], r["end"]) for r in recs.values())
     assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
-    # raw frames were fetched into $DFO_RAW_DIR/<DATE> from the archive
+    # raw frames were fetched into $DFO_RAW_DIR/<DATE> from the archive, each once
     assert len(os.listdir(Path(dfo["raw_dir"], DATE))) == 24
+    download_logs = list(Path(dfo["job_dir"], "abflow", "logs", "download_raw").rglob("*.log"))
+    assert len(download_logs) == 24
+    # QC: one record per AB with QC1 numbers; the synthetic GIRAFFE darks have 40 hot pixels
+    qc_dir = Path(dfo["job_dir"], "abflow", "records", "process_qc")
+    qc = {p.name[: -len(".json")]: json.loads(p.read_text()) for p in qc_dir.glob("*.json")}
+    assert set(qc) == set(recs)
+    for ab, rec in qc.items():
+        numbers = rec["results"]["products"]
+        assert [n["catg"] for n in numbers] == EXPECTED[recs[ab]["recipe"]]
+        assert Path(rec["results"]["paf"]).is_file() and Path(rec["results"]["png"]).is_file()
+        if recs[ab]["recipe"] == "gimasterdark":
+            assert numbers[0]["hot_pixels"] == 40
+        if recs[ab]["recipe"] == "uves_cal_mbias":
+            assert numbers[0]["median"] > 100 and 0 < numbers[0]["noise"] < 20

@@ -128,7 +128,8 @@ def test_dry_run_dag_and_rulegraph(tmp_path, dfo) -> None:
     dag = run_snakemake(tmp_path, cfg, "--dag")
     assert dag.stdout.lstrip().startswith("digraph")
     assert dag.stdout.count("process_ab") == 10
-    assert len(re.findall(r"\d+ -> \d+", dag.stdout)) == 9 + 10  # cascade edges + into 'all'
+    # cascade edges, edges into "all", and one download per raw file (3 per AB)
+    assert len(re.findall(r"\d+ -> \d+", dag.stdout)) == 9 + 10 + 30
     rulegraph = run_snakemake(tmp_path, cfg, "--rulegraph")
     assert "process_ab" in rulegraph.stdout and "all" in rulegraph.stdout
 

@@ -79,6 +79,14 @@ class Mcalib(NamedTuple):
         """True for a virtual calibration (a product of another AB of the batch)."""
         return self.kind == "VIRTUAL"
 
+    @property
+    def needed_path(self) -> str:
+        """The file a REAL calibration needs on disk: the FITS file, also where the AB names
+        the header-only ``.hdr`` that cleanupProducts leaves behind."""
+        if not self.virtual and self.path.endswith(".hdr"):
+            return self.path[: -len(".hdr")] + ".fits"
+        return self.path
+
 
 class Qualifier(NamedTuple):
     """One qualifier line as written (after comment removal), kept verbatim."""

@@ -60,18 +60,63 @@ def cmd_process_ab(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Fetch one archive file to a local path."""
-    from abflow.download import FetchError, fetch_local
+    """Fetch one archive file to a local path (abflow's archive client)."""
+    from abflow.download import FetchError, fetch
 
     settings = _settings(args)
     archive = args.archive or settings.archive
-    dest = args.dest or os.path.join(os.getcwd(), args.file)
+    dest = os.path.abspath(args.dest or args.file)
     try:
-        size = fetch_local(archive, args.file, dest)
+        size = fetch(
+            archive,
+            args.file,
+            dest,
+            retries=int(settings.fetch["retries"]),
+            timeout=float(settings.fetch["timeout"]),
+            backoff=float(settings.fetch["backoff"]),
+            log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     except FetchError as exc:
         print(f"abflow fetch: {exc}", file=sys.stderr)
         return 1
     print(f"fetched {args.file} ({size} bytes) -> {dest}")
+    return 0
+
+
+def cmd_run_download(args: argparse.Namespace) -> int:
+    """Run commands.download for one file of the running night (the download jobs call this)."""
+    from abflow.download import FetchError, run_download
+
+    settings = _settings(args)
+    try:
+        run_download(
+            settings,
+            args.dest,
+            args.log,
+            args.progress,
+            args.total,
+            echo=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except FetchError as exc:
+        print(f"abflow: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_process_qc(args: argparse.Namespace) -> int:
+    """QC of one processed AB (abflow's processQC): QC1 numbers, PAF and PNG report."""
+    from abflow.processab import ProcessError, load_ab
+    from abflow.qc import QCError, process_qc
+
+    settings = _settings(args)
+    ab_file = args.ab
+    if os.sep not in ab_file and not os.path.isfile(ab_file):
+        ab_file = settings.ab_file(ab_file)
+    try:
+        process_qc(load_ab(ab_file, settings), settings)
+    except (ProcessError, QCError) as exc:
+        print(f"abflow process-qc: {os.path.basename(ab_file)}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -98,14 +143,15 @@ def _rerun_key(value: str) -> str:
 def cmd_run_step(args: argparse.Namespace) -> int:
     """Run one step of one AB of the running night (the workflow's jobs call this)."""
     from abflow.processab import load_ab
-    from abflow.runner import StepFailed, process_ab_step, run_step
+    from abflow.runner import StepFailed, ab_step, run_step
 
     settings = _settings(args)
     ab = load_ab(settings.ab_file(args.ab), settings)
     virtual = dict(item.split("=", 1) for item in args.virtual or ())
-    step = process_ab_step(settings, ab, args.parent or (), virtual)
-    generation, _, digest = args.rerun_key.partition(":")
-    step.info = {**step.info, "generation": int(generation), "ab_digest": digest}
+    step = ab_step(settings, ab, args.step, args.parent or (), virtual)
+    if args.step == "process_ab":
+        generation, _, digest = args.rerun_key.partition(":")
+        step.info = {**step.info, "generation": int(generation), "ab_digest": digest}
     try:
         run_step(step, threads=args.threads)
     except StepFailed as exc:
@@ -156,8 +202,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", parents=[common], help="fetch one file from the archive")
     p.add_argument("file", help="archive file name (ARCFILE)")
     p.add_argument("dest", nargs="?", help="local destination path (default: ./FILE)")
-    p.add_argument("--archive", help="archive directory (default: the config's archive)")
+    p.add_argument(
+        "--archive",
+        help="archive directory or URL template with {file} (default: the config's archive)",
+    )
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "process-qc",
+        parents=[common],
+        help="QC of one processed AB: QC1 numbers, PAF and PNG report (abflow's processQC)",
+    )
+    p.add_argument("ab", help="AB file, or the AB name (looked up in dfo.ab_dir)")
+    p.set_defaults(func=cmd_process_qc)
+
+    p = sub.add_parser(
+        "run-download",
+        parents=[common],
+        help="fetch one file of the running night with commands.download (used by its jobs)",
+    )
+    p.add_argument("dest", help="local path of the file")
+    p.add_argument("--log", required=True, help="log file of the download")
+    p.add_argument("--progress", help="the night's download progress file")
+    p.add_argument("--total", type=int, default=0, help="downloads planned in this run")
+    p.set_defaults(func=cmd_run_download)
 
     p = sub.add_parser(
         "example",
@@ -173,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run one step of one AB of the running night (used by the workflow's jobs)",
     )
-    p.add_argument("step", choices=["process_ab"], help="which step")
+    p.add_argument("step", choices=["process_ab", "process_qc"], help="which step")
     p.add_argument("ab", help="AB name")
     p.add_argument("--parent", action="append", help="an AB it takes calibrations from")
     p.add_argument(

@@ -140,9 +140,28 @@ def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any
             why = check_template(step, template)
             if why:
                 problems.append(why)
+    archive = instance.get("archive")
+    if isinstance(archive, str) and "://" in archive:
+        why = check_archive_url(archive)
+        if why:
+            problems.append(f"archive: {why}")
     if problems:
         raise ConfigError(problems, source)
     return instance
+
+
+def check_archive_url(url: str) -> str | None:
+    """Why ``url`` is not a usable archive URL template, or None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("{file}", "x"))
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r}: only http:// and https:// archives are supported"
+    if not parts.netloc:
+        return f"{url!r}: no host in the URL"
+    if url.count("{file}") != 1:
+        return f"{url!r}: the URL template must contain {{file}} exactly once"
+    return None
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,7 @@ class Settings:
     subcascade: str
     check_products: bool
     archive: str
+    fetch: dict[str, float]
     root: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
@@ -200,27 +220,30 @@ class Settings:
         return out
 
     def state_pattern(self, kind: str, step: str = "process_ab") -> str:
-        """Path pattern (with ``{ab}``) of one kind of per-AB state file.
+        """Path pattern (with ``{ab}``) of one kind of per-AB state file of one step.
 
         ``records``: completion records; ``failed``: failure notes; ``work``: working
-        directories; ``logs`` and ``benchmarks``: per step.
+        directories; ``logs`` and ``benchmarks``. The process_ab step's records, failure notes
+        and working directories sit at the top of their directories, other steps' in a
+        sub-directory named after the step (``records/process_qc/<AB>.json``).
         """
+        sub = () if step == "process_ab" else (step,)
         patterns = {
-            "records": ("records", "{ab}.json"),
-            "failed": ("failed", "{ab}.json"),
-            "work": ("work", "{ab}"),
+            "records": ("records", *sub, "{ab}.json"),
+            "failed": ("failed", *sub, "{ab}.json"),
+            "work": ("work", *sub, "{ab}"),
             "logs": ("logs", step, "{ab}.log"),
             "benchmarks": ("benchmarks", step, "{ab}.tsv"),
         }
         return os.path.join(self.state_dir, *patterns[kind])
 
-    def record_path(self, ab: str) -> str:
-        """Completion record of AB ``ab``."""
-        return os.path.join(self.state_dir, "records", f"{ab}.json")
+    def record_path(self, ab: str, step: str = "process_ab") -> str:
+        """Completion record of ``step`` of AB ``ab``."""
+        return self.state_pattern("records", step).format(ab=ab)
 
-    def workdir(self, ab: str) -> str:
-        """Working directory of AB ``ab`` (the recipe's current directory)."""
-        return os.path.join(self.state_dir, "work", ab)
+    def workdir(self, ab: str, step: str = "process_ab") -> str:
+        """Working directory of ``step`` of AB ``ab`` (the command's current directory)."""
+        return self.state_pattern("work", step).format(ab=ab)
 
 
 def _resolve_dir(value: str, root: Path) -> str:
@@ -274,6 +297,7 @@ def resolve(
         subcascade=cfg["subcascade"],
         check_products=cfg["check_products"],
         archive=_resolve_archive(cfg["archive"], root),
+        fetch=dict(cfg["fetch"]),
         root=str(root),
         raw=cfg,
     )

@@ -72,6 +72,8 @@ class Night:
     list_line: dict[str, int]
     edge_list: list[tuple[str, str, str]]
     file_rows: list[tuple[str, str, str, str, str, int, str | None]]
+    raw_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    cal_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
 
     @property
@@ -322,14 +324,42 @@ def load_night(settings: Settings) -> Night:
     edges: list[tuple[str, str, str]] = []
     virtual_inputs: dict[str, list[VirtualInput]] = {name: [] for name in abs_}
     file_rows: list[dict[str, object]] = []
+    raw_inputs: dict[str, tuple[str, ...]] = {}
+    cal_inputs: dict[str, tuple[str, ...]] = {}
+    raw_root = settings.dfo["raw_dir"].rstrip("/") + "/"
+    cal_root = settings.dfo["cal_dir"].rstrip("/") + "/"
     for name, ab in abs_.items():
+        raws = []
         for frame in ab.rawfiles:
             file_rows.append((name, "RAWFILE", "", frame.path, frame.tag, frame.line, None))
+            raws.append(frame.path)
+            if not frame.path.startswith(raw_root) and not os.path.exists(frame.path):
+                problems.append(
+                    Problem(
+                        ab.path,
+                        frame.line,
+                        f"RAWFILE {frame.path} does not exist and lies outside dfo.raw_dir, "
+                        "where raw files are downloaded to: provide the file or fix the path",
+                    )
+                )
+        raw_inputs[name] = tuple(raws) if ab.runs_recipe else ()
         for frame in ab.products:
             file_rows.append((name, "PRODUCTS", "", frame.path, frame.tag, frame.line, None))
+        cals = []
         for cal in ab.mcalibs:
             if not cal.virtual:
-                file_rows.append((name, "MCALIB", "REAL", cal.path, cal.tag, cal.line, None))
+                needed = cal.needed_path
+                file_rows.append((name, "MCALIB", "REAL", needed, cal.tag, cal.line, None))
+                cals.append(needed)
+                if not needed.startswith(cal_root) and not os.path.exists(needed):
+                    problems.append(
+                        Problem(
+                            ab.path,
+                            cal.line,
+                            f"MCALIB REAL {needed} does not exist and lies outside dfo.cal_dir, "
+                            "where calibrations are downloaded to: nobody can provide it",
+                        )
+                    )
                 continue
             key = stem(cal.path)
             parent, product = _match_virtual(key, by_product_stem, by_root, abs_)
@@ -366,6 +396,7 @@ def load_night(settings: Settings) -> Night:
             )
             file_rows.append((name, "MCALIB", "VIRTUAL", product, cal.tag, cal.line, parent))
             edges.append((parent, name, key))
+        cal_inputs[name] = tuple(cals) if ab.runs_recipe else ()
 
     names = [name for name, _ in entries if name in abs_]
     parents: dict[str, list[str]] = {n: [] for n in names}
@@ -420,6 +451,8 @@ def load_night(settings: Settings) -> Night:
         list_line=list_line,
         edge_list=edges,
         file_rows=file_rows,
+        raw_inputs=raw_inputs,
+        cal_inputs=cal_inputs,
         warnings=warnings,
     )
 

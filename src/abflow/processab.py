@@ -76,7 +76,7 @@ def virtual_map(ab: AB, settings: Settings, inputs_file: str | None) -> dict[str
 def fetch_missing(ab: AB, settings: Settings, log: Callable[[str], None]) -> None:
     """Download RAWFILE and REAL MCALIB inputs that are missing (or only a .hdr) locally."""
     wanted = [(f.path, f.line) for f in ab.rawfiles]
-    wanted += [(c.path, c.line) for c in ab.mcalibs if not c.virtual]
+    wanted += [(c.needed_path, c.line) for c in ab.mcalibs if not c.virtual]
     for path, line in wanted:
         if os.path.isfile(path):
             continue
@@ -98,7 +98,7 @@ def fetch_missing(ab: AB, settings: Settings, log: Callable[[str], None]) -> Non
 def write_sof(ab: AB, virtual: dict[str, str], path: str) -> list[tuple[str, str]]:
     """Write the set-of-frames file (``<path> <TAG>`` per line); return its entries."""
     entries = [(f.path, f.tag) for f in ab.rawfiles]
-    entries += [(virtual.get(c.path, c.path), c.tag) for c in ab.mcalibs]
+    entries += [(virtual.get(c.path, c.needed_path), c.tag) for c in ab.mcalibs]
     missing = [p for p, _ in entries if not os.path.isfile(p)]
     if missing:
         raise ProcessError(

@@ -8,10 +8,15 @@ build. Nothing here re-derives the cascade: it only reads :class:`abflow.night.N
 from __future__ import annotations
 
 import inspect
+import os
 import shlex
 import sys
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
+
+from snakemake.io import ancient
 
 from abflow.config import Settings
 from abflow.night import Night
@@ -43,51 +48,103 @@ def _with_cached_signature(bound: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-class StepCommand:
-    """The shell command that runs one step of one AB: ``python -m abflow.cli run-step AB ...``.
+class _Command(ABC):
+    """A job's shell command, rendered only when Snakemake formats it (and then once).
 
-    It names the AB and what only the Night knows (the ABs it waits for, where its virtual
-    calibrations are); ``abflow run-step`` reads the rest from the run's configuration
-    ($ABFLOW_CONFIG, set by the workflow) and the AB file. Not a plain value, so Snakemake's
-    ``params`` rerun trigger ignores it: switching profile, interpreter or command templates does
-    not rerun a processed night (explicit reruns go through ``generation``).
+    Not a plain value, so Snakemake's ``params`` rerun trigger ignores it: switching profile,
+    interpreter or command templates does not rerun a processed night (explicit reruns go
+    through the rerun key).
     """
 
-    __slots__ = ("_text", "ab", "rules", "step")
+    __slots__ = ("_text",)
 
-    def __init__(self, rules: NightRules, step: str, ab: str) -> None:
-        self.rules, self.step, self.ab = rules, step, ab
+    def __init__(self) -> None:
         self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:  # Snakemake formats a job's command several times
-            self._text = self._render()
+            self._text = " ".join(shlex.quote(w) for w in self.words())
         return self._text
 
-    def _render(self) -> str:
+    @abstractmethod
+    def words(self) -> list[str]:
+        """The command line."""
+
+
+class StepCommand(_Command):
+    """``python -m abflow.cli run-step STEP AB ...``: one step (process_ab, process_qc) of an AB.
+
+    It names the AB and what only the Night knows (the ABs it waits for, where its virtual
+    calibrations are); ``abflow run-step`` reads the rest from the run's configuration
+    ($ABFLOW_CONFIG, set by the workflow) and the AB file.
+    """
+
+    __slots__ = ("ab", "rules", "step")
+
+    def __init__(self, rules: NightRules, step: str, ab: str) -> None:
+        super().__init__()
+        self.rules, self.step, self.ab = rules, step, ab
+
+    def words(self) -> list[str]:
+        """The command line."""
         night = self.rules.night
         words = [sys.executable, "-m", "abflow.cli", "run-step", self.step, self.ab]
         for parent in night.parents[self.ab]:
             words += ["--parent", parent]
         for v in night.virtual_inputs[self.ab]:
             words += ["--virtual", f"{v.vcal_path}={v.product_path}"]
-        return " ".join(shlex.quote(w) for w in words)
+        return words
 
     def __repr__(self) -> str:
         return f"<{self.step} command of {self.ab}>"
 
 
+class DownloadCommand(_Command):
+    """``python -m abflow.cli run-download DEST ...``: fetch one file with commands.download."""
+
+    __slots__ = ("dest", "log", "rules")
+
+    def __init__(self, rules: NightRules, dest: str, log: str) -> None:
+        super().__init__()
+        self.rules, self.dest, self.log = rules, dest, log
+
+    def words(self) -> list[str]:
+        """The command line."""
+        r = self.rules
+        return [
+            sys.executable, "-m", "abflow.cli", "run-download", self.dest, "--log", self.log,
+            "--progress", r.progress_file, "--total", str(len(r.planned_downloads)),
+        ]  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<download command of {self.dest}>"
+
+
+# Downloadable files: archive files under dfo.raw_dir / dfo.cal_dir (no records or logs match)
+FILE_WILDCARD = r"[^/].*\.(?:fits|tfits)(?:\.fz|\.gz|\.Z)?"
+
+
 class NightRules:
     """What the generic rules need to know about each AB of a Night."""
 
-    def __init__(self, night: Night) -> None:
+    def __init__(self, night: Night, run_token: str = "") -> None:
         self.night = night
         self.settings: Settings = night.settings
         s = self.settings
         self.record_pattern = s.state_pattern("records")
         self._record_prefix = self.record_pattern[: -len("{ab}.json")]
+        self.qc_record_pattern = s.state_pattern("records", "process_qc")
         self.log_pattern = s.state_pattern("logs", "process_ab")
         self.benchmark_pattern = s.state_pattern("benchmarks", "process_ab")
+        self.qc_log_pattern = s.state_pattern("logs", "process_qc")
+        self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
+        self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
+        self.raw_log_pattern = os.path.join(s.state_dir, "logs", "download_raw", "{file}.log")
+        self.cal_log_pattern = os.path.join(s.state_dir, "logs", "download_mcal", "{file}.log")
+        self.barrier = os.path.join(s.state_dir, "downloads", f"{s.batch_id}.all-downloaded")
+        self.barrier_log = os.path.join(s.state_dir, "logs", "downloads", f"{s.batch_id}.log")
+        token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        self.progress_file = os.path.join(s.state_dir, "downloads", f"{token}.progress")
         n = len(night)
         self._priority = {name: n - r for name, r in night.run_order.items()}
         self._parent_records = {
@@ -95,14 +152,22 @@ class NightRules:
         }
         self.subcascade = self._subcascade()
         self._subcascade_set = frozenset(self.subcascade)
+        self.with_qc = s.qc_mode != "IMPLICIT"
+        self.to_run = self._abs_to_run()
+        self.planned_downloads = self._planned_downloads()
+        self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
                 setattr(self, name, _with_cached_signature(getattr(self, name)))
 
-    # ----- targets -----------------------------------------------------------------------
+    # ----- what this run does ---------------------------------------------------------------
     def record(self, ab: str) -> str:
         """Completion record path of ``ab``."""
         return f"{self._record_prefix}{ab}.json"
+
+    def qc_record(self, ab: str) -> str:
+        """QC completion record path of ``ab``."""
+        return self.qc_record_pattern.format(ab=ab)
 
     def _subcascade(self) -> list[str]:
         name = self.settings.subcascade
@@ -116,16 +181,92 @@ class NightRules:
             )
         return self.night.descendants(name)
 
-    def final_targets(self) -> list[str]:
-        """The records ``rule all`` asks for: the subcascade if set, else every AB."""
+    def _abs_to_run(self) -> frozenset[str]:
+        """ABs this run processes: no completion record yet, or part of the subcascade.
+
+        Only they take their raw files and calibrations as inputs (so files of finished ABs
+        are neither downloaded again nor a reason to rerun; an AB rerun for another reason
+        fetches what it misses itself, as DFOS processAB does).
+        """
         names = self.subcascade or self.night.names
-        return [self.record(n) for n in names]
+        return frozenset(
+            n for n in names if n in self._subcascade_set or not os.path.exists(self.record(n))
+        )
+
+    def _planned_downloads(self) -> dict[str, str]:
+        """Missing inputs of the ABs to run, in cascade order: path -> ``raw`` or ``cal``."""
+        planned: dict[str, str] = {}
+        for name in self.night.names:
+            if name not in self.to_run:
+                continue
+            for kind, paths in (
+                ("raw", self.night.raw_inputs[name]),
+                ("cal", self.night.cal_inputs[name]),
+            ):
+                for path in paths:
+                    if path not in planned and not os.path.exists(path):
+                        planned[path] = kind
+        return planned
+
+    def final_targets(self) -> list[str]:
+        """What ``rule all`` asks for: records (and QC records) of the subcascade or night."""
+        names = self.subcascade or self.night.names
+        targets = [self.record(n) for n in names]
+        if self.with_qc:
+            targets += [self.qc_record(n) for n in names if self.night.ab_objects[n].runs_recipe]
+        return targets
+
+    def download_problem(self) -> str | None:
+        """Why the planned downloads cannot work (checked before anything runs), or None."""
+        from abflow.download import check_archive, uses_builtin_client
+
+        if self.planned_downloads and uses_builtin_client(self.settings):
+            return check_archive(self.settings)
+        return None
 
     # ----- input functions ---------------------------------------------------------------
     @rule_function
     def get_parent_records(self, wildcards: Any) -> list[str]:
         """Completion records of the ABs whose products ``wildcards.ab`` uses."""
         return self._parent_records[wildcards.ab]
+
+    @rule_function
+    def get_data_inputs(self, wildcards: Any) -> list[str]:
+        """Files an AB this run processes must wait for: its raw files and REAL calibrations
+        that are downloaded first (all its raw files under CAL_CLEANUP, so that their removal
+        waits for it), and under FULL_RAWDOWNLOAD the flag made once every download is done.
+
+        Finished ABs get none: present files need no job, and a file cleaned up after an AB
+        finished must not rerun it. (The input list of a job may thus change between runs;
+        the profiles set ``rerun-triggers: [mtime, params]`` so that this reruns nothing.)
+        """
+        ab = wildcards.ab
+        if ab not in self.to_run:
+            return []
+        planned = self.planned_downloads
+        files = [ancient(p) for p in self.night.cal_inputs[ab] if p in planned]
+        raws = self.night.raw_inputs[ab]
+        files += [ancient(p) for p in raws if self.cleanup_raw or p in planned]
+        if self.settings.full_rawdownload and planned:
+            files.append(self.barrier)
+        return files
+
+    @rule_function
+    def get_qc_raw_inputs(self, wildcards: Any) -> list[str]:
+        """Under CAL_CLEANUP, the raw files of an AB whose QC this run makes, so that their
+        removal waits for the QC too (processQC shows the raw frames)."""
+        ab = wildcards.ab
+        if not self.cleanup_raw or (ab not in self.to_run and os.path.exists(self.qc_record(ab))):
+            return []
+        return [ancient(p) for p in self.night.raw_inputs[ab]]
+
+    def barrier_inputs(self) -> list[str]:
+        """What the downloads flag waits for: every download this run makes."""
+        return list(self.planned_downloads)
+
+    def planned(self, kind: str) -> list[str]:
+        """The planned downloads of one kind (``raw`` or ``cal``)."""
+        return [p for p, k in self.planned_downloads.items() if k == kind]
 
     # ----- params, threads, resources, priority ---------------------------------------------
     @rule_function
@@ -154,6 +295,29 @@ class NightRules:
         return StepCommand(self, "process_ab", wildcards.ab)
 
     @rule_function
+    def get_qc_command(self, wildcards: Any) -> StepCommand:
+        """The command of the process_qc job of ``wildcards.ab``."""
+        return StepCommand(self, "process_qc", wildcards.ab)
+
+    @rule_function
+    def get_raw_download_command(self, wildcards: Any) -> DownloadCommand:
+        """The command of the download_raw job of ``wildcards.file``."""
+        return DownloadCommand(
+            self,
+            self.raw_pattern.format(file=wildcards.file),
+            self.raw_log_pattern.format(file=wildcards.file),
+        )
+
+    @rule_function
+    def get_cal_download_command(self, wildcards: Any) -> DownloadCommand:
+        """The command of the download_mcal job of ``wildcards.file``."""
+        return DownloadCommand(
+            self,
+            self.cal_pattern.format(file=wildcards.file),
+            self.cal_log_pattern.format(file=wildcards.file),
+        )
+
+    @rule_function
     def get_priority(self, wildcards: Any) -> int:
         """Higher for ABs earlier in cascade order (CPL runs them in exactly that order)."""
         return self._priority[wildcards.ab]
@@ -166,4 +330,8 @@ class NightRules:
         """Global resources the workflow registers (unless given with --resources)."""
         s = self.settings
         serial = s.drs_type in ("CPL", "INT")
-        return {"ab_jobs": 1 if serial else s.limits["jobs"] or max(cores, 1)}
+        return {
+            "ab_jobs": 1 if serial else s.limits["jobs"] or max(cores, 1),
+            "download": s.limits["downloads"],
+            "qc": 1 if s.qc_mode == "SER" else s.limits["qc"],
+        }

@@ -52,32 +52,43 @@ class Step:
     values: Mapping[str, object] = field(default_factory=dict)
 
 
-def process_ab_step(
+STEPS = ("process_ab", "process_qc")
+RESULTS_FILE = "abflow_results.json"
+
+
+def ab_step(
     settings: Settings,
     ab: AB,
+    step: str = "process_ab",
     parents: Sequence[str] = (),
     virtual: Mapping[str, str] | None = None,
 ) -> Step:
-    """The process_ab step of ``ab``: its command template, paths, environment and products.
+    """One step of ``ab`` (process_ab or process_qc): command template, paths, environment.
 
     ``parents`` are the ABs it takes calibrations from and ``virtual`` maps each of its
-    ``MCALIB VIRTUAL`` paths to the real product (both from the Night).
+    ``MCALIB VIRTUAL`` paths to the real product (both from the Night). The command sees the
+    ``$DFO_*`` directories, ``$ABFLOW_CONFIG`` (the run's configuration), ``$ABFLOW_WORKDIR``,
+    ``$ABFLOW_INPUTS`` (where the virtual calibrations are) and ``$ABFLOW_RESULTS``: a JSON
+    file the command may write, copied into the completion record under ``results``.
     """
-    workdir = settings.workdir(ab.name)
-    inputs = os.path.join(workdir, "abflow_inputs.json")
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}")
+    workdir = settings.workdir(ab.name, step)
     env = dict(settings.variables)
     env.update(
         {
             "ABFLOW_CONFIG": settings.to_config_json(),
             "ABFLOW_AB": ab.name,
             "ABFLOW_WORKDIR": workdir,
-            "ABFLOW_INPUTS": inputs,
+            "ABFLOW_INPUTS": os.path.join(workdir, "abflow_inputs.json"),
+            "ABFLOW_RESULTS": os.path.join(workdir, RESULTS_FILE),
         }
     )
+    check = step == "process_ab" and settings.check_products and ab.runs_recipe
     return Step(
         ab=ab.name,
-        step="process_ab",
-        command=settings.commands["process_ab"],
+        step=step,
+        command=settings.commands[step],
         values={
             "ab": ab.name,
             "ab_file": ab.path,
@@ -85,12 +96,12 @@ def process_ab_step(
             "mode": settings.mode,
         },
         workdir=workdir,
-        log_path=settings.state_pattern("logs").format(ab=ab.name),
-        record_path=settings.record_path(ab.name),
-        failed_path=settings.state_pattern("failed").format(ab=ab.name),
+        log_path=settings.state_pattern("logs", step).format(ab=ab.name),
+        record_path=settings.record_path(ab.name, step),
+        failed_path=settings.state_pattern("failed", step).format(ab=ab.name),
         env=env,
         products=[(f.path, f.tag) for f in ab.products] if ab.runs_recipe else [],
-        check_products=settings.check_products,
+        check_products=check,
         info={
             "batch": settings.batch_id,
             "date": ab.date or settings.date,
@@ -174,6 +185,7 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
             reason = ""
         log.write(f"# end {end} ({duration} s) exit {proc.returncode}")
         log.write(f" FAILED: {reason}\n" if not ok else " SUCCESSFUL\n")
+    results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
     record: dict[str, object] = {
         "ab": step.ab,
         "step": step.step,
@@ -191,6 +203,8 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
         "missing_products": missing,
         **step.info,
     }
+    if results is not None:
+        record["results"] = results
     if not ok:
         record["reason"] = reason
         record["log_tail"] = tail(step.log_path)
@@ -204,6 +218,16 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(step.failed_path)
     return record
+
+
+def _read_results(path: str) -> object | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"error": f"unreadable {RESULTS_FILE}: {exc}"}
 
 
 def _describe_exit(code: int) -> str:

@@ -3,13 +3,17 @@ import os
 
 from abflow.config import ConfigError, resolve
 from abflow.night import NightError, load_night
-from abflow.rulefuncs import AB_WILDCARD, NightRules
+from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD, NightRules
 
 try:
     SETTINGS = resolve(config, root=workflow.basedir)
     RULES = NightRules(load_night(SETTINGS))
 except (ConfigError, NightError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
+if RULES.download_problem():
+    raise WorkflowError(f"cannot download: {RULES.download_problem()}")
+# CAL_CLEANUP: raw files this run downloads are removed once every job reading them is done.
+RAW_OUTPUT = temp(RULES.raw_pattern) if RULES.cleanup_raw else RULES.raw_pattern
 
 RULES.ab_threads = RULES.threads_for(workflow.cores or 1)
 # Every job's command (abflow run-step) reads the run's configuration from the environment:

@@ -1,9 +1,11 @@
-# Processing: one job per AB, after the completion records of the ABs it takes calibrations from.
+# Processing: one job per AB, after the completion records of the ABs it takes calibrations from
+# and the local copies of its raw files and REAL calibrations.
 
 
 rule process_ab:
     input:
         parents=RULES.get_parent_records,
+        data=RULES.get_data_inputs,
     output:
         record=RULES.record_pattern,
     log:

@@ -1,0 +1,51 @@
+"""Test double for a pipeline or QC command (not a product path): logs when it runs.
+
+    python standin_job.py LOG AB_FILE [--seconds S] [--check-raw] [--fail-if NAME]
+
+Appends ``start <AB> <t>`` and ``end <AB> <t>`` lines to LOG (O_APPEND, one write per line),
+sleeps S seconds in between, and with --check-raw fails unless every RAWFILE of the AB exists
+(expanded from the $DFO_* variables the job gets). Exits 3 when the AB name contains NAME.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from abflow.ab import read_ab
+
+
+def note(log: str, text: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{text} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("log")
+    parser.add_argument("ab_file")
+    parser.add_argument("--seconds", type=float, default=0.0)
+    parser.add_argument("--check-raw", action="store_true")
+    parser.add_argument("--fail-if", default="")
+    args = parser.parse_args()
+    name = os.path.basename(args.ab_file)
+    note(args.log, f"start {name}")
+    if args.check_raw:
+        ab, problems = read_ab(args.ab_file)
+        missing = [f.path for f in ab.rawfiles if not os.path.isfile(f.path)]
+        if problems or missing:
+            print(f"standin: missing raw files {missing} {problems}", file=sys.stderr)
+            return 4
+    time.sleep(args.seconds)
+    note(args.log, f"end {name}")
+    if args.fail_if and args.fail_if in name:
+        print(f"standin: failing {name} on purpose", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+# QC: one job per processed AB (unless qc_mode is IMPLICIT), after its completion record,
+# throttled by the global resource `qc` (SER: 1; PAR: limits.qc). QC jobs are leaves of the
+# cascade: a failed QC marks that AB's QC as failed and stops nothing else.
+
+
+rule process_qc:
+    input:
+        record=RULES.record_pattern,
+        raw=RULES.get_qc_raw_inputs,
+    output:
+        record=RULES.qc_record_pattern,
+    log:
+        RULES.qc_log_pattern,
+    conda:
+        "../../environment.yml"
+    resources:
+        qc=1,
+    params:
+        command=RULES.get_qc_command,
+    shell:
+        "{params.command}"
