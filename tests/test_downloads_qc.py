@@ -219,3 +219,24 @@ def test_missing_archive_directory_is_refused_before_anything_runs(tmp_path, dfo
     proc = run_snakemake(tmp_path, cfg, "-n", check=False)
     assert proc.returncode != 0
     assert f"archive directory {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr
+
+
+def test_real_calibrations_are_downloaded_once_also_over_a_header_only_copy(tmp_path, dfo):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    cal = Path(dfo["cal_dir"], "2013-02-10")
+    cal.mkdir(parents=True)
+    (cal / "GI_MBIA_130210A_1x1.hdr").write_text("SIMPLE = T\nEND\n")  # cleanupProducts left it
+    (archive / "GI_MBIA_130210A_1x1.fits").write_bytes(b"master bias" * 50)
+    real = [("$DFO_CAL_DIR/2013-02-10/GI_MBIA_130210A_1x1.hdr", "MASTER_BIAS")]
+    specs = [ABSpec(n.name, n_raw=1, real_mcalibs=real) for n in fan_cascade([3])]
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    for spec in specs:
+        for name in spec.raw_names():
+            (archive / name).write_bytes(b"raw")
+    cfg, dl_log, _ = config(tmp_path, dfo, archive, drs_type="CON", qc_mode="IMPLICIT")
+    run_snakemake(tmp_path, cfg, cores=3)
+    fetched = spans(dl_log)
+    assert len(fetched["GI_MBIA_130210A_1x1.fits"]) == 1
+    assert (cal / "GI_MBIA_130210A_1x1.fits").read_bytes() == b"master bias" * 50
+    assert len(records(os.path.join(dfo["job_dir"], "abflow"))) == 3
