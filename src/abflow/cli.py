@@ -29,7 +29,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in night.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{settings.batch_id}: {len(night)} ABs, {len(night.edge_list)} dependencies, "
+        f"{settings.batch_id}: {len(night)} ABs, "
+        f"{sum(len(p) for p in night.parents.values())} dependencies, "
         f"{len(night.levels())} levels: OK"
     )
     return 0
@@ -56,7 +57,12 @@ def cmd_process_ab(args: argparse.Namespace) -> int:
     if os.sep not in ab_file and not os.path.isfile(ab_file):
         ab_file = settings.ab_file(ab_file)
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-    return main_process_ab(ab_file, settings, args.workdir, threads)
+    if args.det_option and args.det is None:
+        print("abflow process-ab: --det-option needs --det", file=sys.stderr)
+        return 2
+    return main_process_ab(
+        ab_file, settings, args.workdir, threads, args.det, args.det_option, args.join
+    )
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -148,8 +154,8 @@ def cmd_run_step(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ab = load_ab(settings.ab_file(args.ab), settings)
     virtual = dict(item.split("=", 1) for item in args.virtual or ())
-    step = ab_step(settings, ab, args.step, args.parent or (), virtual)
-    if args.step == "process_ab":
+    step = ab_step(settings, ab, args.step, args.parent or (), virtual, args.det)
+    if args.step in ("process_ab", "process_ab_det", "mef_join"):
         generation, _, digest = args.rerun_key.partition(":")
         step.info = {**step.info, "generation": int(generation), "ab_digest": digest}
     try:
@@ -197,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workdir", help="working directory (default: $ABFLOW_WORKDIR or <state_dir>/work/<AB>)"
     )
+    mef = p.add_mutually_exclusive_group()
+    mef.add_argument("--det", type=int, help="process one detector of a multi-detector (MEF) AB")
+    mef.add_argument(
+        "--join",
+        action="store_true",
+        help="join the per-detector outputs of a multi-detector AB into its products",
+    )
+    p.add_argument(
+        "--det-option",
+        help="recipe option selecting the detector, e.g. --det-option=--nifu=3 (with --det)",
+    )
     p.set_defaults(func=cmd_process_ab)
 
     p = sub.add_parser("fetch", parents=[common], help="fetch one file from the archive")
@@ -241,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run one step of one AB of the running night (used by the workflow's jobs)",
     )
-    p.add_argument("step", choices=["process_ab", "process_qc"], help="which step")
+    steps = ["process_ab", "process_qc", "process_ab_det", "mef_join"]
+    p.add_argument("step", choices=steps, help="which step")
+    p.add_argument("--det", type=int, help="detector number (process_ab_det)")
     p.add_argument("ab", help="AB name")
     p.add_argument("--parent", action="append", help="an AB it takes calibrations from")
     p.add_argument(

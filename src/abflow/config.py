@@ -227,23 +227,22 @@ class Settings:
         and working directories sit at the top of their directories, other steps' in a
         sub-directory named after the step (``records/process_qc/<AB>.json``).
         """
-        sub = () if step == "process_ab" else (step,)
-        patterns = {
-            "records": ("records", *sub, "{ab}.json"),
-            "failed": ("failed", *sub, "{ab}.json"),
-            "work": ("work", *sub, "{ab}"),
-            "logs": ("logs", step, "{ab}.log"),
-            "benchmarks": ("benchmarks", step, "{ab}.tsv"),
-        }
-        return os.path.join(self.state_dir, *patterns[kind])
+        # mef_join writes the AB's own record and failure note (the AB is done when joined)
+        sub = () if step in ("process_ab", "mef_join") else (step,)
+        if kind in ("logs", "benchmarks", "work"):
+            sub = (step,) if kind != "work" or step != "process_ab" else ()
+        name = "{ab}/{det}" if step == "process_ab_det" else "{ab}"
+        suffix = {"records": ".json", "failed": ".json", "work": "", "logs": ".log"}
+        suffix["benchmarks"] = ".tsv"
+        return os.path.join(self.state_dir, kind, *sub, name + suffix[kind])
 
-    def record_path(self, ab: str, step: str = "process_ab") -> str:
-        """Completion record of ``step`` of AB ``ab``."""
-        return self.state_pattern("records", step).format(ab=ab)
+    def record_path(self, ab: str, step: str = "process_ab", det: int | None = None) -> str:
+        """Completion record of ``step`` of AB ``ab`` (detector ``det`` for process_ab_det)."""
+        return self.state_pattern("records", step).format(ab=ab, det=det)
 
-    def workdir(self, ab: str, step: str = "process_ab") -> str:
+    def workdir(self, ab: str, step: str = "process_ab", det: int | None = None) -> str:
         """Working directory of ``step`` of AB ``ab`` (the command's current directory)."""
-        return self.state_pattern("work", step).format(ab=ab)
+        return self.state_pattern("work", step).format(ab=ab, det=det)
 
 
 def _resolve_dir(value: str, root: Path) -> str:

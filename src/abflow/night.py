@@ -91,6 +91,14 @@ class Night:
         """Detectors of ``ab``: its MEF_FACTOR qualifier, else the config's ``mef_factor``."""
         return self.ab_objects[ab].mef_factor or self.settings.mef_factor
 
+    def detectors(self, ab: str) -> int:
+        """Per-detector jobs ``ab`` runs as: its MEF factor, except under DRS_TYPE INT (one job
+        with all cores, the recipe fans out itself) or for an AB that runs no recipe."""
+        n = self.mef_factor(ab)
+        if n <= 1 or self.settings.drs_type == "INT" or not self.ab_objects[ab].runs_recipe:
+            return 1
+        return n
+
     def date(self, ab: str) -> str:
         """DFO date of ``ab``: its DATE qualifier, else the configured date."""
         return self.ab_objects[ab].date or self.settings.date

@@ -10,10 +10,12 @@ from abflow.night import Night
 def cascade_summary(night: Night) -> dict[str, Any]:
     """Levels of the night with counts, as a JSON-ready dict."""
     levels = night.levels()
+    jobs = sum(n + 1 if n > 1 else 1 for n in map(night.detectors, night.names))
     return {
         "batch": night.settings.batch_id,
         "abs": len(night),
-        "edges": len(night.edge_list),
+        "jobs": jobs,
+        "edges": sum(len(p) for p in night.parents.values()),
         "levels": [
             {
                 "level": k,
@@ -24,6 +26,7 @@ def cascade_summary(night: Night) -> dict[str, Any]:
                         "raw_type": night.ab_objects[name].raw_type,
                         "recipe": night.ab_objects[name].recipe,
                         "mef_factor": night.mef_factor(name),
+                        "detector_jobs": night.detectors(name) if night.detectors(name) > 1 else 0,
                         "waits_for": list(night.parents[name]),
                     }
                     for name in names
@@ -38,9 +41,12 @@ def cascade_summary(night: Night) -> dict[str, Any]:
 def format_cascade(night: Night, verbose: bool = True) -> str:
     """The cascade as text: one block per level, each AB with raw type, recipe and parents."""
     summary = cascade_summary(night)
+    jobs = summary["jobs"]
     lines = [
-        f"{summary['batch']}: {summary['abs']} ABs, {summary['edges']} dependencies, "
-        f"{len(summary['levels'])} levels, at most {summary['max_width']} ABs can run at once",
+        f"{summary['batch']}: {summary['abs']} ABs"
+        + (f" ({jobs} jobs)" if jobs != summary["abs"] else "")
+        + f", {summary['edges']} dependencies, {len(summary['levels'])} levels, "
+        f"at most {summary['max_width']} ABs can run at once",
     ]
     for level in summary["levels"]:
         lines.append(
@@ -51,6 +57,11 @@ def format_cascade(night: Night, verbose: bool = True) -> str:
         width = max(len(a["ab"]) for a in level["abs"])
         for a in level["abs"]:
             waits = f"  <- {', '.join(a['waits_for'])}" if a["waits_for"] else ""
-            mef = f"  x{a['mef_factor']} detectors" if a["mef_factor"] > 1 else ""
+            if a["detector_jobs"]:
+                mef = f"  {a['detector_jobs']} detector jobs + join"
+            elif a["mef_factor"] > 1:
+                mef = f"  {a['mef_factor']} detectors in one job (INT)"
+            else:
+                mef = ""
             lines.append(f"  {a['ab']:<{width}}  {a['raw_type']:<10} {a['recipe']}{mef}{waits}")
     return "\n".join(lines)

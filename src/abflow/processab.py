@@ -14,14 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from abflow.ab import AB, read_ab, stem
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fits import read_header
-from abflow.fsutil import atomic_copy, atomic_move
+from abflow.fsutil import atomic_move, atomic_write_chunks, atomic_write_text
 from abflow.night import find_existing_product, path_policy
 
 ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
@@ -110,7 +110,16 @@ def write_sof(ab: AB, virtual: dict[str, str], path: str) -> list[tuple[str, str
     return entries
 
 
-def esorex_command(ab: AB, sof: str, outdir: str, extra: list[str] | None = None) -> list[str]:
+def recipe_options(ab: AB, det_option: str | None = None) -> list[str]:
+    """The AB's recipe options; ``det_option`` (``--nifu=3``) replaces one of the same name."""
+    if not det_option:
+        return list(ab.recipe_params)
+    name = det_option.split("=", 1)[0]
+    kept = [p for p in ab.recipe_params if p.split("=", 1)[0] != name]
+    return [*kept, det_option]
+
+
+def esorex_command(ab: AB, sof: str, outdir: str, options: list[str] | None = None) -> list[str]:
     """The esorex call for ``ab`` (argument list, no shell)."""
     prefix = ab.prod_root_name or "r." + ab.name[: -len(".ab")]
     return [
@@ -122,25 +131,29 @@ def esorex_command(ab: AB, sof: str, outdir: str, extra: list[str] | None = None
         "--suppress-prefix=FALSE",
         "--suppress-link=TRUE",
         ab.recipe,
-        *ab.recipe_params,
-        *(extra or []),
+        *(ab.recipe_params if options is None else options),
         sof,
     ]
 
 
 def list_products(outdir: str) -> list[Product]:
-    """The FITS files the recipe wrote, with their PRO.CATG, in name order."""
-    out = []
-    for name in sorted(os.listdir(outdir)):
+    """The FITS files the recipe wrote, with their PRO.CATG.
+
+    Ordered by EXTNAME of the primary header (multi-detector products such as MUSE's
+    CHAN01..CHAN24, which a parallel recipe numbers in completion order), then by name.
+    """
+    found = []
+    for name in os.listdir(outdir):
         path = os.path.join(outdir, name)
         if not name.endswith(".fits") or not os.path.isfile(path):
             continue
         try:
-            catg = str(read_header(path).get("ESO PRO CATG", ""))
+            header = read_header(path)
         except (OSError, ValueError) as exc:
             raise ProcessError(f"product {name} is not a readable FITS file: {exc}") from None
-        out.append(Product(path, catg))
-    return out
+        extname = str(header.get("EXTNAME", ""))
+        found.append((extname, name, Product(path, str(header.get("ESO PRO CATG", "")))))
+    return [p for _, _, p in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
 def assign_products(ab: AB, products: list[Product]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -175,20 +188,15 @@ def assign_products(ab: AB, products: list[Product]) -> tuple[list[tuple[str, st
     return moves, missing
 
 
-def process_ab(
-    ab_file: str,
+def run_recipe(
+    ab: AB,
     settings: Settings,
-    workdir: str | None = None,
-    threads: int = 1,
-    log: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Process one AB end to end; return the product paths written. Raises ProcessError."""
-    log = log or (lambda msg: print(f"[process-ab] {msg}", flush=True))
-    ab = load_ab(ab_file, settings)
-    if not ab.runs_recipe:
-        log(f"{ab.name}: RECIPE {ab.recipe or 'none'}: nothing to run")
-        return []
-    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.workdir(ab.name)
+    workdir: str,
+    threads: int,
+    options: list[str],
+    log: Callable[[str], None],
+) -> list[Product]:
+    """Fetch missing inputs, write the SOF, run esorex in ``workdir``; return its outputs."""
     os.makedirs(workdir, exist_ok=True)
     outdir = os.path.join(workdir, "out")
     if os.path.isdir(outdir):
@@ -199,7 +207,7 @@ def process_ab(
     sof = os.path.join(workdir, ab.name[: -len(".ab")] + ".sof")
     entries = write_sof(ab, virtual, sof)
     log(f"{ab.name}: {ab.recipe} on {len(entries)} frames (SOF {sof})")
-    cmd = esorex_command(ab, sof, outdir)
+    cmd = esorex_command(ab, sof, outdir, options)
     log("running: " + " ".join(cmd))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     try:
@@ -215,7 +223,13 @@ def process_ab(
             f"{ab.recipe} failed for {ab.name} (exit {proc.returncode})"
             + (f"; esorex errors:\n{detail}" if detail else "")
         )
-    products = list_products(outdir)
+    return list_products(outdir)
+
+
+def install_products(
+    ab: AB, settings: Settings, products: list[Product], log: Callable[[str], None]
+) -> list[str]:
+    """Move the recipe outputs to the AB's PRODUCTS paths (atomically); all or nothing."""
     moves, missing = assign_products(ab, products)
     if missing:
         found = ", ".join(f"{os.path.basename(p.path)} ({p.catg})" for p in products) or "none"
@@ -226,8 +240,75 @@ def process_ab(
     for source, dest in moves:
         atomic_move(source, dest)
         log(f"product {dest}")
-    _keep_log(ab, settings, workdir)
     return [dest for _, dest in moves]
+
+
+def process_ab(
+    ab_file: str,
+    settings: Settings,
+    workdir: str | None = None,
+    threads: int = 1,
+    log: Callable[[str], None] | None = None,
+    det: int | None = None,
+    det_option: str | None = None,
+) -> list[str]:
+    """Process one AB end to end; return the product paths written. Raises ProcessError.
+
+    With ``det``, process one detector of a multi-detector AB: the recipe runs with
+    ``det_option`` (e.g. ``--nifu=3``, replacing an AB option of the same name) and its
+    outputs stay in the working directory for :func:`mef_join` (listed in $ABFLOW_RESULTS).
+    """
+    log = log or (lambda msg: print(f"[process-ab] {msg}", flush=True))
+    ab = load_ab(ab_file, settings)
+    if not ab.runs_recipe:
+        log(f"{ab.name}: RECIPE {ab.recipe or 'none'}: nothing to run")
+        return []
+    step = "process_ab" if det is None else "process_ab_det"
+    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.workdir(ab.name, step, det)
+    options = recipe_options(ab, det_option)
+    products = run_recipe(ab, settings, workdir, threads, options, log)
+    if det is not None:
+        if not products:
+            raise ProcessError(f"{ab.recipe} exited 0 but wrote no product for detector {det}")
+        _write_results({"det": det, "outputs": [[p.path, p.catg] for p in products]})
+        for p in products:
+            log(f"detector {det}: {os.path.basename(p.path)} {p.catg}")
+        return [p.path for p in products]
+    written = install_products(ab, settings, products, log)
+    _keep_logs(ab, settings, [workdir])
+    return written
+
+
+def mef_join(
+    ab_file: str, settings: Settings, log: Callable[[str], None] | None = None
+) -> list[str]:
+    """Join a multi-detector AB: gather each detector job's outputs (in detector order) and
+    install them as the AB's products. Raises ProcessError if a detector left nothing."""
+    log = log or (lambda msg: print(f"[mef-join] {msg}", flush=True))
+    ab = load_ab(ab_file, settings)
+    n = ab.mef_factor or settings.mef_factor
+    products: list[Product] = []
+    workdirs = []
+    for det in range(1, n + 1):
+        workdir = settings.workdir(ab.name, "process_ab_det", det)
+        outdir = os.path.join(workdir, "out")
+        found = list_products(outdir) if os.path.isdir(outdir) else []
+        if not found:
+            raise ProcessError(
+                f"detector {det} of {ab.name} left no product in {outdir}: rerun its job"
+            )
+        products += found
+        workdirs.append(workdir)
+    log(f"{ab.name}: joining {len(products)} outputs of {n} detector jobs")
+    written = install_products(ab, settings, products, log)
+    _keep_logs(ab, settings, workdirs)
+    return written
+
+
+def _write_results(data: dict[str, object]) -> None:
+    path = os.environ.get("ABFLOW_RESULTS")
+    if path:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _error_lines(log_path: str) -> list[str]:
@@ -238,20 +319,40 @@ def _error_lines(log_path: str) -> list[str]:
         return []
 
 
-def _keep_log(ab: AB, settings: Settings, workdir: str) -> None:
-    """Copy the esorex log to ``<log_dir>/<DATE>/<AB root>.rblog`` (DFOS LOG_NAME style)."""
-    source = os.path.join(workdir, "esorex.log")
-    if not os.path.isfile(source):
+def _keep_logs(ab: AB, settings: Settings, workdirs: list[str]) -> None:
+    """Keep the esorex log(s) as ``<log_dir>/<DATE>/<AB root>.rblog`` (DFOS LOG_NAME style)."""
+    logs = [os.path.join(w, "esorex.log") for w in workdirs]
+    logs = [p for p in logs if os.path.isfile(p)]
+    if not logs:
         return
-    dest_dir = os.path.join(settings.dfo["log_dir"], ab.date or settings.date)
-    os.makedirs(dest_dir, exist_ok=True)
-    atomic_copy(source, os.path.join(dest_dir, ab.name[: -len(".ab")] + ".rblog"))
+    dest = os.path.join(settings.dfo["log_dir"], ab.date or settings.date)
+    dest = os.path.join(dest, ab.name[: -len(".ab")] + ".rblog")
+
+    def chunks() -> Iterator[bytes]:
+        for i, path in enumerate(logs, start=1):
+            if len(logs) > 1:
+                yield f"# ===== detector {i}: {path}\n".encode()
+            with open(path, "rb") as fh:
+                yield fh.read()
+
+    atomic_write_chunks(dest, chunks())
 
 
-def main_process_ab(ab_file: str, settings: Settings, workdir: str | None, threads: int) -> int:
-    """CLI entry: process one AB, print a clear error on failure; return the exit code."""
+def main_process_ab(
+    ab_file: str,
+    settings: Settings,
+    workdir: str | None,
+    threads: int,
+    det: int | None = None,
+    det_option: str | None = None,
+    join: bool = False,
+) -> int:
+    """CLI entry: process one AB (one detector, or the join); print a clear error on failure."""
     try:
-        process_ab(ab_file, settings, workdir, threads)
+        if join:
+            mef_join(ab_file, settings)
+        else:
+            process_ab(ab_file, settings, workdir, threads, det=det, det_option=det_option)
     except ProcessError as exc:
         print(f"abflow process-ab: {os.path.basename(ab_file)}: {exc}", file=sys.stderr)
         return 1

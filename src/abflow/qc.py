@@ -112,16 +112,24 @@ def paf_text(ab: AB, results: list[ImageQC], when: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAX_PANELS = 4
+
+
 def report_png(ab: AB, results: list[ImageQC], paths: dict[str, str]) -> bytes:
-    """A small PNG report: each product as an image and a histogram, with its QC1 numbers."""
+    """A small PNG report: each product as an image and a histogram, with its QC1 numbers.
+
+    An AB with more than MAX_PANELS products (a multi-detector AB, e.g. 24 MUSE IFUs) gets its
+    first product and one panel with median, noise and hot pixels per product instead.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(len(results), 1)
-    fig, axes = plt.subplots(n, 2, figsize=(9, 3.2 * n), squeeze=False)
-    for row, r in zip(axes, results, strict=False):
+    shown = results if len(results) <= MAX_PANELS else results[:1]
+    rows = max(len(shown), 1) + (1 if len(results) > MAX_PANELS else 0)
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 3.2 * rows), squeeze=False)
+    for row, r in zip(axes, shown, strict=False):
         _, data, _ = first_image(paths[r.product])
         finite = data[np.isfinite(data)]
         lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0, 1)
@@ -134,6 +142,16 @@ def report_png(ab: AB, results: list[ImageQC], paths: dict[str, str]) -> bytes:
         row[1].set_title(
             f"median {r.median:.4g}  noise {r.noise:.4g}  hot {r.hot_pixels}", fontsize=8
         )
+    if len(results) > MAX_PANELS:
+        index = np.arange(1, len(results) + 1)
+        left, right = axes[-1]
+        left.plot(index, [r.median for r in results], "o-", label="median")
+        left.plot(index, [r.noise for r in results], "s-", label="noise")
+        left.set_xlabel("product (detector)")
+        left.legend(fontsize=7)
+        right.bar(index, [r.hot_pixels for r in results])
+        right.set_xlabel("product (detector)")
+        right.set_title("hot pixels", fontsize=8)
     fig.suptitle(f"{ab.name}  {ab.recipe}  ({ab.raw_type})", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()

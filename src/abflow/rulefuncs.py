@@ -79,16 +79,18 @@ class StepCommand(_Command):
     ($ABFLOW_CONFIG, set by the workflow) and the AB file.
     """
 
-    __slots__ = ("ab", "rules", "step")
+    __slots__ = ("ab", "det", "rules", "step")
 
-    def __init__(self, rules: NightRules, step: str, ab: str) -> None:
+    def __init__(self, rules: NightRules, step: str, ab: str, det: int | None = None) -> None:
         super().__init__()
-        self.rules, self.step, self.ab = rules, step, ab
+        self.rules, self.step, self.ab, self.det = rules, step, ab, det
 
     def words(self) -> list[str]:
         """The command line."""
         night = self.rules.night
         words = [sys.executable, "-m", "abflow.cli", "run-step", self.step, self.ab]
+        if self.det is not None:
+            words += ["--det", str(self.det)]
         for parent in night.parents[self.ab]:
             words += ["--parent", parent]
         for v in night.virtual_inputs[self.ab]:
@@ -136,6 +138,9 @@ class NightRules:
         self.qc_record_pattern = s.state_pattern("records", "process_qc")
         self.log_pattern = s.state_pattern("logs", "process_ab")
         self.benchmark_pattern = s.state_pattern("benchmarks", "process_ab")
+        self.det_record_pattern = s.state_pattern("records", "process_ab_det")
+        self.det_log_pattern = s.state_pattern("logs", "process_ab_det")
+        self.det_benchmark_pattern = s.state_pattern("benchmarks", "process_ab_det")
         self.qc_log_pattern = s.state_pattern("logs", "process_qc")
         self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
@@ -145,8 +150,7 @@ class NightRules:
         self.barrier_log = os.path.join(s.state_dir, "logs", "downloads", f"{s.batch_id}.log")
         token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.progress_file = os.path.join(s.state_dir, "downloads", f"{token}.progress")
-        n = len(night)
-        self._priority = {name: n - r for name, r in night.run_order.items()}
+        self._priority = self._priorities()
         self._parent_records = {
             name: [self.record(p) for p in parents] for name, parents in night.parents.items()
         }
@@ -159,6 +163,28 @@ class NightRules:
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
                 setattr(self, name, _with_cached_signature(getattr(self, name)))
+
+    def _priorities(self) -> dict[str, tuple[int, int]]:
+        """Snakemake priorities per AB: (first job, last job).
+
+        CPL: cascade (AB list) order. Otherwise highest level first: the number of job-lengths
+        from the job to the end of the night along its longest chain (a per-detector job counts
+        one, its join one more), ties broken by cascade order. With equal job lengths this keeps
+        the critical chain moving while other jobs fill the free slots.
+        """
+        night = self.night
+        n = len(night)
+        if self.settings.drs_type == "CPL":
+            return {a: (n - r, n - r) for a, r in night.run_order.items()}
+        bottom: dict[str, int] = {}
+        for ab in sorted(night.names, key=night.run_order.__getitem__, reverse=True):
+            below = max((bottom[c] for c in night.children[ab]), default=0)
+            bottom[ab] = below + (2 if night.detectors(ab) > 1 else 1)
+        out = {}
+        for ab, r in night.run_order.items():
+            last = bottom[ab] - 1 if night.detectors(ab) > 1 else bottom[ab]
+            out[ab] = (bottom[ab] * (n + 1) + n - r, last * (n + 1) + n - r)
+        return out
 
     # ----- what this run does ---------------------------------------------------------------
     def record(self, ab: str) -> str:
@@ -227,8 +253,24 @@ class NightRules:
     # ----- input functions ---------------------------------------------------------------
     @rule_function
     def get_parent_records(self, wildcards: Any) -> list[str]:
-        """Completion records of the ABs whose products ``wildcards.ab`` uses."""
-        return self._parent_records[wildcards.ab]
+        """Completion records of the ABs whose products the AB's first jobs use.
+
+        For a multi-detector AB its process_ab job is the join: it waits for the per-detector
+        jobs instead (which wait for the parents).
+        """
+        ab = wildcards.ab
+        if self.night.detectors(ab) > 1 and getattr(wildcards, "det", None) is None:
+            return []
+        return self._parent_records[ab]
+
+    @rule_function
+    def get_det_records(self, wildcards: Any) -> list[str]:
+        """The per-detector records a multi-detector AB's join waits for (none otherwise)."""
+        ab = wildcards.ab
+        n = self.night.detectors(ab)
+        if n <= 1:
+            return []
+        return [self.det_record_pattern.format(ab=ab, det=k) for k in range(1, n + 1)]
 
     @rule_function
     def get_data_inputs(self, wildcards: Any) -> list[str]:
@@ -241,7 +283,9 @@ class NightRules:
         the profiles set ``rerun-triggers: [mtime, params]`` so that this reruns nothing.)
         """
         ab = wildcards.ab
-        if ab not in self.to_run:
+        if ab not in self.to_run or (
+            self.night.detectors(ab) > 1 and getattr(wildcards, "det", None) is None
+        ):
             return []
         planned = self.planned_downloads
         files = [ancient(p) for p in self.night.cal_inputs[ab] if p in planned]
@@ -291,8 +335,20 @@ class NightRules:
 
     @rule_function
     def get_process_command(self, wildcards: Any) -> StepCommand:
-        """The command of the process_ab job of ``wildcards.ab`` (see StepCommand)."""
-        return StepCommand(self, "process_ab", wildcards.ab)
+        """The command of the process_ab job of ``wildcards.ab`` (see StepCommand): the AB's
+        command, or for a multi-detector AB the join of its per-detector jobs."""
+        ab = wildcards.ab
+        step = "mef_join" if self.night.detectors(ab) > 1 else "process_ab"
+        return StepCommand(self, step, ab)
+
+    @rule_function
+    def get_det_command(self, wildcards: Any) -> StepCommand:
+        """The command of the process_ab_det job of one detector of ``wildcards.ab``."""
+        ab, det = wildcards.ab, int(wildcards.det)
+        n = self.night.detectors(ab)
+        if not 1 <= det <= n:
+            raise ValueError(f"{ab} has no detector job {det} (it runs as {n})")
+        return StepCommand(self, "process_ab_det", ab, det)
 
     @rule_function
     def get_qc_command(self, wildcards: Any) -> StepCommand:
@@ -319,8 +375,14 @@ class NightRules:
 
     @rule_function
     def get_priority(self, wildcards: Any) -> int:
-        """Higher for ABs earlier in cascade order (CPL runs them in exactly that order)."""
-        return self._priority[wildcards.ab]
+        """Priority of the AB's process_ab job (its join, for a multi-detector AB)."""
+        first, last = self._priority[wildcards.ab]
+        return last if self.night.detectors(wildcards.ab) > 1 else first
+
+    @rule_function
+    def get_det_priority(self, wildcards: Any) -> int:
+        """Priority of a per-detector job."""
+        return self._priority[wildcards.ab][0]
 
     def threads_for(self, cores: int) -> int:
         """Threads of an AB job: all ``cores`` under INT, else 1."""

@@ -52,7 +52,7 @@ class Step:
     values: Mapping[str, object] = field(default_factory=dict)
 
 
-STEPS = ("process_ab", "process_qc")
+STEPS = ("process_ab", "process_qc", "process_ab_det", "mef_join")
 RESULTS_FILE = "abflow_results.json"
 
 
@@ -62,8 +62,10 @@ def ab_step(
     step: str = "process_ab",
     parents: Sequence[str] = (),
     virtual: Mapping[str, str] | None = None,
+    det: int | None = None,
 ) -> Step:
-    """One step of ``ab`` (process_ab or process_qc): command template, paths, environment.
+    """One step of ``ab``: process_ab, process_qc, or for a multi-detector AB process_ab_det
+    (detector ``det``) and mef_join. Returns command template, paths and environment.
 
     ``parents`` are the ABs it takes calibrations from and ``virtual`` maps each of its
     ``MCALIB VIRTUAL`` paths to the real product (both from the Night). The command sees the
@@ -73,7 +75,10 @@ def ab_step(
     """
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
-    workdir = settings.workdir(ab.name, step)
+    if (step == "process_ab_det") != (det is not None):
+        raise ValueError("a detector number is given exactly for process_ab_det")
+    names = {"ab": ab.name, "det": det}
+    workdir = settings.workdir(ab.name, step, det)
     env = dict(settings.variables)
     env.update(
         {
@@ -84,24 +89,28 @@ def ab_step(
             "ABFLOW_RESULTS": os.path.join(workdir, RESULTS_FILE),
         }
     )
-    check = step == "process_ab" and settings.check_products and ab.runs_recipe
+    makes_products = step in ("process_ab", "mef_join") and ab.runs_recipe
+    values: dict[str, object] = {
+        "ab": ab.name,
+        "ab_file": ab.path,
+        "date": ab.date or settings.date,
+        "mode": settings.mode,
+    }
+    if det is not None:
+        values["det"] = det
+        env["ABFLOW_DET"] = str(det)
     return Step(
         ab=ab.name,
         step=step,
         command=settings.commands[step],
-        values={
-            "ab": ab.name,
-            "ab_file": ab.path,
-            "date": ab.date or settings.date,
-            "mode": settings.mode,
-        },
+        values=values,
         workdir=workdir,
-        log_path=settings.state_pattern("logs", step).format(ab=ab.name),
-        record_path=settings.record_path(ab.name, step),
-        failed_path=settings.state_pattern("failed", step).format(ab=ab.name),
+        log_path=settings.state_pattern("logs", step).format(**names),
+        record_path=settings.record_path(ab.name, step, det),
+        failed_path=settings.state_pattern("failed", step).format(**names),
         env=env,
-        products=[(f.path, f.tag) for f in ab.products] if ab.runs_recipe else [],
-        check_products=check,
+        products=[(f.path, f.tag) for f in ab.products] if makes_products else [],
+        check_products=makes_products and settings.check_products,
         info={
             "batch": settings.batch_id,
             "date": ab.date or settings.date,
@@ -109,6 +118,7 @@ def ab_step(
             "recipe": ab.recipe,
             "raw_type": ab.raw_type,
             "parents": list(parents),
+            **({"det": det} if det is not None else {}),
         },
         files={"abflow_inputs.json": {"ab": ab.name, "virtual": dict(virtual or {})}},
     )

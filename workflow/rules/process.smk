@@ -1,11 +1,14 @@
 # Processing: one job per AB, after the completion records of the ABs it takes calibrations from
-# and the local copies of its raw files and REAL calibrations.
+# and the local copies of its raw files and REAL calibrations. A multi-detector AB (MEF factor
+# n > 1, not under DRS_TYPE INT) runs as n process_ab_det jobs (commands.process_ab_det, {det} =
+# 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
 
 
 rule process_ab:
     input:
         parents=RULES.get_parent_records,
         data=RULES.get_data_inputs,
+        detectors=RULES.get_det_records,
     output:
         record=RULES.record_pattern,
     log:
@@ -21,6 +24,31 @@ rule process_ab:
     params:
         command=RULES.get_process_command,
         # rerun trigger (Snakemake's params trigger): a subcascade request or an edited AB
+        rerun=RULES.get_rerun_key,
+    shell:
+        "{params.command} --threads {threads} --rerun-key {params.rerun}"
+
+
+rule process_ab_det:
+    input:
+        parents=RULES.get_parent_records,
+        data=RULES.get_data_inputs,
+    output:
+        record=RULES.det_record_pattern,
+    log:
+        RULES.det_log_pattern,
+    benchmark:
+        RULES.det_benchmark_pattern
+    wildcard_constraints:
+        det=r"[1-9][0-9]*",
+    priority: RULES.get_det_priority
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        ab_jobs=1,
+    params:
+        command=RULES.get_det_command,
         rerun=RULES.get_rerun_key,
     shell:
         "{params.command} --threads {threads} --rerun-key {params.rerun}"
