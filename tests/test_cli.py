@@ -25,14 +25,14 @@ def test_cascade_prints_levels_with_counts(cfg, capsys) -> None:
     assert main(["cascade", "--configfile", str(cfg)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
-        f"CALIB_{DATE}: 10 ABs, 9 dependencies, 3 levels, at most 6 ABs can run at once"
+        f"CALIB_{DATE}: 10 ABs (14 jobs), 9 dependencies, 3 levels, at most 6 ABs can run at once"
     )
     assert [line for line in out if line.startswith("level")] == [
         "level 0: 1 AB",
         "level 1: 3 ABs",
         "level 2: 6 ABs",
     ]
-    flat = next(line for line in out if "x4 detectors" in line)
+    flat = next(line for line in out if "4 detector jobs + join" in line)
     assert "FLAT" in flat and "<- SYNTH.2013-02-13T00:00:00.000.ab" in flat
 
 

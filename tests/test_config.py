@@ -135,3 +135,15 @@ def test_templates_check_placeholders_and_keep_literal_braces() -> None:
         fill("x {ab}", {})
     with pytest.raises(TemplateError):
         fill("x {ab!r}", {"ab": "y"})
+
+
+def test_nested_config_strings_from_snakemake_are_coerced() -> None:
+    s = resolve(
+        {"date": "2013-02-12", "limits": {"jobs": "4", "downloads": "2"},
+         "fetch": {"timeout": "7.5"}, "cal_cleanup": "true"},
+        root="/x", environ={},
+    )  # fmt: skip
+    assert (s.limits["jobs"], s.limits["downloads"], s.fetch["timeout"]) == (4, 2, 7.5)
+    assert s.cal_cleanup is True
+    with pytest.raises(ConfigError, match=r"limits\.jobs: 'four' is not of type 'integer'"):
+        resolve({"date": "2013-02-12", "limits": {"jobs": "four"}}, root="/x", environ={})

@@ -27,6 +27,8 @@ EXPECTED = {
     "gimasterdark": ["MASTER_DARK"],
     "uves_cal_mbias": ["MASTER_BIAS_BLUE"],
     "uves_cal_mdark": ["MASTER_DARK_BLUE"],
+    "muse_bias": ["MASTER_BIAS"] * 24,
+    "muse_dark": ["MASTER_DARK"] * 24,
 }
 
 
@@ -51,10 +53,10 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
     made = subprocess.run(
         ["abflow", "example", "--configfile", str(cfg)], capture_output=True, text=True, check=True
     )
-    assert "24 frames written" in made.stdout
+    assert "30 frames written" in made.stdout
     run_snakemake(tmp_path, cfg, "--config", "drs_type=CON", cores=4, timeout=900)
     recs = records(os.path.join(dfo["job_dir"], "abflow"))
-    assert len(recs) == 8
+    assert len(recs) == 10
     for ab, rec in recs.items():
         assert rec["status"] == "SUCCESSFUL", ab
         tags = [p["tag"] for p in rec["products"]]
@@ -75,9 +77,16 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
     spans = sorted((r["start"], r["end"]) for r in recs.values())
     assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
     # raw frames were fetched into $DFO_RAW_DIR/<DATE> from the archive, each once
-    assert len(os.listdir(Path(dfo["raw_dir"], DATE))) == 24
+    assert len(os.listdir(Path(dfo["raw_dir"], DATE))) == 30
     download_logs = list(Path(dfo["job_dir"], "abflow", "logs", "download_raw").rglob("*.log"))
-    assert len(download_logs) == 24
+    assert len(download_logs) == 30
+    # MUSE under CON: 24 per-IFU jobs and a join per AB; IFU k's product is CHANk
+    muse = next(ab for ab, r in recs.items() if r["recipe"] == "muse_bias")
+    assert recs[muse]["step"] == "mef_join"
+    dets = list(Path(dfo["job_dir"], "abflow", "records", "process_ab_det", muse).glob("*.json"))
+    assert len(dets) == 24
+    extnames = [read_header(p["path"]).get("EXTNAME") for p in recs[muse]["products"]]
+    assert extnames == [f"CHAN{k:02d}" for k in range(1, 25)]
     # QC: one record per AB with QC1 numbers; the synthetic GIRAFFE darks have 40 hot pixels
     qc_dir = Path(dfo["job_dir"], "abflow", "records", "process_qc")
     qc = {p.name[: -len(".json")]: json.loads(p.read_text()) for p in qc_dir.glob("*.json")}
@@ -86,7 +95,25 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
         numbers = rec["results"]["products"]
         assert [n["catg"] for n in numbers] == EXPECTED[recs[ab]["recipe"]]
         assert Path(rec["results"]["paf"]).is_file() and Path(rec["results"]["png"]).is_file()
-        if recs[ab]["recipe"] == "gimasterdark":
-            assert numbers[0]["hot_pixels"] == 40
+        if recs[ab]["recipe"] in ("gimasterdark", "muse_dark"):
+            assert all(n["hot_pixels"] == 40 for n in numbers)
         if recs[ab]["recipe"] == "uves_cal_mbias":
             assert numbers[0]["median"] > 100 and 0 < numbers[0]["noise"] < 20
+
+
+def test_muse_under_int_is_one_parallel_call_per_ab(tmp_path, dfo) -> None:
+    cfg = example_config(tmp_path, dfo)
+    ab_list = Path(tmp_path, "mon", f"AB_list_CALIB_{DATE}")
+    ab_list.write_text("".join(line + "\n" for line in ab_list.read_text().splitlines()
+                               if line.startswith("MUSE")))  # fmt: skip
+    subprocess.run(["abflow", "example", "--configfile", str(cfg)], check=True, capture_output=True)
+    run_snakemake(tmp_path, cfg, cores=2, profile="int", timeout=900)
+    recs = records(os.path.join(dfo["job_dir"], "abflow"))
+    assert len(recs) == 2
+    for rec in recs.values():
+        assert rec["step"] == "process_ab" and rec["threads"] == 2
+        extnames = [read_header(p["path"]).get("EXTNAME") for p in rec["products"]]
+        assert extnames == [f"CHAN{k:02d}" for k in range(1, 25)]
+        log = Path(rec["log"]).read_text()
+        assert "--nifu=-1" in log
+    assert not Path(dfo["job_dir"], "abflow", "records", "process_ab_det").exists()

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from abflow import __version__
@@ -166,6 +167,85 @@ def cmd_run_step(args: argparse.Namespace) -> int:
     return 0
 
 
+def _condor_queue(args: argparse.Namespace, state_dir: str, act: bool = False) -> str:
+    """The night's HTCondor jobs as text (and with ``act``, removed); "" without a pool."""
+    if not (args.schedd or os.environ.get("CONDOR_CONFIG")):
+        return ""
+    try:
+        from abflow.condor import queue_summary, queued_jobs, remove_jobs, schedd
+
+        sd = schedd(args.schedd)
+        if act:
+            return f"HTCondor: removed {remove_jobs(sd, state_dir)} job(s) of this night"
+        jobs = queued_jobs(sd, state_dir)
+    except Exception as exc:  # no pool reachable: say so, do not fail the command
+        return f"HTCondor: queue not reachable ({exc})"
+    counts = queue_summary(jobs)
+    text = "HTCondor: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
+    for job in jobs:
+        if job.status == "held":
+            text += f"\n  held {job.cluster} {job.batch}: {job.hold_reason}"
+    return text
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Show the state of the night: done, failed, running, waiting ABs and the queue."""
+    from abflow.status import night_state
+
+    settings = _settings(args)
+    night = load_night(settings)
+    while True:
+        text = night_state(night).format()
+        queue = _condor_queue(args, settings.state_dir)
+        print(text + (f"\n{queue}" if queue else ""), flush=True)
+        if args.once:
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+        print()
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the running night: no new job starts; with --now, running jobs are ended too."""
+    from abflow import runstate
+
+    settings = _settings(args)
+    state = settings.state_dir
+    info = runstate.read_run(state)
+    if info and not runstate.process_alive(info):
+        print(
+            f"the registered run (pid {info['pid']} on {info['host']}) is not running any more "
+            "(crashed or killed): removing its registration"
+        )
+        os.unlink(runstate.run_file(state))
+        info = None
+    if info:
+        runstate.request_stop(state)
+        print(
+            f"asked the night {settings.batch_id} (snakemake pid {info['pid']} on "
+            f"{info['host']}) to start no new job; running jobs finish"
+        )
+        if args.now:
+            sent = runstate.interrupt(info)
+            print("interrupted it: running jobs are cancelled" if sent else "could not signal it")
+    else:
+        print(f"no running night registered in {state}")
+    if args.now:
+        queue = _condor_queue(args, state, act=True)
+        if queue:
+            print(queue)
+    if info and args.wait:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline and runstate.process_alive(info):
+            time.sleep(0.5)
+        alive = runstate.process_alive(info)
+        print("it is still running" if alive else "it has ended")
+        return 1 if alive else 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``abflow`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -252,6 +332,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="archive directory (default: the config's archive)")
     p.add_argument("--force", action="store_true", help="rewrite frames already present")
     p.set_defaults(func=cmd_example)
+
+    p = sub.add_parser(
+        "watch", parents=[common], help="show the night's state (vultur_watch_q / cascade_stat)"
+    )
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between updates")
+    p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser(
+        "stop", parents=[common], help="stop the running night gracefully (vultur_stop)"
+    )
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="also end running jobs (Snakemake cancels them) and remove the night's HTCondor "
+        "jobs from the queue, held ones included",
+    )
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the run to end")
+    p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+    p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser(
         "run-step",

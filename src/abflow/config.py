@@ -106,6 +106,29 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _coerce(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
+    """Turn strings into the numbers/booleans the schema asks for.
+
+    Snakemake reads nested ``--config`` values (``limits={jobs: 4}``) as strings.
+    """
+    for key, sub in schema.get("properties", {}).items():
+        value = instance.get(key)
+        kind = sub.get("type")
+        if isinstance(value, dict) and kind == "object":
+            _coerce(sub, value)
+        elif isinstance(value, str):
+            text = value.strip()
+            try:
+                if kind == "integer" and text.lstrip("+-").isdigit():
+                    instance[key] = int(text)
+                elif kind == "number":
+                    instance[key] = float(text)
+                elif kind == "boolean" and text.lower() in ("true", "false"):
+                    instance[key] = text.lower() == "true"
+            except ValueError:
+                pass
+
+
 def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in instance and "default" in sub:
@@ -123,6 +146,7 @@ def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any
 
     schema = load_schema()
     instance = normalize(config)
+    _coerce(schema, instance)
     _fill_defaults(schema, instance)
     validator = jsonschema.Draft202012Validator(schema)
     problems = []

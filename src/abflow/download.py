@@ -30,6 +30,7 @@ from abflow import __version__
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fsutil import SizeMismatch, atomic_copy, atomic_write_with
+from abflow.runstate import stop_requested
 
 CHUNK = 1 << 20
 
@@ -234,6 +235,8 @@ def run_download(
     (the last lines the command printed).
     """
     name = os.path.basename(dest)
+    if stop_requested(settings.state_dir):
+        raise FetchError(f"download of {name} not started: the night is stopping (abflow stop)")
     directory = os.path.dirname(dest)
     os.makedirs(directory, exist_ok=True)
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)

@@ -65,3 +65,56 @@ def format_cascade(night: Night, verbose: bool = True) -> str:
                 mef = ""
             lines.append(f"  {a['ab']:<{width}}  {a['raw_type']:<10} {a['recipe']}{mef}{waits}")
     return "\n".join(lines)
+
+
+def job_graph(night: Night) -> tuple[list[str], dict[str, list[str]]]:
+    """The night's AB jobs and their dependencies: (jobs in cascade order, job -> prerequisites).
+
+    A job is ``<AB>`` or, for a multi-detector AB, ``<AB>#<det>`` per detector plus ``<AB>``
+    for its join. Downloads and QC jobs are left out (they do not hold the cascade).
+    """
+    jobs: list[str] = []
+    deps: dict[str, list[str]] = {}
+    for ab in night.names:
+        parents = list(night.parents[ab])
+        n = night.detectors(ab)
+        if n > 1:
+            dets = [f"{ab}#{k}" for k in range(1, n + 1)]
+            for det in dets:
+                jobs.append(det)
+                deps[det] = parents
+            jobs.append(ab)
+            deps[ab] = dets
+        else:
+            jobs.append(ab)
+            deps[ab] = parents
+    return jobs, deps
+
+
+def optimal_unit_makespan(deps: dict[str, list[str]], slots: int, limit: int = 22) -> int:
+    """The least number of rounds in which ``slots`` machines run jobs of equal length.
+
+    Exact (breadth-first over the sets of finished jobs, each round running up to ``slots``
+    ready jobs; only maximal choices are tried), so meant for small graphs: at most ``limit``
+    jobs.
+    """
+    from itertools import combinations
+
+    jobs = list(deps)
+    if len(jobs) > limit:
+        raise ValueError(f"{len(jobs)} jobs: too many for the exact search (limit {limit})")
+    index = {j: i for i, j in enumerate(jobs)}
+    need = [sum(1 << index[p] for p in deps[j]) for j in jobs]
+    full = (1 << len(jobs)) - 1
+    frontier = {0}
+    rounds = 0
+    while full not in frontier:
+        rounds += 1
+        nxt = set()
+        for done in frontier:
+            ready = [i for i in range(len(jobs)) if not done >> i & 1 and need[i] & done == need[i]]
+            take = min(slots, len(ready))
+            for chosen in combinations(ready, take):
+                nxt.add(done | sum(1 << i for i in chosen))
+        frontier = nxt
+    return rounds

@@ -25,6 +25,7 @@ from abflow.ab import AB
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fsutil import atomic_write_json
+from abflow.runstate import running_marker, stop_requested
 
 LOG_TAIL_LINES = 20
 
@@ -50,6 +51,7 @@ class Step:
     info: Mapping[str, object] = field(default_factory=dict)
     files: Mapping[str, object] = field(default_factory=dict)
     values: Mapping[str, object] = field(default_factory=dict)
+    state_dir: str = ""
 
 
 STEPS = ("process_ab", "process_qc", "process_ab_det", "mef_join")
@@ -121,6 +123,7 @@ def ab_step(
             **({"det": det} if det is not None else {}),
         },
         files={"abflow_inputs.json": {"ab": ab.name, "virtual": dict(virtual or {})}},
+        state_dir=settings.state_dir,
     )
 
 
@@ -155,6 +158,11 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     OMP_NUM_THREADS is set to ``threads``.
     """
     command = fill(step.command, {**step.values, "threads": threads})
+    if step.state_dir and stop_requested(step.state_dir):
+        raise StepFailed(
+            f"{step.step} of AB {step.ab} not started: the night is stopping (abflow stop; "
+            "the next run starts it)"
+        )
     _prepare_workdir(step.workdir)
     for name, content in step.files.items():
         atomic_write_json(os.path.join(step.workdir, name), content)
@@ -165,7 +173,11 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     start = now_iso()
     t0 = time.monotonic()
     host = socket.gethostname()
-    with open(step.log_path, "a", encoding="utf-8") as log:
+    marker = f"{step.step}/{step.ab}" + (f".{step.values['det']}" if "det" in step.values else "")
+    with (
+        running_marker(step.state_dir, marker) if step.state_dir else contextlib.nullcontext(),
+        open(step.log_path, "a", encoding="utf-8") as log,
+    ):
         log.write(
             f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
             f"# workdir {step.workdir}\n# command {command}\n"

@@ -1,9 +1,11 @@
 # Load the night once and wire abflow's lookups into the rules.
 import os
 
+from abflow.condor import write_wrapper
 from abflow.config import ConfigError, resolve
 from abflow.night import NightError, load_night
 from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD, NightRules
+from abflow.runstate import register_run, unregister_run
 
 try:
     SETTINGS = resolve(config, root=workflow.basedir)
@@ -19,6 +21,10 @@ RULES.ab_threads = RULES.threads_for(workflow.cores or 1)
 # Every job's command (abflow run-step) reads the run's configuration from the environment:
 # set here, inherited by the jobs (also in remote jobs, which parse this file again).
 os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
+# On an HTCondor pool, jobs start through this wrapper and carry the night's tag
+# (resources job_wrapper and classad_AbflowRun of the job rules; ignored when running locally).
+JOB_WRAPPER = write_wrapper(SETTINGS)
+RUN_TAG = SETTINGS.state_dir
 for warning in RULES.night.warnings:
     logger.warning(str(warning))
 for _name, _value in RULES.resource_limits(workflow.cores or 1).items():
@@ -28,3 +34,15 @@ for _name, _value in RULES.resource_limits(workflow.cores or 1).items():
 
 wildcard_constraints:
     ab=AB_WILDCARD,
+
+
+onstart:
+    register_run(SETTINGS.state_dir, SETTINGS.batch_id)
+
+
+onsuccess:
+    unregister_run(SETTINGS.state_dir)
+
+
+onerror:
+    unregister_run(SETTINGS.state_dir)

@@ -21,6 +21,8 @@ rule process_ab:
     threads: RULES.ab_threads
     resources:
         ab_jobs=1,
+        job_wrapper=JOB_WRAPPER,
+        classad_AbflowRun=RUN_TAG,
     params:
         command=RULES.get_process_command,
         # rerun trigger (Snakemake's params trigger): a subcascade request or an edited AB
@@ -47,6 +49,8 @@ rule process_ab_det:
     threads: 1
     resources:
         ab_jobs=1,
+        job_wrapper=JOB_WRAPPER,
+        classad_AbflowRun=RUN_TAG,
     params:
         command=RULES.get_det_command,
         rerun=RULES.get_rerun_key,

@@ -15,6 +15,8 @@ rule process_qc:
         "../../environment.yml"
     resources:
         qc=1,
+        job_wrapper=JOB_WRAPPER,
+        classad_AbflowRun=RUN_TAG,
     params:
         command=RULES.get_qc_command,
     shell:

@@ -1,0 +1,129 @@
+"""The state of each AB of a night, read from abflow's records, failure notes and markers.
+
+``abflow watch`` prints it; the AB monitor page renders it. An AB is
+
+* ``succeeded``: its completion record exists;
+* ``failed``: a failure note exists (its command failed, or a download it needs);
+* ``running``: one of its jobs is running (``running/`` markers);
+* ``blocked``: an AB it depends on failed, so it cannot run;
+* ``queued``: a run is going on and the AB waits for its parents or a free slot;
+* ``created``: nothing has happened to it yet (no run going on).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from abflow.night import Night
+from abflow.runner import read_record
+from abflow.runstate import process_alive, read_run, running_jobs
+
+STATES = ("succeeded", "failed", "running", "blocked", "queued", "created")
+
+
+@dataclass
+class ABState:
+    """What is known about one AB."""
+
+    ab: str
+    state: str
+    record: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    qc: dict[str, Any] | None = None
+    qc_failure: dict[str, Any] | None = None
+    running: list[str] = field(default_factory=list)
+    running_since: float | None = None
+    host: str = ""
+
+
+@dataclass
+class NightState:
+    """The state of every AB of a night, in cascade order."""
+
+    night: Night
+    abs: list[ABState]
+    run: dict[str, Any] | None
+    run_alive: bool
+
+    def counts(self) -> dict[str, int]:
+        """ABs per state (every state present, zero included), plus ``all``."""
+        out = {s: 0 for s in STATES}
+        for a in self.abs:
+            out[a.state] += 1
+        out["all"] = len(self.abs)
+        return out
+
+    def format(self) -> str:
+        """A compact text view (for ``abflow watch``)."""
+        s = self.night.settings
+        c = self.counts()
+        if self.run and self.run_alive:
+            head = f"run by pid {self.run['pid']} on {self.run['host']} since {self.run['start']}"
+        elif self.run:
+            head = f"registered run (pid {self.run['pid']}) is not running: crashed or killed"
+        else:
+            head = "no run going on"
+        lines = [
+            f"{s.batch_id}: {head}",
+            f"ABs: {c['all']} | succeeded {c['succeeded']} | failed {c['failed']} | running "
+            f"{c['running']} | queued {c['queued']} | blocked {c['blocked']} | created "
+            f"{c['created']}",
+        ]
+        now = time.time()
+        for a in self.abs:
+            if a.state == "running":
+                since = f"{now - a.running_since:.0f} s" if a.running_since else ""
+                lines.append(f"  running  {a.ab}  {', '.join(a.running)}  {a.host}  {since}")
+        for a in self.abs:
+            if a.state == "failed" and a.failure:
+                lines.append(f"  failed   {a.ab}: {a.failure.get('reason', '')}")
+                lines.append(f"           log: {a.failure.get('log', '')}")
+            if a.qc_failure:
+                lines.append(f"  QC failed {a.ab}: {a.qc_failure.get('reason', '')}")
+        return "\n".join(lines)
+
+
+def night_state(night: Night) -> NightState:
+    """Read the state of every AB of ``night``."""
+    s = night.settings
+    run = read_run(s.state_dir)
+    alive = bool(run) and process_alive(run)
+    running: dict[str, list[tuple[str, str, float]]] = {}
+    for job in running_jobs(s.state_dir):
+        step, _, rest = job.name.partition("/")
+        ab = rest if rest in night else rest.rsplit(".", 1)[0]
+        running.setdefault(ab, []).append((step, job.host, job.start))
+    out: list[ABState] = []
+    state_of: dict[str, str] = {}
+    for ab in night.names:
+        record = read_record(s.record_path(ab))
+        failure = read_record(s.state_pattern("failed").format(ab=ab))
+        qc = read_record(s.record_path(ab, "process_qc"))
+        qc_failure = read_record(s.state_pattern("failed", "process_qc").format(ab=ab))
+        if failure is None and night.detectors(ab) > 1:
+            for det in range(1, night.detectors(ab) + 1):
+                path = s.state_pattern("failed", "process_ab_det").format(ab=ab, det=det)
+                failure = read_record(path)
+                if failure:
+                    break
+        st = ABState(ab, "created", record, failure, qc, qc_failure)
+        jobs = running.get(ab, [])
+        if record is not None:
+            st.state = "succeeded"
+            st.host = str(record.get("host", ""))
+        elif jobs and alive:
+            st.state = "running"
+            st.running = sorted({step for step, _, _ in jobs})
+            st.host = jobs[0][1]
+            st.running_since = min(t for _, _, t in jobs)
+        elif failure is not None:
+            st.state = "failed"
+        elif any(state_of.get(p) in ("failed", "blocked") for p in night.parents[ab]):
+            st.state = "blocked"
+        elif alive:
+            st.state = "queued"
+        state_of[ab] = st.state
+        out.append(st)
+    return NightState(night, out, run, alive)

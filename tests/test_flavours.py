@@ -1,0 +1,259 @@
+"""Execution flavours: INT, multi-detector split/join, optimal makespans, profiles, stop."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DATE, ROOT, SNAKEFILE, intervals, records, run_snakemake, waves, write_config
+
+from abflow.config import resolve
+from abflow.generate import ABSpec, ab_name, fan_cascade, write_night
+from abflow.night import load_night
+from abflow.plan import job_graph, optimal_unit_makespan
+
+pytestmark = pytest.mark.slow
+
+
+def all_records(dfo: dict[str, str]) -> list[dict]:
+    """Every completion record of the night (ABs, detector jobs, joins)."""
+    base = Path(dfo["job_dir"], "abflow", "records")
+    return [json.loads(p.read_text()) for p in base.rglob("*.json") if "process_qc" not in p.parts]
+
+
+def job_spans(recs: list[dict]) -> dict[str, tuple[float, float]]:
+    keyed = [{**r, "ab": r["ab"] + (f"#{r['det']}" if "det" in r else "")} for r in recs]
+    return intervals(keyed)
+
+
+def mef_chain() -> list[ABSpec]:
+    bias = ABSpec(ab_name(0), raw_type="BIAS", mef_factor=4)
+    flat = ABSpec(ab_name(1), raw_type="FLAT", parents=[bias.name], mef_factor=4)
+    return [bias, flat]
+
+
+def mixed_night() -> list[ABSpec]:
+    """A 4-detector AB listed first, and a plain 3-AB chain beside it."""
+    mef = ABSpec(ab_name(0), raw_type="BIAS", mef_factor=4)
+    a = ABSpec(ab_name(1), raw_type="BIAS")
+    b = ABSpec(ab_name(2), raw_type="FLAT", parents=[a.name])
+    c = ABSpec(ab_name(3), raw_type="SCIENCE", parents=[b.name])
+    return [mef, a, b, c]
+
+
+SLEEP = {"process_ab": "sleep 1.5", "process_ab_det": "sleep 1.5", "mef_join": "sleep 1.5"}
+
+
+@pytest.mark.parametrize(
+    ("specs", "cores"),
+    [(mef_chain, 2), (mef_chain, 4), (mixed_night, 2), (mixed_night, 3)],
+    ids=["mef-chain-2", "mef-chain-4", "mixed-2", "mixed-3"],
+)
+def test_split_join_makespan_is_the_optimum(tmp_path, dfo, specs, cores) -> None:
+    write_night(specs(), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON", commands=SLEEP)
+    _, deps = job_graph(load_night(resolve(yaml.safe_load(cfg.read_text()))))
+    optimum = optimal_unit_makespan(deps, cores)
+    run_snakemake(tmp_path, cfg, cores=cores)
+    spans = job_spans(all_records(dfo))
+    assert len(spans) == len(deps)
+    assert waves(spans) == optimum, (optimum, spans)
+
+
+def test_mef_ab_runs_n_detector_jobs_then_a_join_before_its_children(tmp_path, dfo) -> None:
+    specs = mef_chain()
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    det_cmd = "echo det {det} of {ab} > det.txt"
+    cfg = write_config(
+        tmp_path / "config.yaml", dfo, drs_type="CON",
+        commands={"process_ab_det": det_cmd, "mef_join": "sleep 0.2", "process_ab": "false"},
+    )  # fmt: skip
+    dry = run_snakemake(tmp_path, cfg, "-n", cores=4)
+    assert re.search(r"process_ab_det\s+8", dry.stdout) and re.search(r"process_ab\s+2", dry.stdout)
+    run_snakemake(tmp_path, cfg, cores=4)
+    recs = all_records(dfo)
+    dets = [r for r in recs if r["step"] == "process_ab_det"]
+    joins = {r["ab"]: r for r in recs if r["step"] == "mef_join"}
+    assert sorted((r["ab"], r["det"]) for r in dets) == sorted(
+        (s.name, k) for s in specs for k in range(1, 5)
+    )
+    assert set(joins) == {s.name for s in specs}
+    spans = job_spans(recs)
+    bias, flat = specs[0].name, specs[1].name
+    assert spans[bias][0] >= max(spans[f"{bias}#{k}"][1] for k in range(1, 5))
+    assert min(spans[f"{flat}#{k}"][0] for k in range(1, 5)) >= spans[bias][1]
+    det_log = Path(dfo["job_dir"], "abflow", "logs", "process_ab_det", bias, "3.log")
+    assert f"# command echo det 3 of {bias} > det.txt" in det_log.read_text()
+    work = Path(dfo["job_dir"], "abflow", "work", "process_ab_det", bias, "3", "det.txt")
+    assert work.read_text().strip() == f"det 3 of {bias}"
+
+
+def test_int_runs_one_ab_at_a_time_with_all_cores(tmp_path, dfo) -> None:
+    specs = fan_cascade([1, 3])
+    specs[1].mef_factor = 24  # under INT: one job, not 24
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    command = 'echo "{threads} $OMP_NUM_THREADS" > $ABFLOW_WORKDIR/../../{ab}.threads; sleep 0.5'
+    cfg = write_config(tmp_path / "config.yaml", dfo, commands={"process_ab": command})
+    run_snakemake(tmp_path, cfg, cores=3, profile="int")
+    recs = all_records(dfo)
+    assert len(recs) == 4 and all(r["step"] == "process_ab" for r in recs)
+    for spec in specs:
+        got = Path(dfo["job_dir"], "abflow", f"{spec.name}.threads").read_text().split()
+        assert got == ["3", "3"]
+    ordered = sorted(job_spans(recs).values())
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered))
+
+
+@pytest.mark.parametrize("profile", ["local", "int", "condor", "default"])
+def test_every_profile_loads_and_dry_runs(tmp_path, dfo, profile) -> None:
+    write_night(mef_chain(), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(tmp_path / "config.yaml", dfo)
+    proc = run_snakemake(tmp_path, cfg, "-n", cores=2, profile=profile)
+    assert "This was a dry-run" in proc.stdout + proc.stderr
+    if profile == "condor":  # the pool resources reach the jobs (no schedd needed for -n)
+        wrapper = Path(dfo["job_dir"], "abflow", "condor", "job-wrapper.sh")
+        assert f"job_wrapper={wrapper}" in proc.stdout
+        assert f"classad_AbflowRun={Path(dfo['job_dir'], 'abflow')}" in proc.stdout
+        assert "request_memory=2048" in proc.stdout and "request_disk=4GB" in proc.stdout
+        assert re.search(r"process_ab_det\s+8", proc.stdout)  # drs_type=CON from the profile
+
+
+def test_every_profile_entry_is_commented() -> None:
+    for config in (ROOT / "profiles").glob("*/config.yaml"):
+        lines = config.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"^[a-z][a-z-]*:", line):
+                above = lines[i - 1] if i else ""
+                assert above.startswith("#"), f"{config}: '{line}' has no comment above it"
+
+
+def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> None:
+    from abflow.condor import wrapper_text, write_wrapper
+
+    settings = resolve({"date": DATE, "dfo": dfo})
+    path = write_wrapper(settings)
+    assert os.access(path, os.X_OK) and Path(path).read_text() == wrapper_text(settings)
+    mtime = os.stat(path).st_mtime_ns
+    write_wrapper(settings)
+    assert os.stat(path).st_mtime_ns == mtime  # unchanged content is not rewritten
+    # a job as HTCondor starts it: no PATH, no HOME, nothing else
+    probe = subprocess.run(
+        ["env", "-i", "/bin/sh", path, "--version"], capture_output=True, text=True, check=False
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert re.match(r"^9\.\d+\.\d+", probe.stdout.strip())
+    text = Path(path).read_text()
+    assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text
+    assert f"exec {sys.executable} -m snakemake" in text
+
+
+class FakeSchedd:
+    """Test double for htcondor2.Schedd (no pool runs here): records queries and removals."""
+
+    def __init__(self, ads: list[dict]) -> None:
+        self.ads = ads
+        self.removed: list[str] = []
+
+    def query(self, constraint: str = "True", projection: list[str] = ()) -> list[dict]:
+        tag = re.match(r'AbflowRun == "(.*)"$', constraint).group(1)
+        return [ad for ad in self.ads if ad.get("AbflowRun") == tag]
+
+    def act(self, action, job_spec) -> None:
+        self.removed.append(job_spec)
+
+
+def test_condor_queue_queries_and_removal_select_only_the_nights_jobs() -> None:
+    from abflow.condor import queue_summary, queued_jobs, remove_jobs, run_constraint
+
+    ads = [
+        {"AbflowRun": "/night/a", "ClusterId": 7, "JobBatchName": "process_ab-3", "JobStatus": 2},
+        {"AbflowRun": "/night/a", "ClusterId": 8, "JobBatchName": "process_ab-4", "JobStatus": 5,
+         "HoldReason": "Error from slot1: cannot read input"},
+        {"AbflowRun": "/night/b", "ClusterId": 9, "JobBatchName": "process_ab-1", "JobStatus": 1},
+    ]  # fmt: skip
+    sd = FakeSchedd(ads)
+    jobs = queued_jobs(sd, "/night/a")
+    assert [j.cluster for j in jobs] == [7, 8]
+    assert dict(queue_summary(jobs)) == {"running": 1, "held": 1}
+    assert jobs[1].hold_reason.startswith("Error from slot1")
+    assert remove_jobs(sd, "/night/a") == 2
+    assert sd.removed == ['AbflowRun == "/night/a"']
+    assert run_constraint('/odd "dir"') == 'AbflowRun == "/odd \\"dir\\""'
+
+
+def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> None:
+    specs = fan_cascade([1, 1, 1, 1, 1])  # a chain of five ABs
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(tmp_path / "config.yaml", dfo, commands={"process_ab": "sleep 2"})
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+        "--profile", str(ROOT / "profiles" / "local"), "--configfile", str(cfg), "--cores", "1",
+    ]  # fmt: skip
+    state = Path(dfo["job_dir"], "abflow")
+    out = open(tmp_path / "snakemake.out", "w")  # noqa: SIM115 - closed in finally
+    run = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((state / "running").rglob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (state / "run.json").exists()
+        watch = subprocess.run(
+            ["abflow", "watch", "--once", "--configfile", str(cfg)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert "running 1 | queued 4" in watch.stdout
+        stop = subprocess.run(
+            ["abflow", "stop", "--configfile", str(cfg), "--wait", "60"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert "to start no new job; running jobs finish" in stop.stdout
+        assert stop.returncode == 0 and "it has ended" in stop.stdout
+    finally:
+        run.kill()
+        run.wait()
+        out.close()
+    assert len(records(str(state))) == 1  # the running AB finished, no other one started
+    assert "not started: the night is stopping" in (tmp_path / "snakemake.out").read_text()
+    run_snakemake(tmp_path, cfg)  # the next run clears the flag and does the rest
+    assert len(records(str(state))) == 5
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CONDOR_CONFIG") or not Path(os.environ["CONDOR_CONFIG"]).is_file(),
+    reason="no HTCondor pool: set CONDOR_CONFIG to a live pool's configuration to run this",
+)
+def test_condor_profile_runs_a_night_on_a_real_pool(tmp_path, dfo) -> None:
+    import htcondor2
+
+    try:
+        htcondor2.Schedd().query(constraint="False", projection=["ClusterId"])
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"CONDOR_CONFIG is set but the schedd does not answer: {exc}")
+    # jobs run as an ordinary pool user: make the night's tree writable for it
+    for root, dirs, _files in os.walk(tmp_path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777)
+    os.chmod(tmp_path, 0o777)
+    specs = fan_cascade([1, 2])
+    specs[1].mef_factor = 2
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(
+        tmp_path / "config.yaml", dfo,
+        commands={"process_ab": "hostname", "process_ab_det": "hostname", "mef_join": "true"},
+    )  # fmt: skip
+    run_snakemake(tmp_path, cfg, cores=1, profile="condor", timeout=1800)
+    recs = all_records(dfo)
+    assert {r["ab"] for r in recs if r["step"] in ("process_ab", "mef_join")} == {
+        s.name for s in specs
+    }
+    assert len([r for r in recs if r["step"] == "process_ab_det"]) == 2
+    event_log = tmp_path / ".snakemake" / "htcondor" / "snakemake-rules.log"
+    assert event_log.read_text().count("Job terminated") >= 5
