@@ -177,3 +177,27 @@ def test_an_edited_ab_is_rerun_with_its_descendants(tmp_path, dfo) -> None:
     after = mtimes(dfo)
     changed = sorted(f.removesuffix(".json") for f in after if after[f] != before[f])
     assert changed == sorted([names[1], names[3]])
+
+
+def test_subcascade_and_edits_work_from_another_working_directory(tmp_path, dfo) -> None:
+    cfg, names = night(tmp_path, dfo, [1, 2, 2], drs_type="CON")
+    run_snakemake(tmp_path, cfg, cores=2)
+    before = mtimes(dfo)
+    elsewhere = tmp_path / "elsewhere"  # no Snakemake metadata there
+    elsewhere.mkdir()
+    again = run_snakemake(elsewhere, cfg, "-n", cores=2)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    run_snakemake(elsewhere, cfg, "--config", f"subcascade={names[1]}", cores=2)
+    after = mtimes(dfo)
+    changed = sorted(f.removesuffix(".json") for f in after if after[f] != before[f])
+    assert changed == sorted([names[1], names[3]])
+    assert not list(Path(state(dfo), "requests").glob("*"))  # served requests are removed
+    other = tmp_path / "third"
+    other.mkdir()
+    ab = Path(dfo["ab_dir"]) / names[2]
+    ab.write_text(ab.read_text() + "RECIPE_PARAM --changed=1\n")
+    before = mtimes(dfo)
+    run_snakemake(other, cfg, cores=2)
+    after = mtimes(dfo)
+    changed = sorted(f.removesuffix(".json") for f in after if after[f] != before[f])
+    assert changed == sorted([names[2], names[4]])

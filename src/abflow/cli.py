@@ -8,6 +8,7 @@ configuration of the abflow run that started the process, else ``config/config.y
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -164,6 +165,9 @@ def cmd_run_step(args: argparse.Namespace) -> int:
     except StepFailed as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.step in ("process_ab", "mef_join"):  # the AB's rerun requests were served
+        for request in glob.glob(os.path.join(settings.state_dir, "requests", f"{ab.name}.*")):
+            os.unlink(request)
     return 0
 
 

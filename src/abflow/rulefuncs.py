@@ -19,6 +19,7 @@ from typing import Any
 from snakemake.io import ancient
 
 from abflow.config import Settings
+from abflow.fsutil import atomic_write_text
 from abflow.night import Night
 from abflow.runner import read_record
 
@@ -91,6 +92,8 @@ class StepCommand(_Command):
         words = [sys.executable, "-m", "abflow.cli", "run-step", self.step, self.ab]
         if self.det is not None:
             words += ["--det", str(self.det)]
+        if self.step != "process_qc":
+            words += ["--rerun-key", self.rules.rerun_key(self.ab)]
         for parent in night.parents[self.ab]:
             words += ["--parent", parent]
         for v in night.virtual_inputs[self.ab]:
@@ -141,6 +144,8 @@ class NightRules:
         self.det_record_pattern = s.state_pattern("records", "process_ab_det")
         self.det_log_pattern = s.state_pattern("logs", "process_ab_det")
         self.det_benchmark_pattern = s.state_pattern("benchmarks", "process_ab_det")
+        self.request_pattern = os.path.join(s.state_dir, "requests", "{ab}.{key}.rerun")
+        self._rerun_keys: dict[str, str] = {}
         self.qc_log_pattern = s.state_pattern("logs", "process_qc")
         self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
@@ -313,25 +318,48 @@ class NightRules:
         return [p for p, k in self.planned_downloads.items() if k == kind]
 
     # ----- params, threads, resources, priority ---------------------------------------------
-    @rule_function
-    def get_rerun_key(self, wildcards: Any) -> str:
-        """``<generation>:<AB checksum>``: a params value, so a change of either reruns the job.
+    def rerun_key(self, ab: str) -> str:
+        """``<generation>:<AB checksum>`` of this run of ``ab`` (stored in its record).
 
-        The AB checksum changes when the AB file is edited. The generation counts explicit
-        reruns: normal runs repeat the one stored in the AB's completion record (Snakemake sees
-        unchanged params); a subcascade run asks for the next one, which Snakemake's default
-        ``params`` rerun trigger turns into a rerun of exactly those ABs. The job stores the new
-        generation in its record, so the next normal run does not rerun it again.
+        The generation counts explicit reruns: the one in the AB's completion record, plus one
+        for an AB of the requested subcascade.
+        """
+        key = self._rerun_keys.get(ab)
+        if key is None:
+            record = read_record(self.record(ab))
+            try:
+                generation = int(record.get("generation", 0)) if record else 0
+            except (TypeError, ValueError):
+                generation = 0
+            if ab in self._subcascade_set:
+                generation += 1
+            key = self._rerun_keys[ab] = f"{generation}:{self.night.ab_objects[ab].digest}"
+        return key
+
+    @rule_function
+    def get_rerun_request(self, wildcards: Any) -> list[str]:
+        """A rerun request, for an AB with a completion record that must run again.
+
+        That is an AB of the requested subcascade, or one whose AB file changed since its record
+        was written. The request is a file newer than the record (its name holds the new
+        generation and the AB's checksum), written here if missing, so Snakemake's mtime
+        trigger reruns the AB's first jobs whatever it remembers in the working directory (it
+        works from any directory, also without metadata). Harmless in a dry-run: the request
+        matters only while the same condition holds, and the job removes it when it succeeds.
         """
         ab = wildcards.ab
+        if self.night.detectors(ab) > 1 and getattr(wildcards, "det", None) is None:
+            return []  # the join follows its detector jobs
         record = read_record(self.record(ab))
-        try:
-            generation = int(record.get("generation", 0)) if record else 0
-        except (TypeError, ValueError):
-            generation = 0
-        if ab in self._subcascade_set:
-            generation += 1
-        return f"{generation}:{self.night.ab_objects[ab].digest}"
+        if record is None:
+            return []
+        generation, _, digest = self.rerun_key(ab).partition(":")
+        if ab not in self._subcascade_set and record.get("ab_digest", digest) == digest:
+            return []
+        request = self.request_pattern.format(ab=ab, key=f"g{generation}-{digest}")
+        if not os.path.exists(request):
+            atomic_write_text(request, f"rerun {ab} as generation {generation}, AB {digest}\n")
+        return [request]
 
     @rule_function
     def get_process_command(self, wildcards: Any) -> StepCommand:

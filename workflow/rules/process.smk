@@ -9,6 +9,7 @@ rule process_ab:
         parents=RULES.get_parent_records,
         data=RULES.get_data_inputs,
         detectors=RULES.get_det_records,
+        rerun=RULES.get_rerun_request,
     output:
         record=RULES.record_pattern,
     log:
@@ -25,16 +26,15 @@ rule process_ab:
         classad_AbflowRun=RUN_TAG,
     params:
         command=RULES.get_process_command,
-        # rerun trigger (Snakemake's params trigger): a subcascade request or an edited AB
-        rerun=RULES.get_rerun_key,
     shell:
-        "{params.command} --threads {threads} --rerun-key {params.rerun}"
+        "{params.command} --threads {threads}"
 
 
 rule process_ab_det:
     input:
         parents=RULES.get_parent_records,
         data=RULES.get_data_inputs,
+        rerun=RULES.get_rerun_request,
     output:
         record=RULES.det_record_pattern,
     log:
@@ -53,6 +53,5 @@ rule process_ab_det:
         classad_AbflowRun=RUN_TAG,
     params:
         command=RULES.get_det_command,
-        rerun=RULES.get_rerun_key,
     shell:
-        "{params.command} --threads {threads} --rerun-key {params.rerun}"
+        "{params.command} --threads {threads}"
