@@ -37,6 +37,7 @@ def test_every_key_of_the_interface_contract_is_documented_with_a_default() -> N
         "download",
         "process_ab_det",
         "mef_join",
+        "monitor",
     }
     assert set(props["limits"]["properties"]) == {"downloads", "qc", "jobs"}
     for sub in ("dfo", "commands", "limits"):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from abflow import __version__
 from abflow.config import ConfigError, Settings, load_settings
-from abflow.night import NightError, load_night
+from abflow.night import Night, NightError, load_night
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -146,6 +146,47 @@ def _rerun_key(value: str) -> str:
     if not sep or not generation.isdigit():
         raise argparse.ArgumentTypeError(f"expected GENERATION:CHECKSUM, got {value!r}")
     return value
+
+
+def _ask_parent(night: Night) -> str:
+    """Ask on the terminal for the parent AB of a subcascade (createjob -a without AB)."""
+    names = night.names
+    for i, name in enumerate(names, start=1):
+        waits = ", ".join(night.parents[name])
+        print(f"{i:4d}  {name}" + (f"  (waits for {waits})" if waits else ""))
+    answer = input("parent AB of the subcascade (number or name): ").strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(names):
+        return names[int(answer) - 1]
+    if answer in night:
+        return answer
+    raise SystemExit(f"abflow createjob: {answer!r} is not an AB of this night")
+
+
+def cmd_createjob(args: argparse.Namespace) -> int:
+    """createJob: write execAB/execQC/download files and the JOBS_NIGHT or JOBS_AUTO entries."""
+    from abflow.config import DEFAULT_CONFIGFILE
+    from abflow.jobfiles import CreateJobError, JobRequest, write
+
+    overrides = [f"mode={args.mode}", f"date={args.date}", *(args.config or [])]
+    settings = load_settings(args.configfile, overrides)
+    for note in settings.notes:
+        print(f"note: {note}", file=sys.stderr)
+    night = load_night(settings)
+    subcascade = args.subcascade
+    if subcascade == "":  # -a without an AB: ask
+        subcascade = _ask_parent(night)
+    request = JobRequest(
+        auto=args.auto,
+        subcascade=subcascade or "",
+        first_id=args.recreate or 1,
+        configfile=os.path.abspath(args.configfile or DEFAULT_CONFIGFILE),
+    )
+    try:
+        write(night, request)
+    except CreateJobError as exc:
+        print(f"abflow createjob: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_run_step(args: argparse.Namespace) -> int:
@@ -336,6 +377,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="archive directory (default: the config's archive)")
     p.add_argument("--force", action="store_true", help="rewrite frames already present")
     p.set_defaults(func=cmd_example)
+
+    p = sub.add_parser(
+        "createjob",
+        parents=[common],
+        help="write the DFOS job files for a night (createJob drop-in)",
+        description="Write execAB_<MODE>_<DATE>, execQC_<MODE>_<DATE>, the rawDown/mcalDown "
+        "download files and the JOBS_NIGHT (or JOBS_AUTO) entries of a night, whose execAB and "
+        "execQC calls run abflow's workflow; append <cal|sci>_Queued to DFO_STATUS.",
+    )
+    p.add_argument("-v", "--version", action="version", version=f"abflow {__version__}")
+    p.add_argument("-m", "--mode", required=True, choices=["CALIB", "SCIENCE"], help="mode")
+    p.add_argument("-d", "--date", required=True, help="DFO date YYYY-MM-DD")
+    p.add_argument(
+        "-F",
+        dest="auto",
+        action="store_true",
+        help="write into JOBS_AUTO (autoDaily), not JOBS_NIGHT",
+    )
+    p.add_argument(
+        "-a",
+        dest="subcascade",
+        nargs="?",
+        const="",
+        metavar="AB",
+        help="only the subcascade of this parent AB (asked for when not given)",
+    )
+    p.add_argument(
+        "-r", dest="recreate", type=int, metavar="JOB_ID", help="recreate: job ids start at JOB_ID"
+    )
+    p.set_defaults(func=cmd_createjob)
 
     p = sub.add_parser(
         "watch", parents=[common], help="show the night's state (vultur_watch_q / cascade_stat)"

@@ -18,6 +18,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "process_ab_det": ("ab", "ab_file", "date", "mode", "threads", "det"),
     "mef_join": ("ab", "ab_file", "date", "mode", "threads"),
     "download": ("file", "dest", "date", "mode"),
+    "monitor": ("date", "mode"),
 }
 
 

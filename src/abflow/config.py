@@ -50,6 +50,7 @@ DFO_DIRS: dict[str, tuple[str, str]] = {
     "cal_dir": ("DFO_CAL_DIR", "cal"),
     "log_dir": ("DFO_LOG_DIR", "logs"),
     "product_dir": ("DFS_PRODUCT", "products"),
+    "config_dir": ("DFO_CONFIG_DIR", "config"),
 }
 
 
@@ -207,8 +208,10 @@ class Settings:
     check_products: bool
     archive: str
     fetch: dict[str, float]
+    plugin: str
     root: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def to_config(self) -> dict[str, Any]:
         """The configuration with every directory resolved (for jobs: ``$ABFLOW_CONFIG``)."""
@@ -300,6 +303,15 @@ def resolve(
     for key, (env, sub) in DFO_DIRS.items():
         value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
         dfo[key] = _resolve_dir(value, root)
+    notes: list[str] = []
+    if os.path.isdir(dfo["config_dir"]):
+        from abflow.legacy import apply_legacy, read_legacy
+
+        values, problems = read_legacy(dfo["config_dir"])
+        if problems:
+            raise ConfigError([str(p) for p in problems], "DFOS configuration")
+        notes = apply_legacy(normalize(config), cfg, values)
+        cfg = validate(cfg, f"{source} with {dfo['config_dir']}")
     state_dir = (
         _resolve_dir(cfg["state_dir"], root)
         if cfg["state_dir"]
@@ -321,8 +333,10 @@ def resolve(
         check_products=cfg["check_products"],
         archive=_resolve_archive(cfg["archive"], root),
         fetch=dict(cfg["fetch"]),
+        plugin=cfg["plugin"],
         root=str(root),
         raw=cfg,
+        notes=tuple(notes),
     )
 
 

@@ -25,6 +25,8 @@ os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
 # (resources job_wrapper and classad_AbflowRun of the job rules; ignored when running locally).
 JOB_WRAPPER = write_wrapper(SETTINGS)
 RUN_TAG = SETTINGS.state_dir
+for note in SETTINGS.notes:
+    logger.warning(note)
 for warning in RULES.night.warnings:
     logger.warning(str(warning))
 for _name, _value in RULES.resource_limits(workflow.cores or 1).items():

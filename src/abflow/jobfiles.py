@@ -1,0 +1,299 @@
+"""abflow createjob: the DFOS job files, written from the Night (dfos-reference.md §7, §11, §16).
+
+For a mode and date this writes, in ``dfo.job_dir``:
+
+* ``execAB_<MODE>_<DATE>`` in the format of the DRS_TYPE: CPL ``processAB -a <AB>`` lines in
+  cascade order, INT the same with ``-l``, CON ``<id> || processAB || -a <AB> -u <user> ||
+  <ids it waits for>`` (the format vultur_exec_cascade read);
+* ``execQC_<MODE>_<DATE>``: SER ``processQC -a <AB>`` lines, PAR the batch-queue line format,
+  IMPLICIT no calls;
+* ``rawDown_CALIB_<DATE>`` / ``mcalDown_CALIB_<DATE>`` when files must be downloaded (CALIB
+  only): one download call per file, in groups of at most ``limits.downloads`` run in the
+  background and closed by a ``wait`` line (one at a time for OPSHUB-style ``limits.downloads:
+  1``);
+* the night's entries in ``JOBS_NIGHT`` (or ``JOBS_AUTO`` with ``-F``), replacing earlier entries
+  for the same mode and date and leaving every other line untouched. The execAB and execQC
+  entries run abflow's Snakemake workflow (instead of vultur_exec_cascade);
+* a ``cal_Queued``/``sci_Queued`` line appended to ``DFO_STATUS`` in ``dfo.mon_dir``.
+
+With ``-a AB`` only that AB and the ABs depending on it are written (``execAB_..._sub``), and
+the entries run that subcascade. With ``-r ID`` the job ids start at ID.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from abflow import __version__
+from abflow.commands import fill
+from abflow.config import ROOT, Settings
+from abflow.fsutil import atomic_write_text
+from abflow.night import Night
+
+PROFILE_OF = {"CPL": "local", "CON": "condor", "INT": "int"}
+BEGIN = "# >>> abflow createjob {mode} {date}"
+END = "# <<< abflow createjob {mode} {date}"
+
+
+class CreateJobError(RuntimeError):
+    """createjob cannot write the job (the message says why and what to do)."""
+
+
+@dataclass
+class JobRequest:
+    """What ``abflow createjob`` was asked to write."""
+
+    auto: bool = False  # -F: JOBS_AUTO (autoDaily), else JOBS_NIGHT
+    subcascade: str = ""  # -a AB
+    first_id: int = 1  # -r ID
+    user: str = field(default_factory=lambda: os.environ.get("USER") or "dfos")
+    configfile: str = ""  # the configuration the workflow call uses
+    now: Callable[[], str] = lambda: time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@dataclass
+class JobFiles:
+    """The written files (path -> text), the JOBS file and its entry lines."""
+
+    files: dict[str, str]
+    jobs_file: str
+    entry: list[str]
+
+
+def _abs(night: Night, request: JobRequest) -> list[str]:
+    """The ABs of the job, in cascade (run) order."""
+    names = night.descendants(request.subcascade) if request.subcascade else night.names
+    return sorted(names, key=night.run_order.__getitem__)
+
+
+def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
+    """The lines of execAB_<MODE>_<DATE>, in the DRS_TYPE's format."""
+    drs = night.settings.drs_type
+    names = _abs(night, request)
+    if drs == "CPL":
+        return [f"processAB -a {ab}" for ab in names]
+    if drs == "INT":
+        return [f"processAB -a {ab} -l" for ab in names]
+    ids = {ab: request.first_id + i for i, ab in enumerate(names)}
+    lines = []
+    for ab in names:
+        waits = " ".join(str(ids[p]) for p in night.parents[ab] if p in ids)
+        lines.append(f"{ids[ab]} || processAB || -a {ab} -u {request.user} || {waits}".rstrip())
+    return lines
+
+
+def exec_qc_lines(night: Night, request: JobRequest) -> list[str]:
+    """The lines of execQC_<MODE>_<DATE>, in the QC mode's format."""
+    mode = night.settings.qc_mode
+    names = [ab for ab in _abs(night, request) if night.ab_objects[ab].runs_recipe]
+    if mode == "IMPLICIT":
+        return ["# QC_MODE IMPLICIT: the AB calls run the QC themselves, no QC calls"]
+    if mode == "SER":
+        return [f"processQC -a {ab}" for ab in names]
+    return [
+        f"{request.first_id + i} || processQC || -a {ab} -u {request.user} ||"
+        for i, ab in enumerate(names)
+    ]
+
+
+def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
+    """rawDown/mcalDown lines: one download call per missing file, throttled (CALIB only)."""
+    s = night.settings
+    if s.mode != "CALIB":
+        return []
+    wanted: dict[str, None] = {}
+    for ab in _abs(night, request):
+        inputs = night.raw_inputs[ab] if kind == "raw" else night.cal_inputs[ab]
+        for path in inputs:
+            if not os.path.exists(path):
+                wanted[path] = None
+    calls = []
+    directories: dict[str, None] = {}
+    for path in wanted:
+        command = fill(
+            s.commands["download"],
+            {"file": os.path.basename(path), "dest": path, "date": s.date, "mode": s.mode},
+        )
+        directory = shlex.quote(os.path.dirname(path))
+        directories[directory] = None
+        calls.append(f"(cd {directory} && {command})")
+    lines = [f"mkdir -p {d}" for d in directories]
+    group = s.limits["downloads"]
+    if group <= 1:
+        return lines + calls
+    for i in range(0, len(calls), group):
+        lines += [f"{call} &" for call in calls[i : i + group]]
+        lines.append("wait")
+    return lines
+
+
+def snakemake_call(night: Night, request: JobRequest, qc_mode: str) -> str:
+    """The workflow call that replaces vultur_exec_cascade for this night."""
+    s = night.settings
+    config = [f"mode={s.mode}", f"date={s.date}", f"drs_type={s.drs_type}", f"qc_mode={qc_mode}"]
+    if request.subcascade:
+        config.append(f"subcascade={request.subcascade}")
+    words = [
+        "snakemake",
+        "-s", os.path.join(ROOT, "Snakefile"),
+        "--directory", s.state_dir,
+        "--profile", os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
+        "--configfile", request.configfile,
+        "--config", *config,
+    ]  # fmt: skip
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _status_file(settings: Settings) -> str:
+    return os.path.join(settings.dfo["mon_dir"], "DFO_STATUS")
+
+
+def jobs_entry(
+    night: Night, request: JobRequest, paths: dict[str, str], downloads: Sequence[str]
+) -> list[str]:
+    """The night's lines in JOBS_NIGHT/JOBS_AUTO, in DFOS order."""
+    s = night.settings
+    flag = "cal" if s.mode == "CALIB" else "sci"
+    monitor = fill(s.commands["monitor"], {"date": s.date, "mode": s.mode})
+    how = f"-m {s.mode} -d {s.date}" + (" -F" if request.auto else "")
+    how += f" -a {request.subcascade}" if request.subcascade else ""
+    lines = [
+        BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})",
+        monitor,
+        *[shlex.quote(paths[name]) for name in downloads],
+        f"{snakemake_call(night, request, 'IMPLICIT')}  # execAB: {paths['execAB']}",
+        "export CALL_ENABLED=YES",
+    ]
+    if s.qc_mode == "IMPLICIT":
+        lines.append(f"# execQC: QC_MODE IMPLICIT, no QC calls ({paths['execQC']})")
+    else:
+        lines.append(f"{snakemake_call(night, request, s.qc_mode)}  # execQC: {paths['execQC']}")
+    lines += [
+        f'echo "{flag}_QC {s.date} $(date +%Y-%m-%dT%H:%M:%S)" >> {shlex.quote(_status_file(s))}',
+        monitor,
+    ]
+    if request.auto:
+        lines.append(shlex.quote(os.path.join(s.dfo["job_dir"], "execHC_TREND")))
+    if s.cal_cleanup and s.mode == "CALIB":
+        lines.append(f"rm -rf {shlex.quote(os.path.join(s.dfo['raw_dir'], s.date))}")
+    lines.append(END.format(mode=s.mode, date=s.date))
+    return lines
+
+
+def _script(lines: list[str], title: str, shell: bool = True) -> str:
+    """A job file: a shell script, or (batch-queue formats) plain lines with a title comment."""
+    return "\n".join([*(["#!/bin/sh"] if shell else []), f"# {title}", *lines]) + "\n"
+
+
+def build(night: Night, request: JobRequest) -> JobFiles:
+    """Everything createjob writes for ``night`` (nothing is written here)."""
+    s = night.settings
+    if request.subcascade and request.subcascade not in night:
+        raise CreateJobError(f"-a {request.subcascade}: no such AB in {s.ab_list_path}")
+    tag = f"{s.mode}_{s.date}"
+    job_dir = s.dfo["job_dir"]
+    suffix = "_sub" if request.subcascade else ""
+    paths = {
+        "execAB": os.path.join(job_dir, f"execAB_{tag}{suffix}"),
+        "execQC": os.path.join(job_dir, f"execQC_{tag}{suffix}"),
+        "rawDown": os.path.join(job_dir, f"rawDown_{tag}"),
+        "mcalDown": os.path.join(job_dir, f"mcalDown_{tag}"),
+    }
+    writer = f"written by abflow {__version__} createjob for {tag}, DRS_TYPE {s.drs_type}"
+    files = {
+        paths["execAB"]: _script(
+            exec_ab_lines(night, request),
+            f"execAB_{tag}{suffix} {writer}",
+            shell=s.drs_type != "CON",
+        ),
+        paths["execQC"]: _script(
+            exec_qc_lines(night, request),
+            f"execQC_{tag}{suffix} {writer}, QC {s.qc_mode}",
+            shell=s.qc_mode != "PAR",
+        ),
+    }
+    downloads = []
+    for name, kind in (("rawDown", "raw"), ("mcalDown", "cal")):
+        lines = download_lines(night, request, kind)
+        if lines:
+            files[paths[name]] = _script(lines, f"{name}_{tag} {writer}")
+            downloads.append(name)
+    jobs_file = os.path.join(job_dir, "JOBS_AUTO" if request.auto else "JOBS_NIGHT")
+    return JobFiles(files, jobs_file, jobs_entry(night, request, paths, downloads))
+
+
+def replace_entry(text: str, entry: list[str], mode: str, date: str) -> str:
+    """``text`` (a JOBS file) with the block for mode/date replaced by ``entry``.
+
+    Every other line stays as it was; a missing block is appended.
+    """
+    begin = BEGIN.format(mode=mode, date=date)
+    end = END.format(mode=mode, date=date)
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith(begin):
+            inside = True
+            continue
+        if inside:
+            if line == end:
+                inside = False
+            continue
+        kept.append(line)
+    return "\n".join([*kept, *entry]) + "\n"
+
+
+def run_plugin(plugin: str, exec_ab: str) -> None:
+    """Call the configured PLUGIN with the execAB path; raise CreateJobError if it fails."""
+    try:
+        proc = subprocess.run(
+            [plugin, exec_ab], capture_output=True, text=True, check=False, timeout=600
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CreateJobError(f"PLUGIN {plugin} could not run: {exc}") from None
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).strip() or "(no output)"
+        raise CreateJobError(
+            f"PLUGIN {plugin} failed (exit {proc.returncode}) on {exec_ab}; its output:\n{output}"
+        )
+
+
+def write(night: Night, request: JobRequest, log: Callable[[str], None] = print) -> JobFiles:
+    """Write the job files, call the PLUGIN, update the JOBS file and DFO_STATUS."""
+    s = night.settings
+    job = build(night, request)
+    os.makedirs(s.dfo["job_dir"], exist_ok=True)
+    tag = f"{s.mode}_{s.date}"
+    for name in ("rawDown", "mcalDown"):  # a rerun without downloads leaves no stale file
+        stale = os.path.join(s.dfo["job_dir"], f"{name}_{tag}")
+        if stale not in job.files and os.path.exists(stale):
+            os.unlink(stale)
+    for path, text in job.files.items():
+        atomic_write_text(path, text, mode=0o755)
+        log(f"wrote {path}")
+    exec_ab = next(p for p in job.files if os.path.basename(p).startswith("execAB_"))
+    if s.plugin:
+        run_plugin(s.plugin, exec_ab)
+        log(f"PLUGIN {s.plugin} {exec_ab}: ok")
+    try:
+        with open(job.jobs_file, encoding="utf-8") as fh:
+            current = fh.read()
+    except FileNotFoundError:
+        current = ""
+    atomic_write_text(job.jobs_file, replace_entry(current, job.entry, s.mode, s.date))
+    log(f"wrote the {tag} entries of {job.jobs_file}")
+    flag = "cal_Queued" if s.mode == "CALIB" else "sci_Queued"
+    status = _status_file(s)
+    os.makedirs(os.path.dirname(status), exist_ok=True)
+    fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{flag} {s.date} {request.now()}\n".encode())
+    finally:
+        os.close(fd)
+    log(f"{flag} {s.date} added to {status}")
+    return job

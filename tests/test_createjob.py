@@ -1,0 +1,222 @@
+"""abflow createjob: golden files for every format, idempotence, legacy config, PLUGIN, E2E."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DATE, ROOT, records, write_config
+
+from abflow.cli import main
+from abflow.config import load_settings, resolve
+from abflow.generate import ABSpec, fan_cascade, write_night
+from abflow.jobfiles import JobRequest, build, exec_ab_lines
+from abflow.night import load_night
+
+GOLDEN = ROOT / "tests" / "data" / "golden" / "createjob"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+# variant -> (config overrides, createjob options, night mode)
+VARIANTS: dict[str, tuple[dict, list[str], str]] = {
+    "cpl-ser-downloads": ({"drs_type": "CPL", "qc_mode": "SER"}, [], "CALIB"),
+    "con-par-mcal": ({"drs_type": "CON", "qc_mode": "PAR", "raw_present": True}, [], "CALIB"),
+    "int-implicit": ({"drs_type": "INT", "qc_mode": "IMPLICIT", "raw_present": True}, [], "CALIB"),
+    "con-auto-cleanup": (
+        {"drs_type": "CON", "cal_cleanup": True, "limits": {"downloads": 3}},
+        ["-F"],
+        "CALIB",
+    ),
+    "opshub-one-download": ({"drs_type": "CPL", "limits": {"downloads": 1}}, [], "CALIB"),
+    "science": ({"drs_type": "CON", "qc_mode": "SER"}, [], "SCIENCE"),
+    "con-subcascade": ({"drs_type": "CON", "qc_mode": "PAR"}, ["-a", "SYNTH_PARENT"], "CALIB"),
+    "con-recreate": ({"drs_type": "CON", "qc_mode": "PAR"}, ["-r", "100"], "CALIB"),
+}
+
+
+def golden_night(dfo: dict[str, str], mode: str, raw_present: bool) -> list[ABSpec]:
+    specs = fan_cascade([1, 2, 2])
+    specs[1].real_mcalibs = [("$DFO_CAL_DIR/2013-02-10/GI_MDRK_130210A_1x1.fits", "MASTER_DARK")]
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE, mode=mode)
+    if raw_present:
+        raw = Path(dfo["raw_dir"], DATE)
+        raw.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            for name in spec.raw_names():
+                (raw / name).touch()
+    return specs
+
+
+def normalise(text: str, tmp: Path) -> str:
+    """Machine paths, abflow's version and DFO_STATUS times replaced by placeholders."""
+    text = text.replace(str(tmp), "$TMP").replace(str(ROOT), "$ABFLOW")
+    text = re.sub(r"abflow \d+\.\d+\.\d+", "abflow <version>", text)
+    return re.sub(r"^((cal|sci)_\w+ \S+) \S+$", r"\1 <time>", text, flags=re.M)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_job_files_match_the_golden_files(tmp_path, dfo, monkeypatch, variant) -> None:
+    overrides, options, mode = VARIANTS[variant]
+    overrides = dict(overrides)
+    specs = golden_night(dfo, mode, overrides.pop("raw_present", False))
+    options = [specs[1].name if o == "SYNTH_PARENT" else o for o in options]
+    cfg = write_config(tmp_path / "config.yaml", dfo, mode=mode, **overrides)
+    monkeypatch.setenv("USER", "giraffe")
+    assert main(["createjob", "-m", mode, "-d", DATE, "--configfile", str(cfg), *options]) == 0
+    job_dir = Path(dfo["job_dir"])
+    produced = {
+        p.name: normalise(p.read_text(), tmp_path) for p in sorted(job_dir.iterdir()) if p.is_file()
+    }
+    produced["DFO_STATUS"] = normalise(Path(dfo["mon_dir"], "DFO_STATUS").read_text(), tmp_path)
+    expected_dir = GOLDEN / variant
+    if UPDATE:
+        shutil.rmtree(expected_dir, ignore_errors=True)
+        expected_dir.mkdir(parents=True)
+        for name, text in produced.items():
+            (expected_dir / name).write_text(text)
+    expected = {p.name: p.read_text() for p in sorted(expected_dir.iterdir())}
+    assert sorted(produced) == sorted(expected)
+    for name in expected:
+        assert produced[name] == expected[name], f"{variant}/{name} differs from the golden file"
+
+
+def test_con_waits_are_the_nights_edges(dfo) -> None:
+    specs = fan_cascade([1, 3, 6, 2])
+    specs[7].parents = [specs[1].name, specs[2].name]  # an AB with two parents
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    night = load_night(resolve({"date": DATE, "dfo": dfo, "drs_type": "CON"}))
+    lines = exec_ab_lines(night, JobRequest(user="u"))
+    ids: dict[str, int] = {}
+    waits: dict[str, set[int]] = {}
+    for line in lines:
+        job_id, tool, args, wait = (part.strip() for part in line.split("||"))
+        assert tool == "processAB"
+        ab = args.split()[1]
+        ids[ab] = int(job_id)
+        waits[ab] = {int(w) for w in wait.split()}
+        assert all(w < ids[ab] for w in waits[ab])  # a job only waits for earlier ones
+    for ab, parents in night.parents.items():
+        assert waits[ab] == {ids[p] for p in parents}
+
+
+def test_rerunning_createjob_is_idempotent_and_keeps_other_lines(tmp_path, dfo) -> None:
+    golden_night(dfo, "CALIB", raw_present=False)
+    cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON")
+    jobs = Path(dfo["job_dir"], "JOBS_NIGHT")
+    jobs.parent.mkdir(parents=True, exist_ok=True)
+    jobs.write_text("# site job file\nsome_site_tool --daily\n")
+    args = ["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg)]
+    assert main(args) == 0
+    first = jobs.read_text()
+    assert main(args) == 0
+    assert main([*args, "-a", fan_cascade([1, 2, 2])[1].name]) == 0
+    assert main(args) == 0
+    second = jobs.read_text()
+    assert second == first
+    assert second.startswith("# site job file\nsome_site_tool --daily\n")
+    assert second.count("# execAB:") == 1 and second.count("# execQC:") == 1
+    # another date gets its own block, and the first one stays as it was
+    write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], "2013-02-13")
+    assert main(["createjob", "-m", "CALIB", "-d", "2013-02-13", "--configfile", str(cfg)]) == 0
+    assert jobs.read_text().startswith(first) and jobs.read_text().count("# execAB:") == 2
+    statuses = Path(dfo["mon_dir"], "DFO_STATUS").read_text().splitlines()
+    assert [s.split()[:2] for s in statuses] == [["cal_Queued", DATE]] * 4 + [
+        ["cal_Queued", "2013-02-13"]
+    ]
+
+
+def test_subcascade_asked_interactively(tmp_path, dfo, monkeypatch, capsys) -> None:
+    specs = golden_night(dfo, "CALIB", raw_present=True)
+    cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON")
+    monkeypatch.setattr("builtins.input", lambda prompt: "2")
+    assert main(["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg), "-a"]) == 0
+    out = capsys.readouterr().out
+    assert f"   2  {specs[1].name}  (waits for {specs[0].name})" in out
+    sub = Path(dfo["job_dir"], f"execAB_CALIB_{DATE}_sub").read_text().splitlines()[1:]
+    assert [line.split("||")[2].split()[1] for line in sub] == [specs[1].name, specs[3].name]
+    assert sub[1].endswith("|| 1")
+
+
+def test_legacy_configuration_fills_unset_keys_and_reports_conflicts(tmp_path, dfo) -> None:
+    config_dir = Path(tmp_path, "dfoconfig")
+    config_dir.mkdir()
+    (config_dir / "config.createJob").write_text(
+        "# createJob configuration\nCAL_CLEANUP   YES\nMAX_JOBS   12 # at most\n"
+        "FULL_RAWDOWNLOAD NO\n# MEF section\nMEF_FACTOR 8\nPLUGIN /opt/dfos/bin/plugin\n"
+    )
+    (config_dir / "config.createAB").write_text("DRS_TYPE  CON\n")
+    (config_dir / "config.processQC").write_text("QC_MODE  PAR\n")
+    cfg = {"date": DATE, "dfo": {**dfo, "config_dir": str(config_dir)}, "drs_type": "INT"}
+    s = resolve(cfg)
+    assert s.cal_cleanup is True and s.limits["jobs"] == 12 and s.full_rawdownload is False
+    assert (s.mef_factor, s.plugin, s.qc_mode) == (8, "/opt/dfos/bin/plugin", "PAR")
+    assert s.drs_type == "INT"  # set in the configuration: it wins, and that is reported
+    assert len(s.notes) == 1 and "config.createAB:1 DRS_TYPE = 'CON' differs" in s.notes[0]
+    (config_dir / "config.processQC").write_text("QC_MODE  SOMETIMES\n")
+    with pytest.raises(Exception, match=r"config\.processQC:1: QC_MODE 'SOMETIMES'"):
+        resolve(cfg)
+
+
+def test_plugin_runs_before_the_jobs_entry_and_its_failure_stops(tmp_path, dfo, capsys) -> None:
+    golden_night(dfo, "CALIB", raw_present=True)
+    seen = tmp_path / "seen"
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text(
+        f'#!/bin/sh\necho "$1" > {seen}\n[ -z "$FAIL" ] || {{ echo refused; exit 3; }}\n'
+    )
+    plugin.chmod(plugin.stat().st_mode | stat.S_IEXEC)
+    cfg = write_config(tmp_path / "config.yaml", dfo, plugin=str(plugin))
+    args = ["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg)]
+    assert main(args) == 0
+    assert seen.read_text().strip() == str(Path(dfo["job_dir"], f"execAB_CALIB_{DATE}"))
+    os.environ["FAIL"] = "1"
+    try:
+        Path(dfo["job_dir"], "JOBS_NIGHT").unlink()
+        assert main(args) == 1
+    finally:
+        del os.environ["FAIL"]
+    err = capsys.readouterr().err
+    assert "PLUGIN" in err and "failed (exit 3)" in err and "refused" in err
+    assert not Path(dfo["job_dir"], "JOBS_NIGHT").exists()
+
+
+def test_build_writes_nothing(tmp_path, dfo) -> None:
+    golden_night(dfo, "CALIB", raw_present=False)
+    night = load_night(resolve({"date": DATE, "dfo": dfo}))
+    job = build(night, JobRequest(user="u", configfile="/c.yaml"))
+    assert len(job.files) == 4 and not any(os.path.exists(p) for p in job.files)
+
+
+@pytest.mark.slow
+@pytest.mark.esorex
+@pytest.mark.skipif(shutil.which("esorex") is None, reason="esorex is not installed")
+def test_generated_jobs_night_runs_the_example_night(tmp_path, dfo) -> None:
+    """createjob on the example night, then the JOBS_NIGHT block run by the shell."""
+    cfg_data = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg_data["dfo"] = {**dfo, "ab_dir": str(ROOT / "resources" / "example" / "ab")}
+    shutil.copy(ROOT / "resources" / "example" / "mon" / f"AB_list_CALIB_{DATE}", dfo["mon_dir"])
+    cfg_data["archive"] = str(tmp_path / "archive")
+    cfg = tmp_path / "config.yaml"
+    cfg_data["commands"]["monitor"] = f"abflow watch --once --configfile {cfg}"
+    cfg.write_text(yaml.safe_dump(cfg_data))
+    subprocess.run(["abflow", "example", "--configfile", str(cfg)], check=True, capture_output=True)
+    assert main(["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg)]) == 0
+    jobs = Path(dfo["job_dir"], "JOBS_NIGHT").read_text()
+    proc = subprocess.run(
+        ["bash", "-e", "-c", jobs], capture_output=True, text=True, check=False, timeout=1500,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    settings = load_settings(cfg)
+    recs = records(settings.state_dir)
+    assert len(recs) == 10 and all(r["status"] == "SUCCESSFUL" for r in recs.values())
+    qc = list(Path(settings.state_dir, "records", "process_qc").glob("*.json"))
+    assert len(qc) == 10
+    status = Path(dfo["mon_dir"], "DFO_STATUS").read_text().split("\n")
+    assert status[0].startswith(f"cal_Queued {DATE}") and status[1].startswith(f"cal_QC {DATE}")
+    assert "ABs: 10 | succeeded 10" in proc.stdout  # the final monitor call
