@@ -59,6 +59,19 @@ def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:
     return path
 
 
+def place_raw_files(dfo: dict[str, str]) -> int:
+    """Create every RAWFILE of the night's ABs in $DFO_RAW_DIR (no download jobs); return count."""
+    from abflow.config import resolve
+    from abflow.night import load_night
+
+    night = load_night(resolve({"date": DATE, "dfo": dfo}))
+    paths = {p for ab in night.names for p in night.raw_inputs[ab]}
+    for path in paths:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).touch()
+    return len(paths)
+
+
 def run_snakemake(
     workdir: Path,
     configfile: Path,

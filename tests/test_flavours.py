@@ -13,7 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATE, ROOT, SNAKEFILE, intervals, records, run_snakemake, waves, write_config
+from conftest import (
+    DATE,
+    ROOT,
+    SNAKEFILE,
+    intervals,
+    place_raw_files,
+    records,
+    run_snakemake,
+    waves,
+    write_config,
+)
 
 from abflow.config import resolve
 from abflow.generate import ABSpec, ab_name, fan_cascade, write_night
@@ -59,6 +69,7 @@ SLEEP = {"process_ab": "sleep 1.5", "process_ab_det": "sleep 1.5", "mef_join": "
 )
 def test_split_join_makespan_is_the_optimum(tmp_path, dfo, specs, cores) -> None:
     write_night(specs(), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    place_raw_files(dfo)  # equal-length AB jobs only: no downloads sharing the slots
     cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON", commands=SLEEP)
     _, deps = job_graph(load_night(resolve(yaml.safe_load(cfg.read_text()))))
     optimum = optimal_unit_makespan(deps, cores)

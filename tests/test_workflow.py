@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import DATE, intervals, records, run_snakemake, waves, write_config
+from conftest import DATE, intervals, place_raw_files, records, run_snakemake, waves, write_config
 
 from abflow.generate import fan_cascade, write_night
 
@@ -46,6 +46,7 @@ def test_con_reaches_the_optimal_makespan(tmp_path, dfo, cores: int, optimum: in
     # bias runs alone, then 9 jobs take ceil(9/2) = 5 lengths; with 3 slots 1 + 1 + 2; with 6
     # slots one length per level.
     cfg, _ = night(tmp_path, dfo, [1, 3, 6], drs_type="CON", commands={"process_ab": "sleep 1.5"})
+    place_raw_files(dfo)  # equal-length AB jobs only: no downloads sharing the slots
     run_snakemake(tmp_path, cfg, cores=cores)
     spans = intervals(records(state(dfo)).values())
     assert len(spans) == 10

@@ -148,6 +148,16 @@ def _rerun_key(value: str) -> str:
     return value
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the cascade levels, the critical path and predicted makespans per slot count."""
+    from abflow.plan import format_plan, plan_night
+
+    night = load_night(_settings(args))
+    plan = plan_night(night, args.slots or [1, 2, 4, 8], from_history=args.from_history)
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0
+
+
 def _ask_parent(night: Night) -> str:
     """Ask on the terminal for the parent AB of a subcascade (createjob -a without AB)."""
     names = night.names
@@ -319,6 +329,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
     p.set_defaults(func=cmd_cascade)
+
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="critical path and predicted makespan of the night for several slot counts",
+    )
+    p.add_argument("--slots", type=int, nargs="+", metavar="N", help="slot counts (1 2 4 8)")
+    p.add_argument(
+        "--from-history",
+        action="store_true",
+        help="durations from earlier runs (records of the same ABs or recipes), in seconds",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "process-ab", parents=[common], help="process one AB with esorex (abflow's processAB)"

@@ -21,6 +21,7 @@ from snakemake.io import ancient
 from abflow.config import Settings
 from abflow.fsutil import atomic_write_text
 from abflow.night import Night
+from abflow.plan import job_priorities
 from abflow.runner import read_record
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
@@ -155,7 +156,7 @@ class NightRules:
         self.barrier_log = os.path.join(s.state_dir, "logs", "downloads", f"{s.batch_id}.log")
         token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.progress_file = os.path.join(s.state_dir, "downloads", f"{token}.progress")
-        self._priority = self._priorities()
+        self._priority = job_priorities(night)
         self._parent_records = {
             name: [self.record(p) for p in parents] for name, parents in night.parents.items()
         }
@@ -168,28 +169,6 @@ class NightRules:
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
                 setattr(self, name, _with_cached_signature(getattr(self, name)))
-
-    def _priorities(self) -> dict[str, tuple[int, int]]:
-        """Snakemake priorities per AB: (first job, last job).
-
-        CPL: cascade (AB list) order. Otherwise highest level first: the number of job-lengths
-        from the job to the end of the night along its longest chain (a per-detector job counts
-        one, its join one more), ties broken by cascade order. With equal job lengths this keeps
-        the critical chain moving while other jobs fill the free slots.
-        """
-        night = self.night
-        n = len(night)
-        if self.settings.drs_type == "CPL":
-            return {a: (n - r, n - r) for a, r in night.run_order.items()}
-        bottom: dict[str, int] = {}
-        for ab in sorted(night.names, key=night.run_order.__getitem__, reverse=True):
-            below = max((bottom[c] for c in night.children[ab]), default=0)
-            bottom[ab] = below + (2 if night.detectors(ab) > 1 else 1)
-        out = {}
-        for ab, r in night.run_order.items():
-            last = bottom[ab] - 1 if night.detectors(ab) > 1 else bottom[ab]
-            out[ab] = (bottom[ab] * (n + 1) + n - r, last * (n + 1) + n - r)
-        return out
 
     # ----- what this run does ---------------------------------------------------------------
     def record(self, ab: str) -> str:
@@ -404,13 +383,12 @@ class NightRules:
     @rule_function
     def get_priority(self, wildcards: Any) -> int:
         """Priority of the AB's process_ab job (its join, for a multi-detector AB)."""
-        first, last = self._priority[wildcards.ab]
-        return last if self.night.detectors(wildcards.ab) > 1 else first
+        return self._priority[wildcards.ab]
 
     @rule_function
     def get_det_priority(self, wildcards: Any) -> int:
-        """Priority of a per-detector job."""
-        return self._priority[wildcards.ab][0]
+        """Priority of a per-detector job (abflow.plan.job_priorities)."""
+        return self._priority[f"{wildcards.ab}#{wildcards.det}"]
 
     def threads_for(self, cores: int) -> int:
         """Threads of an AB job: all ``cores`` under INT, else 1."""

@@ -1,0 +1,152 @@
+"""abflow's Snakemake scheduler plugin: run the night the way ``abflow plan`` predicts.
+
+Select with ``--scheduler abflow`` (the profiles do). It starts ready jobs in priority order
+(abflow's priorities: highest level first, see abflow.plan.job_priorities) and, unlike the greedy
+and ILP schedulers, it keeps a slot free for a higher-priority AB job that is about to become
+ready: one whose remaining prerequisites are all running and expected to end within the
+horizon. Jobs of equal length end a fraction of a second apart; without the reservation the
+first freed slot goes to whatever job with slack is ready at that instant, and the critical
+chain's job, ready 0.2 s later, finds the slots taken (snakemake-notes.md). With it, the run
+makes the same choices as the plan, which assumes jobs ending together free their slots
+together.
+"""
+
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from snakemake_interface_scheduler_plugins.base import SchedulerBase
+from snakemake_interface_scheduler_plugins.settings import SchedulerSettingsBase
+
+PLAN_RULES = ("process_ab", "process_ab_det")
+
+
+@dataclass
+class SchedulerSettings(SchedulerSettingsBase):
+    """Settings of the abflow scheduler (``--scheduler-abflow-<name>``)."""
+
+    # a real type, not a string annotation: Snakemake builds its command-line options from it
+    horizon: Optional[float] = field(  # noqa: UP045
+        default=30.0,
+        metadata={
+            "help": "Seconds: a free slot is kept for a higher-priority AB job whose running "
+            "prerequisites are expected to end within this time (from the durations of the "
+            "AB jobs finished so far; with none finished yet, prerequisites that are running "
+            "count as about to end). 0 disables the reservation (plain priority order)."
+        },
+    )
+
+
+def _numeric(resources: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in resources.items() if isinstance(v, int | float)}
+
+
+class Scheduler(SchedulerBase):
+    """Priority order plus slot reservation for imminent critical jobs."""
+
+    def __post_init__(self) -> None:
+        self._children: dict[Any, list[Any]] = {}
+        self._deps: dict[Any, list[Any]] = {}
+        self._started: dict[Any, float] = {}
+        self._durations: list[float] = []
+        self._finished_seen: set[Any] = set()
+
+    def dag_updated(self) -> None:
+        """Index the dependencies of the jobs that need to run.
+
+        Called by Snakemake where it supports the hook, and by select_jobs when it sees a job
+        it does not know (Snakemake 9.27 does not call the hook).
+        """
+        jobs = list(self.dag.needrun_jobs())
+        known = set(jobs)
+        self._deps = {
+            job: [d for d in self.dag.job_dependencies(job) if d in known] for job in jobs
+        }
+        self._children = {job: [] for job in jobs}
+        for job, deps in self._deps.items():
+            for dep in deps:
+                self._children[dep].append(job)
+
+    @staticmethod
+    def _is_plan_job(job: Any) -> bool:
+        return getattr(job, "name", "") in PLAN_RULES
+
+    def _typical_duration(self) -> float | None:
+        return statistics.median(self._durations) if self._durations else None
+
+    def _note_finished(self, now: float) -> None:
+        for job, started in list(self._started.items()):
+            if job not in self._finished_seen and self.dag.finished(job):
+                self._finished_seen.add(job)
+                if self._is_plan_job(job):
+                    self._durations.append(now - started)
+
+    def _imminent(self, selectable: set[Any], remaining: set[Any], now: float) -> list[Any]:
+        """AB jobs not ready yet whose prerequisites are all running and about to end."""
+        horizon = (
+            self.settings.horizon if self.settings and self.settings.horizon is not None else 30.0
+        )
+        if horizon <= 0:
+            return []
+        typical = self._typical_duration()
+        running = [j for j in self._started if j not in self._finished_seen]
+        out = []
+        seen: set[Any] = set()
+        for job in running:
+            for child in self._children.get(job, ()):
+                if child in seen or child in selectable or child in self._started:
+                    continue
+                seen.add(child)
+                if child not in remaining or not self._is_plan_job(child):
+                    continue
+                deps = self._deps.get(child, ())
+                if any(d not in self._started and not self.dag.finished(d) for d in deps):
+                    continue  # something it needs has not even started
+                if typical is not None:
+                    ends = [
+                        self._started[d] + typical
+                        for d in deps
+                        if d in self._started and d not in self._finished_seen
+                    ]
+                    if ends and max(ends) - now > horizon:
+                        continue
+                out.append(child)
+        return out
+
+    def select_jobs(
+        self,
+        selectable_jobs: Sequence[Any],
+        remaining_jobs: Sequence[Any],
+        available_resources: Mapping[str, int | str],
+        input_sizes: Mapping[Any, int],
+    ) -> Sequence[Any] | None:
+        """Ready jobs in priority order, keeping slots for imminent higher-priority AB jobs."""
+        try:
+            now = time.monotonic()
+            remaining = set(remaining_jobs)
+            self._note_finished(now)
+            selectable = set(selectable_jobs)
+            if any(job not in self._deps for job in selectable):
+                self.dag_updated()
+            free = _numeric(available_resources)
+            imminent = self._imminent(selectable, remaining, now)
+            chosen = []
+            for job in sorted(selectable_jobs, key=lambda j: -j.priority):
+                need = _numeric(job.scheduler_resources)
+                held: dict[str, float] = {}
+                for other in imminent:
+                    if other.priority > job.priority:
+                        for name, value in _numeric(other.scheduler_resources).items():
+                            held[name] = held.get(name, 0) + value
+                if all(need.get(n, 0) + held.get(n, 0) <= free.get(n, 0) for n in need):
+                    chosen.append(job)
+                    for name, value in need.items():
+                        if name in free:
+                            free[name] -= value
+                    self._started[job] = now
+            return chosen
+        except Exception as exc:  # never stall the night: fall back to Snakemake's greedy
+            self.logger.warning(f"abflow scheduler: {exc!r}; using the greedy scheduler")
+            return None
