@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/process.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/report.smk"
 
 
 # Downloads run on the submitting host (they need the archive, not a cluster slot).
@@ -28,6 +29,7 @@ localrules:
     download_raw,
     download_mcal,
     wait_for_downloads,
+    summarize_benchmarks,
 
 
 rule all:

@@ -21,6 +21,17 @@ DATE = "2013-02-12"
 DFO_KEYS = ("ab_dir", "mon_dir", "job_dir", "raw_dir", "cal_dir", "log_dir", "product_dir")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI (ABFLOW_REQUIRE_TOOLS=1, set by .ci/run) the external tools must be there, so that
+    no test that needs them is silently skipped."""
+    import shutil
+
+    if os.environ.get("ABFLOW_REQUIRE_TOOLS") == "1":
+        missing = [t for t in ("esorex", "chromium") if shutil.which(t) is None]
+        if missing:
+            raise pytest.UsageError(f"ABFLOW_REQUIRE_TOOLS=1 but not installed: {missing}")
+
+
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the caller's DFOS environment or a running night's config."""

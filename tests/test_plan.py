@@ -77,6 +77,15 @@ def test_history_durations_come_from_records(dfo) -> None:
         (records / f"{ab}.json").write_text(
             json.dumps({"ab": ab, "recipe": recipe, "step": "process_ab", "duration_s": seconds})
         )
+    # records of other steps are not AB durations
+    (records / "downloads").mkdir()
+    (records / "downloads" / "x.fits.json").write_text(
+        json.dumps({"step": "download", "file": "x.fits", "duration_s": 99.0})
+    )
+    (records / "process_qc").mkdir()
+    (records / "process_qc" / f"{specs[2].name}.json").write_text(
+        json.dumps({"ab": specs[2].name, "step": "process_qc", "duration_s": 99.0})
+    )
     durations, known = history_durations(load_night(settings))
     assert durations[specs[0].name] == 10 and durations[specs[1].name] == 20
     assert durations[specs[2].name] == 15  # no history of its recipe: median of all
@@ -184,3 +193,41 @@ def test_scheduler_plugin_keeps_a_slot_for_an_imminent_critical_job() -> None:
     assert list(
         sched.select_jobs([flat, filler], [flat, filler], {"_cores": 1, "_nodes": 10}, {})
     ) == [flat]
+
+
+def test_scheduler_plugin_keeps_no_slot_when_the_awaited_job_failed() -> None:
+    """A failed job looks running to the plugin; with nothing really running it must not wait."""
+    import logging
+
+    from snakemake_scheduler_plugin_abflow import Scheduler, SchedulerSettings
+
+    class Job:  # test double for a Snakemake job
+        def __init__(self, name: str, rule: str, priority: int) -> None:
+            self.label, self.name, self.priority = name, rule, priority
+            self.scheduler_resources = {"_cores": 1}
+
+    class Dag:  # test double for Snakemake's DAG interface: nothing ever finishes
+        def __init__(self, deps: dict) -> None:
+            self.deps = deps
+
+        def needrun_jobs(self):
+            return list(self.deps)
+
+        def job_dependencies(self, job):
+            return self.deps[job]
+
+        def finished(self, job) -> bool:
+            return False
+
+    download = Job("download", "download_raw", 40)
+    ab = Job("ab", "process_ab", 30)
+    other = Job("other-download", "download_raw", 20)
+    dag = Dag({download: [], ab: [download], other: []})
+    sched = Scheduler(dag, SchedulerSettings(horizon=30.0), logging.getLogger("test"))
+    assert list(sched.select_jobs([download], [download, ab, other], {"_cores": 1}, {})) == [
+        download
+    ]
+    # while the download runs (the core is taken), ab is imminent: the other download waits
+    assert list(sched.select_jobs([other], [ab, other], {"_cores": 0}, {})) == []
+    # the download failed (its core is back, it never finished): ab will never be ready
+    assert list(sched.select_jobs([other], [ab, other], {"_cores": 1}, {})) == [other]

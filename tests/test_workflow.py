@@ -129,8 +129,9 @@ def test_dry_run_dag_and_rulegraph(tmp_path, dfo) -> None:
     dag = run_snakemake(tmp_path, cfg, "--dag")
     assert dag.stdout.lstrip().startswith("digraph")
     assert dag.stdout.count("process_ab") == 10
-    # cascade edges, edges into "all", and one download per raw file (3 per AB)
-    assert len(re.findall(r"\d+ -> \d+", dag.stdout)) == 9 + 10 + 30
+    # cascade edges, edges into "all", one download per raw file (3 per AB), and the
+    # benchmark table (summarize_benchmarks) after every AB, itself an input of "all"
+    assert len(re.findall(r"\d+ -> \d+", dag.stdout)) == 9 + 10 + 30 + 10 + 1
     rulegraph = run_snakemake(tmp_path, cfg, "--rulegraph")
     assert "process_ab" in rulegraph.stdout and "all" in rulegraph.stdout
 

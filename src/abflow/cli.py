@@ -148,6 +148,44 @@ def _rerun_key(value: str) -> str:
     return value
 
 
+def _night_for(args: argparse.Namespace) -> Night:
+    overrides = [f"date={args.date}"] if args.date else []
+    overrides += [f"mode={args.mode}"] if args.mode else []
+    return load_night(load_settings(args.configfile, [*overrides, *(args.config or [])]))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Write the AB monitor page (getStatusAB) of the night; -F also exports it."""
+    from abflow.monitor import export_page, write_page
+
+    night = _night_for(args)
+    print(f"wrote {write_page(night)}")
+    if args.export:
+        target = night.settings.status_export_dir
+        if not target:
+            print("abflow status: -F needs status_export_dir in the configuration", file=sys.stderr)
+            return 2
+        print(f"exported {export_page(night, target)}")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    """Draw the Gantt chart of the night's run (PNG and SVG)."""
+    from abflow.monitor import timeline_paths, write_page
+    from abflow.timeline import draw
+
+    night = _night_for(args)
+    png, svg = timeline_paths(night)
+    items, achieved, predicted = draw(night, png, svg)
+    if not items:
+        print("abflow timeline: no completion records yet", file=sys.stderr)
+        return 1
+    pred = f", predicted {predicted:.1f} s" if predicted is not None else ""
+    print(f"wrote {png} and {svg}: {len(items)} jobs, achieved {achieved:.1f} s{pred}")
+    write_page(night)  # the page links the timeline
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the cascade levels, the critical path and predicted makespans per slot count."""
     from abflow.plan import format_plan, plan_night
@@ -329,6 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
     p.set_defaults(func=cmd_cascade)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="write the AB monitor page (getStatusAB) of a night"
+    )
+    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
+    p.add_argument(
+        "-F", dest="export", action="store_true", help="also export it to status_export_dir"
+    )
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "timeline", parents=[common], help="draw the Gantt chart of a night's run (PNG, SVG)"
+    )
+    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
+    p.set_defaults(func=cmd_timeline)
 
     p = sub.add_parser(
         "plan",

@@ -209,6 +209,7 @@ class Settings:
     archive: str
     fetch: dict[str, float]
     plugin: str
+    status_export_dir: str
     root: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()
@@ -334,6 +335,9 @@ def resolve(
         archive=_resolve_archive(cfg["archive"], root),
         fetch=dict(cfg["fetch"]),
         plugin=cfg["plugin"],
+        status_export_dir=_resolve_dir(cfg["status_export_dir"], root)
+        if cfg["status_export_dir"]
+        else "",
         root=str(root),
         raw=cfg,
         notes=tuple(notes),

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import http.client
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +30,8 @@ from typing import BinaryIO
 from abflow import __version__
 from abflow.commands import fill
 from abflow.config import Settings
-from abflow.fsutil import SizeMismatch, atomic_copy, atomic_write_with
+from abflow.fsutil import SizeMismatch, atomic_copy, atomic_write_json, atomic_write_with
+from abflow.runner import now_iso
 from abflow.runstate import stop_requested
 
 CHUNK = 1 << 20
@@ -220,6 +222,14 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
     return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
 
 
+def download_record_path(state_dir: str, name: str) -> str:
+    """Where the record of a finished download of archive file ``name`` is written.
+
+    Kept apart from ``<state_dir>/records/``, which holds the AB jobs' completion records only.
+    """
+    return os.path.join(state_dir, "downloads", "records", name + ".json")
+
+
 def run_download(
     settings: Settings,
     dest: str,
@@ -248,6 +258,7 @@ def run_download(
     env.update(settings.variables)
     env["ABFLOW_CONFIG"] = settings.to_config_json()
     t0 = time.monotonic()
+    started = now_iso()
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"# abflow download {name}\n# command {command}\n")
         log.flush()
@@ -270,6 +281,11 @@ def run_download(
         )
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"# done: {size} bytes in {seconds:.2f} s\n")
+    atomic_write_json(
+        download_record_path(settings.state_dir, name),
+        {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,
+         "end": now_iso(), "duration_s": round(seconds, 3), "host": socket.gethostname()},
+    )  # fmt: skip
     if progress_file:
         line = record_progress(progress_file, name, size, total)
         echo(line)

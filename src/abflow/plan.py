@@ -278,11 +278,62 @@ def lower_bound(
     return max(critical_path(deps, durations)[1], spread)
 
 
+def recorded_duration(settings: Any, record: Mapping[str, Any]) -> float:
+    """How long a finished job took: its Snakemake benchmark (the whole job command), else the
+    duration of its command in the completion record."""
+    step = str(record.get("step", ""))
+    rule = "process_ab_det" if step == "process_ab_det" else "process_ab"
+    bench = settings.state_pattern("benchmarks", rule).format(
+        ab=record.get("ab"), det=record.get("det")
+    )
+    try:
+        with open(bench, encoding="utf-8") as fh:
+            header, values = fh.read().splitlines()[:2]
+        return float(dict(zip(header.split("\t"), values.split("\t"), strict=False))["s"])
+    except (OSError, ValueError, KeyError):
+        return float(record["duration_s"])
+
+
+BENCHMARK_COLUMNS = ("s", "max_rss", "max_vms", "io_in", "io_out", "mean_load", "cpu_time")
+
+
+def benchmark_table(settings: Any, record_paths: Sequence[str]) -> str:
+    """A TSV of the Snakemake benchmarks of the given AB records (and their detector jobs)."""
+    lines = ["\t".join(("ab", "step", "det", "recipe", "host", *BENCHMARK_COLUMNS))]
+    for path in record_paths:
+        rec = read_record(path)
+        if not rec:
+            continue
+        jobs = [(rec, "process_ab")]
+        if rec.get("step") == "mef_join":
+            det_dir = os.path.dirname(settings.state_pattern("records", "process_ab_det"))
+            det_dir = det_dir.format(ab=rec["ab"])
+            for name in sorted(os.listdir(det_dir) if os.path.isdir(det_dir) else []):
+                det = read_record(os.path.join(det_dir, name))
+                if det:
+                    jobs.append((det, "process_ab_det"))
+        for job, rule in jobs:
+            bench = settings.state_pattern("benchmarks", rule).format(
+                ab=job.get("ab"), det=job.get("det")
+            )
+            try:
+                with open(bench, encoding="utf-8") as fh:
+                    header, values = fh.read().splitlines()[:2]
+            except (OSError, ValueError):
+                continue
+            row = dict(zip(header.split("\t"), values.split("\t"), strict=False))
+            fields = [job.get(k, "") for k in ("ab", "step", "det", "recipe", "host")]
+            fields += [row.get(c, "") for c in BENCHMARK_COLUMNS]
+            lines.append("\t".join(str(x) for x in fields))
+    return "\n".join(lines) + "\n"
+
+
 def history_durations(night: Night) -> tuple[dict[str, float], int]:
     """Expected duration of every job from completion records of earlier runs.
 
     A job's own record if there is one, else the median of the recorded durations of the same
     recipe and step; jobs with no history at all get the median of everything recorded (or 1).
+    Durations are those of :func:`recorded_duration`.
     Returns (durations, number of jobs with a recorded duration of their own or their recipe).
     """
     s = night.settings
@@ -294,14 +345,15 @@ def history_durations(night: Night) -> tuple[dict[str, float], int]:
             if not name.endswith(".json"):
                 continue
             rec = read_record(os.path.join(root, name))
-            if not rec or "duration_s" not in rec or rec.get("step") == "process_qc":
+            # AB and detector jobs only: QC and download records have no place in the plan
+            if not rec or "duration_s" not in rec or "ab" not in rec:
+                continue
+            if rec.get("step") in ("process_qc", "download"):
                 continue
             step = "det" if rec.get("step") == "process_ab_det" else "ab"
-            by_kind.setdefault((str(rec.get("recipe", "")), step), []).append(
-                float(rec["duration_s"])
-            )
-            key = str(rec["ab"]) + (f"#{rec['det']}" if step == "det" else "")
-            own[key] = float(rec["duration_s"])
+            seconds = recorded_duration(s, rec)
+            by_kind.setdefault((str(rec.get("recipe", "")), step), []).append(seconds)
+            own[str(rec["ab"]) + (f"#{rec['det']}" if step == "det" else "")] = seconds
     everything = [d for ds in by_kind.values() for d in ds]
     fallback = statistics.median(everything) if everything else 1.0
     durations: dict[str, float] = {}

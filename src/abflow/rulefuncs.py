@@ -146,6 +146,8 @@ class NightRules:
         self.det_log_pattern = s.state_pattern("logs", "process_ab_det")
         self.det_benchmark_pattern = s.state_pattern("benchmarks", "process_ab_det")
         self.request_pattern = os.path.join(s.state_dir, "requests", "{ab}.{key}.rerun")
+        self.benchmark_table_path = os.path.join(s.state_dir, "benchmarks", f"{s.batch_id}.tsv")
+        self.benchmark_table_log = os.path.join(s.state_dir, "logs", f"benchmarks_{s.batch_id}.log")
         self._rerun_keys: dict[str, str] = {}
         self.qc_log_pattern = s.state_pattern("logs", "process_qc")
         self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
@@ -206,9 +208,12 @@ class NightRules:
     def _planned_downloads(self) -> dict[str, str]:
         """Missing inputs of the ABs to run, in cascade order: path -> ``raw`` or ``cal``."""
         planned: dict[str, str] = {}
+        self._download_priority: dict[str, int] = {}
         for name in self.night.names:
             if name not in self.to_run:
                 continue
+            # a split AB's detector jobs (all of equal priority) read the files
+            wanted = max(self._priority[name], self._priority.get(f"{name}#1", 0))
             for kind, paths in (
                 ("raw", self.night.raw_inputs[name]),
                 ("cal", self.night.cal_inputs[name]),
@@ -216,12 +221,19 @@ class NightRules:
                 for path in paths:
                     if path not in planned and not os.path.exists(path):
                         planned[path] = kind
+                    if path in planned:
+                        old = self._download_priority.get(path, wanted)
+                        self._download_priority[path] = max(old, wanted)
         return planned
 
+    def final_records(self) -> list[str]:
+        """Completion records of the ABs of this run (the subcascade, else the night)."""
+        return [self.record(n) for n in self.subcascade or self.night.names]
+
     def final_targets(self) -> list[str]:
-        """What ``rule all`` asks for: records (and QC records) of the subcascade or night."""
+        """What ``rule all`` asks for: records, QC records and the benchmark table."""
         names = self.subcascade or self.night.names
-        targets = [self.record(n) for n in names]
+        targets = [*self.final_records(), self.benchmark_table_path]
         if self.with_qc:
             targets += [self.qc_record(n) for n in names if self.night.ab_objects[n].runs_recipe]
         return targets
@@ -384,6 +396,20 @@ class NightRules:
     def get_priority(self, wildcards: Any) -> int:
         """Priority of the AB's process_ab job (its join, for a multi-detector AB)."""
         return self._priority[wildcards.ab]
+
+    @rule_function
+    def get_raw_download_priority(self, wildcards: Any) -> int:
+        """Priority of a raw download: that of the first AB that needs the file.
+
+        Files are then fetched in the order the ABs will run, so under CPL no AB becomes
+        ready before the one ahead of it in the cascade just because its file came first.
+        """
+        return self._download_priority.get(self.raw_pattern.format(file=wildcards.file), 0)
+
+    @rule_function
+    def get_cal_download_priority(self, wildcards: Any) -> int:
+        """Priority of a calibration download (see get_raw_download_priority)."""
+        return self._download_priority.get(self.cal_pattern.format(file=wildcards.file), 0)
 
     @rule_function
     def get_det_priority(self, wildcards: Any) -> int:

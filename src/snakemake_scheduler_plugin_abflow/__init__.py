@@ -52,6 +52,7 @@ class Scheduler(SchedulerBase):
         self._started: dict[Any, float] = {}
         self._durations: list[float] = []
         self._finished_seen: set[Any] = set()
+        self._capacity: dict[str, float] = {}
 
     def dag_updated(self) -> None:
         """Index the dependencies of the jobs that need to run.
@@ -131,7 +132,13 @@ class Scheduler(SchedulerBase):
             if any(job not in self._deps for job in selectable):
                 self.dag_updated()
             free = _numeric(available_resources)
-            imminent = self._imminent(selectable, remaining, now)
+            for name, value in free.items():  # nothing runs at the first call: full capacity
+                self._capacity[name] = max(self._capacity.get(name, value), value)
+            # A job that failed is neither finished nor remaining, just like a running one, so
+            # the dependencies taken for running may have failed. Keep slots only while some job
+            # really holds resources: otherwise nothing would ever free them (a hang).
+            busy = any(free[name] < self._capacity[name] for name in free)
+            imminent = self._imminent(selectable, remaining, now) if busy else []
             chosen = []
             for job in sorted(selectable_jobs, key=lambda j: -j.priority):
                 need = _numeric(job.scheduler_resources)

@@ -5,7 +5,8 @@ from abflow.condor import write_wrapper
 from abflow.config import ConfigError, resolve
 from abflow.night import NightError, load_night
 from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD, NightRules
-from abflow.runstate import register_run, unregister_run
+from abflow.monitor import PageRefresher, finish_run
+from abflow.runstate import register_run
 
 try:
     SETTINGS = resolve(config, root=workflow.basedir)
@@ -25,6 +26,7 @@ os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
 # (resources job_wrapper and classad_AbflowRun of the job rules; ignored when running locally).
 JOB_WRAPPER = write_wrapper(SETTINGS)
 RUN_TAG = SETTINGS.state_dir
+REFRESHER = PageRefresher(RULES.night)
 for note in SETTINGS.notes:
     logger.warning(note)
 for warning in RULES.night.warnings:
@@ -40,11 +42,13 @@ wildcard_constraints:
 
 onstart:
     register_run(SETTINGS.state_dir, SETTINGS.batch_id)
+    # the AB monitor page, rewritten every 60 s during the run
+    REFRESHER.start()
 
 
 onsuccess:
-    unregister_run(SETTINGS.state_dir)
+    finish_run(SETTINGS.state_dir, RULES.night, REFRESHER)
 
 
 onerror:
-    unregister_run(SETTINGS.state_dir)
+    finish_run(SETTINGS.state_dir, RULES.night, REFRESHER)

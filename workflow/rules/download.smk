@@ -9,6 +9,7 @@ rule download_raw:
         RULES.raw_log_pattern,
     wildcard_constraints:
         file=FILE_WILDCARD,
+    priority: RULES.get_raw_download_priority
     conda:
         "../../environment.yml"
     resources:
@@ -26,6 +27,7 @@ rule download_mcal:
         RULES.cal_log_pattern,
     wildcard_constraints:
         file=FILE_WILDCARD,
+    priority: RULES.get_cal_download_priority
     conda:
         "../../environment.yml"
     resources:
