@@ -215,7 +215,7 @@ def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> N
         deadline = time.monotonic() + 60
         while not list((state / "running").rglob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert (state / "run.json").exists()
+        assert (state / "runs" / f"CALIB_{DATE}.json").exists()
         watch = subprocess.run(
             ["abflow", "watch", "--once", "--configfile", str(cfg)],
             capture_output=True, text=True, check=True,

@@ -273,7 +273,10 @@ def parse_ab(
         lineno = text[: text.index("\x00")].count("\n") + 1
         problem(lineno, "binary content (NUL byte): this is not an AB text file")
         text = text[: text.index("\x00")].rpartition("\n")[0]
-    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+    # lines end at "\n" only (as editors and `grep -n` count them); a "\r" before it is dropped
+    for lineno, raw_line in enumerate(text.split("\n"), start=1):
+        if raw_line.endswith("\r"):
+            raw_line = raw_line[:-1]
         cols = (raw_line.split("#", 1)[0] if "#" in raw_line else raw_line).split()
         if not cols:
             continue
@@ -504,5 +507,15 @@ def read_ab(
             )
         ]
     ab, problems = parse_ab(text, path, variables, policy, dir_cache)
+    if data and not data.endswith(b"\n"):
+        problems.append(
+            Problem(
+                path,
+                data.count(b"\n") + 1,
+                "the file ends in the middle of a line (no newline at the end): it looks "
+                "truncated, e.g. by an interrupted copy; restore the AB, or end the line with a "
+                "newline if it is complete",
+            )
+        )
     ab.digest = f"{zlib.crc32(data):08x}"
     return ab, problems

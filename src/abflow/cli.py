@@ -11,6 +11,8 @@ import argparse
 import glob
 import json
 import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -20,8 +22,14 @@ from abflow.config import ConfigError, Settings, load_settings
 from abflow.night import Night, NightError, load_night
 
 
+def _date_overrides(args: argparse.Namespace) -> list[str]:
+    """``-d``/``-m`` as config overrides: one date (replacing any ``dates`` of the config)."""
+    out = [f"date={args.date}", "dates=[]"] if getattr(args, "date", None) else []
+    return out + ([f"mode={args.mode}"] if getattr(args, "mode", None) else [])
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.configfile, args.config or ())
+    return load_settings(args.configfile, [*_date_overrides(args), *(args.config or ())])
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -149,9 +157,7 @@ def _rerun_key(value: str) -> str:
 
 
 def _night_for(args: argparse.Namespace) -> Night:
-    overrides = [f"date={args.date}"] if args.date else []
-    overrides += [f"mode={args.mode}"] if args.mode else []
-    return load_night(load_settings(args.configfile, [*overrides, *(args.config or [])]))
+    return load_night(_settings(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -215,8 +221,7 @@ def cmd_createjob(args: argparse.Namespace) -> int:
     from abflow.config import DEFAULT_CONFIGFILE
     from abflow.jobfiles import CreateJobError, JobRequest, write
 
-    overrides = [f"mode={args.mode}", f"date={args.date}", *(args.config or [])]
-    settings = load_settings(args.configfile, overrides)
+    settings = _settings(args)
     for note in settings.notes:
         print(f"note: {note}", file=sys.stderr)
     night = load_night(settings)
@@ -243,6 +248,13 @@ def cmd_run_step(args: argparse.Namespace) -> int:
     from abflow.runner import StepFailed, ab_step, run_step
 
     settings = _settings(args)
+    if args.ab_date:  # one date of a multi-date run
+        settings = settings.for_date(args.ab_date)
+
+    def terminate(signum: int, _frame: object) -> None:  # Snakemake or abflow ends the job
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
     ab = load_ab(settings.ab_file(args.ab), settings)
     virtual = dict(item.split("=", 1) for item in args.virtual or ())
     step = ab_step(settings, ab, args.step, args.parent or (), virtual, args.det)
@@ -306,14 +318,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = settings.state_dir
-    info = runstate.read_run(state)
-    if info and not runstate.process_alive(info):
-        print(
-            f"the registered run (pid {info['pid']} on {info['host']}) is not running any more "
-            "(crashed or killed): removing its registration"
-        )
-        os.unlink(runstate.run_file(state))
-        info = None
+    info = None
+    for batch in settings.batches:
+        info = info or runstate.read_run(state, batch)
+        held = runstate.read_run(state, batch)
+        if held and not runstate.process_alive(held):
+            print(
+                f"the run holding {batch} ({runstate.describe_run(held)}) is not running any "
+                "more (crashed or killed): removing its lock"
+            )
+            runstate.remove_lock(state, batch)
+            info = None
     if info:
         runstate.request_stop(state)
         print(
@@ -337,6 +352,31 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print("it is still running" if alive else "it has ended")
         return 1 if alive else 0
     return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Remove the lock of a night whose run crashed (abflow refuses a second run otherwise)."""
+    from abflow import runstate
+
+    settings = _settings(args)
+    status = 0
+    for batch in settings.batches:
+        info = runstate.read_run(settings.state_dir, batch)
+        if info is None:
+            print(f"{batch}: not locked")
+            continue
+        here = info.get("host") == socket.gethostname()
+        if here and runstate.process_alive(info) and not args.force:
+            print(
+                f"{batch}: {runstate.describe_run(info)} is alive: not removing its lock "
+                f"(stop it with abflow stop -d {batch.split('_', 1)[1]}, or use --force)",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        runstate.remove_lock(settings.state_dir, batch)
+        print(f"{batch}: removed the lock of {runstate.describe_run(info)}")
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -493,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="print once and exit")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between updates")
     p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
@@ -506,7 +548,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", type=float, default=0, help="seconds to wait for the run to end")
     p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser(
+        "unlock",
+        parents=[common],
+        help="remove the lock a crashed run left (a live run's lock only with --force)",
+    )
+    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
+    p.add_argument(
+        "--force", action="store_true", help="remove it even if its process runs on this host"
+    )
+    p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser(
         "run-step",
@@ -522,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--virtual", action="append", metavar="VCAL=PRODUCT", help="where a virtual calibration is"
     )
     p.add_argument("--threads", type=int, default=1, help="cores given to the job")
+    p.add_argument("--ab-date", help="the AB's date, in a run of several dates")
     p.add_argument(
         "--rerun-key",
         default="0:",

@@ -213,6 +213,7 @@ class Settings:
     root: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
 
     def to_config(self) -> dict[str, Any]:
         """The configuration with every directory resolved (for jobs: ``$ABFLOW_CONFIG``)."""
@@ -228,8 +229,22 @@ class Settings:
 
     @property
     def batch_id(self) -> str:
-        """DFOS BATCH_ID of the night: ``<MODE>_<DATE>``."""
+        """DFOS BATCH_ID of the night: ``<MODE>_<DATE>``; ``<MODE>_<FIRST>..<LAST>`` for a run of
+        several dates."""
+        if len(self.dates) > 1:
+            return f"{self.mode}_{self.dates[0]}..{self.dates[-1]}"
         return f"{self.mode}_{self.date}"
+
+    @property
+    def batches(self) -> list[str]:
+        """The BATCH_ID of every date of the run (one for a single night)."""
+        return [f"{self.mode}_{d}" for d in self.dates or (self.date,)]
+
+    def for_date(self, date: str) -> Settings:
+        """These settings for the single night of ``date`` (one date of a multi-date run)."""
+        import dataclasses
+
+        return dataclasses.replace(self, date=date, dates=(date,))
 
     @property
     def ab_list_path(self) -> str:
@@ -313,6 +328,7 @@ def resolve(
             raise ConfigError([str(p) for p in problems], "DFOS configuration")
         notes = apply_legacy(normalize(config), cfg, values)
         cfg = validate(cfg, f"{source} with {dfo['config_dir']}")
+    dates = parse_dates(cfg.get("date"), cfg.get("dates"), source)
     state_dir = (
         _resolve_dir(cfg["state_dir"], root)
         if cfg["state_dir"]
@@ -320,7 +336,8 @@ def resolve(
     )
     return Settings(
         mode=cfg["mode"],
-        date=cfg["date"],
+        date=dates[0],
+        dates=tuple(dates),
         dfo=dfo,
         state_dir=state_dir,
         drs_type=cfg["drs_type"],
@@ -342,6 +359,47 @@ def resolve(
         raw=cfg,
         notes=tuple(notes),
     )
+
+
+MAX_DATES = 3660
+
+
+def parse_dates(date: str | None, dates: Any, source: str = "config") -> list[str]:
+    """The dates of a run: ``dates`` (a list, or an inclusive range ``A..B``), else ``[date]``.
+
+    Every date must be a real calendar date, given once; a range must not end before it starts.
+    """
+    if not dates:
+        if not date:
+            raise ConfigError(
+                ["date: no date given (set `date: YYYY-MM-DD`, or `dates` for several)"], source
+            )
+        items = [date]
+    elif isinstance(dates, str) and ".." in dates:
+        first, last = dates.split("..", 1)
+        try:
+            start, end = _dt.date.fromisoformat(first), _dt.date.fromisoformat(last)
+        except ValueError as exc:
+            raise ConfigError([f"dates: {dates!r}: {exc}"], source) from None
+        if end < start:
+            raise ConfigError([f"dates: the range {dates!r} ends before it starts"], source)
+        if (end - start).days >= MAX_DATES:
+            raise ConfigError([f"dates: {dates!r} spans more than {MAX_DATES} dates"], source)
+        items = [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    else:
+        items = [dates] if isinstance(dates, str) else list(dates)
+    problems = []
+    for item in items:
+        try:
+            _dt.date.fromisoformat(item)
+        except ValueError:
+            problems.append(f"dates: {item!r} is not a calendar date (YYYY-MM-DD)")
+    repeated = sorted({d for d in items if items.count(d) > 1})
+    if repeated:
+        problems.append(f"dates: {', '.join(repeated)} given more than once")
+    if problems:
+        raise ConfigError(problems, source)
+    return items
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import html
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from abflow import __version__
 from abflow.fsutil import atomic_write_text
@@ -214,10 +214,11 @@ class PageRefresher:
         self._thread = threading.Thread(target=self._loop, name="abflow-status", daemon=True)
 
     def _write(self) -> None:
-        try:
-            write_page(self.night)
-        except Exception as exc:  # the page must never break the night
-            print(f"abflow: could not write the status page: {exc}", flush=True)
+        for night in self.night.nights():  # one page per date
+            try:
+                write_page(night)
+            except Exception as exc:  # the page must never break the night
+                print(f"abflow: could not write the status page: {exc}", flush=True)
 
     def _loop(self) -> None:
         self._write()
@@ -237,14 +238,28 @@ class PageRefresher:
         self._write()
 
 
-def finish_run(state_dir: str, night: Night, refresher: PageRefresher) -> None:
-    """End of a run (the workflow's onsuccess/onerror): timeline, final page, unregister."""
+def finish_run(
+    night: Night,
+    refresher: PageRefresher,
+    since: str | None = None,
+    names: Iterable[str] | None = None,
+) -> str:
+    """End of a run (the workflow's onsuccess/onerror): timeline and final page of every date,
+    the run's locks released. Returns the summary of what failed since ``since`` among the ABs
+    ``names`` of the run ("" if nothing did)."""
     from abflow.runstate import unregister_run
+    from abflow.status import failure_summary
     from abflow.timeline import draw
 
-    try:
-        draw(night, *timeline_paths(night))
-    except Exception as exc:  # a chart must never fail the night
-        print(f"abflow: could not draw the timeline: {exc}", flush=True)
+    for part in night.nights():
+        try:
+            draw(part, *timeline_paths(part))
+        except Exception as exc:  # a chart must never fail the night
+            print(f"abflow: could not draw the timeline: {exc}", flush=True)
     refresher.stop()
-    unregister_run(state_dir)
+    try:
+        summary = failure_summary(night, names, since)
+    except Exception as exc:  # the summary must never hide the run's own errors
+        summary = f"abflow: could not summarise the failures: {exc}"
+    unregister_run(night.settings.state_dir, night.settings.batches)
+    return summary

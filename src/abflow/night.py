@@ -75,6 +75,13 @@ class Night:
     raw_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     cal_inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
+    # a run of several dates: the date of each AB's AB list, and the night of each date
+    batch_date: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, Night] = field(default_factory=dict)
+
+    def nights(self) -> list[Night]:
+        """The single-date nights of this run: itself, or one per date of a multi-date run."""
+        return list(self.parts.values()) or [self]
 
     @property
     def names(self) -> list[str]:
@@ -100,8 +107,8 @@ class Night:
         return n
 
     def date(self, ab: str) -> str:
-        """DFO date of ``ab``: its DATE qualifier, else the configured date."""
-        return self.ab_objects[ab].date or self.settings.date
+        """DFO date of ``ab``: its DATE qualifier, else the date of its AB list."""
+        return self.ab_objects[ab].date or self.batch_date.get(ab) or self.settings.date
 
     @cached_property
     def abs(self) -> pd.DataFrame:
@@ -210,7 +217,7 @@ def _read_ab_list(path: str) -> tuple[list[tuple[str, int]], list[Problem]]:
         line = data[: exc.start].count(b"\n") + 1
         return [], [Problem(path, line, "AB list is not UTF-8/ASCII text")]
     first_seen: dict[str, int] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text.split("\n"), start=1):
         if "\x00" in raw:
             problems.append(Problem(path, lineno, "binary content (NUL byte) in the AB list"))
             break
@@ -270,8 +277,27 @@ def path_policy(settings: Settings) -> PathPolicy:
 def load_night(settings: Settings) -> Night:
     """Read, validate and link the night described by ``settings``.
 
-    Raises NightError with every problem found (file, line, what to do).
+    With several dates (``dates``), the nights of all dates become one Night (one DAG): each
+    date's AB list is read and validated on its own, then they are joined in date order.
+    Raises NightError with every problem found (file, line, what to do), of every date.
     """
+    if len(settings.dates) > 1:
+        nights: list[Night] = []
+        problems: list[Problem] = []
+        for date in settings.dates:
+            try:
+                nights.append(_load_one_night(settings.for_date(date)))
+            except NightError as exc:
+                problems += exc.problems
+        merged, more = _merge_nights(settings, nights)
+        if problems or more:
+            raise NightError(problems + more)
+        return merged
+    return _load_one_night(settings)
+
+
+def _load_one_night(settings: Settings) -> Night:
+    """load_night for one date."""
     list_path = settings.ab_list_path
     entries, problems = _read_ab_list(list_path)
     variables = settings.variables
@@ -463,6 +489,67 @@ def load_night(settings: Settings) -> Night:
         cal_inputs=cal_inputs,
         warnings=warnings,
     )
+
+
+def _merge_nights(settings: Settings, nights: list[Night]) -> tuple[Night, list[Problem]]:
+    """One Night of the nights of several dates (a campaign): their ABs in date order, one DAG.
+
+    An AB may belong to one date only, and no two ABs of the campaign may make the same product.
+    """
+    problems: list[Problem] = []
+    seen: dict[str, Night] = {}
+    producer: dict[str, tuple[str, Night]] = {}
+    merged = Night(
+        settings=settings, ab_objects={}, parents={}, children={}, virtual_inputs={}, level={},
+        run_order={}, list_line={}, edge_list=[], file_rows=[], raw_inputs={}, cal_inputs={},
+        warnings=[], batch_date={}, parts={},
+    )  # fmt: skip
+    for night in nights:
+        date = night.settings.date
+        merged.parts[date] = night
+        offset = len(merged.run_order)
+        for name in night.names:
+            if name in seen:
+                other = seen[name]
+                problems.append(
+                    Problem(
+                        night.settings.ab_list_path,
+                        night.list_line[name],
+                        f"AB {name} is also listed for {other.settings.date} "
+                        f"({other.settings.ab_list_path}:{other.list_line[name]}): an AB "
+                        "belongs to one date; remove it from one of the lists",
+                    )
+                )
+                continue
+            seen[name] = night
+            merged.ab_objects[name] = night.ab_objects[name]
+            merged.parents[name] = night.parents[name]
+            merged.children[name] = night.children[name]
+            merged.virtual_inputs[name] = night.virtual_inputs[name]
+            merged.level[name] = night.level[name]
+            merged.run_order[name] = offset + night.run_order[name]
+            merged.list_line[name] = night.list_line[name]
+            merged.raw_inputs[name] = night.raw_inputs[name]
+            merged.cal_inputs[name] = night.cal_inputs[name]
+            merged.batch_date[name] = date
+        for row in night.file_rows:
+            ab, kind, _flag, path, _tag, line, _parent = row
+            if kind == "PRODUCTS" and seen.get(ab) is night:
+                if path in producer and producer[path][0] != ab:
+                    other_ab, other = producer[path]
+                    problems.append(
+                        Problem(
+                            night.ab_objects[ab].path,
+                            line,
+                            f"product {path} is also made by AB {other_ab} of "
+                            f"{other.settings.date}: two ABs cannot make the same product",
+                        )
+                    )
+                producer.setdefault(path, (ab, night))
+        merged.edge_list += night.edge_list
+        merged.file_rows += night.file_rows
+        merged.warnings += night.warnings
+    return merged, problems
 
 
 def _match_virtual(

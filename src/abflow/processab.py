@@ -9,6 +9,8 @@ products (matched by PRO.CATG), and move the products to their PRODUCTS paths in
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -237,10 +239,28 @@ def install_products(
             f"{ab.recipe} exited 0 but expected product(s) are missing: {', '.join(missing)}; "
             f"the recipe wrote: {found}"
         )
+    installed: list[str] = []
     for source, dest in moves:
-        atomic_move(source, dest)
+        try:
+            atomic_move(source, dest)
+        except OSError as exc:
+            # all or nothing: take back what this call installed (the AB is rerun as a whole)
+            for path in installed:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            where = os.path.dirname(dest)
+            hint = (
+                "free space on that filesystem and rerun the AB"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "check the directory and rerun the AB"
+            )
+            raise ProcessError(
+                f"cannot write product {os.path.basename(dest)} to {where}: {exc.strerror}; "
+                f"{hint} (no product of this AB was installed)"
+            ) from None
+        installed.append(dest)
         log(f"product {dest}")
-    return [dest for _, dest in moves]
+    return installed
 
 
 def process_ab(

@@ -95,6 +95,8 @@ class StepCommand(_Command):
             words += ["--det", str(self.det)]
         if self.step != "process_qc":
             words += ["--rerun-key", self.rules.rerun_key(self.ab)]
+        if len(night.settings.dates) > 1:  # the AB's own date, in a run of several dates
+            words += ["--ab-date", night.date(self.ab)]
         for parent in night.parents[self.ab]:
             words += ["--parent", parent]
         for v in night.virtual_inputs[self.ab]:
@@ -225,6 +227,11 @@ class NightRules:
                         old = self._download_priority.get(path, wanted)
                         self._download_priority[path] = max(old, wanted)
         return planned
+
+    def owns_marker(self, name: str) -> bool:
+        """True if the running-job marker ``name`` (``step/AB[.det]``) is a job of this night."""
+        rest = name.partition("/")[2]
+        return rest in self.night or rest.rsplit(".", 1)[0] in self.night
 
     def final_records(self) -> list[str]:
         """Completion records of the ABs of this run (the subcascade, else the night)."""

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -25,7 +26,7 @@ from abflow.ab import AB
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fsutil import atomic_write_json
-from abflow.runstate import running_marker, stop_requested
+from abflow.runstate import note_command, running_marker, stop_requested
 
 LOG_TAIL_LINES = 20
 
@@ -175,7 +176,9 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     host = socket.gethostname()
     marker = f"{step.step}/{step.ab}" + (f".{step.values['det']}" if "det" in step.values else "")
     with (
-        running_marker(step.state_dir, marker) if step.state_dir else contextlib.nullcontext(),
+        (
+            running_marker(step.state_dir, marker) if step.state_dir else contextlib.nullcontext({})
+        ) as mark,
         open(step.log_path, "a", encoding="utf-8") as log,
     ):
         log.write(
@@ -183,7 +186,9 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
             f"# workdir {step.workdir}\n# command {command}\n"
         )
         log.flush()
-        proc = subprocess.run(
+        # its own process group: a crashed run's successor can end the command with all its
+        # children, and this job ends them when Snakemake or abflow stop ends it
+        proc = subprocess.Popen(
             command,
             shell=True,
             cwd=step.workdir,
@@ -191,8 +196,16 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
+            start_new_session=True,
         )
+        if mark:
+            note_command(mark, proc.pid)
+        try:
+            proc.wait()
+        except BaseException:
+            end_process_group(proc)
+            log.write(f"# {now_iso()} interrupted: the command was ended\n")
+            raise
         end = now_iso()
         duration = round(time.monotonic() - t0, 3)
         products, missing = _check_products(step.products)
@@ -240,6 +253,18 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(step.failed_path)
     return record
+
+
+def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End ``proc`` and every process of its group: SIGTERM, then SIGKILL after ``grace`` s."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _read_results(path: str) -> object | None:

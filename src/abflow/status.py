@@ -88,7 +88,7 @@ class NightState:
 def night_state(night: Night) -> NightState:
     """Read the state of every AB of ``night``."""
     s = night.settings
-    run = read_run(s.state_dir)
+    run = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
     alive = bool(run) and process_alive(run)
     running: dict[str, list[tuple[str, str, float]]] = {}
     for job in running_jobs(s.state_dir):
@@ -127,3 +127,58 @@ def night_state(night: Night) -> NightState:
         state_of[ab] = st.state
         out.append(st)
     return NightState(night, out, run, alive)
+
+
+def failure_summary(night: Night, names: Any = None, since: str | None = None) -> str:
+    """The end-of-run summary of what failed: each failed AB (or QC) of ``names`` whose failure
+    happened at or after ``since`` (ISO time), why, its log and the log's last lines; then how
+    many ABs did not run. Empty if nothing failed."""
+    import datetime as _dt
+
+    def recent(note: dict[str, Any] | None) -> bool:
+        if not note:
+            return False
+        if since is None:
+            return True
+        try:
+            return _dt.datetime.fromisoformat(str(note.get("end"))) >= _dt.datetime.fromisoformat(
+                since
+            )
+        except ValueError:
+            return True
+
+    wanted = set(night.names if names is None else names)
+    state = night_state(night)
+    failed = [a for a in state.abs if a.ab in wanted and a.state == "failed" and recent(a.failure)]
+    qc_failed = [a for a in state.abs if a.ab in wanted and recent(a.qc_failure)]
+    not_run = [
+        a for a in state.abs if a.ab in wanted and a.state in ("blocked", "queued", "created")
+    ]
+    if not (failed or qc_failed):
+        return ""
+    n = len(failed)
+    lines = [
+        f"abflow: {n} AB{'s' if n != 1 else ''} failed in this run"
+        + (
+            f", {len(qc_failed)} QC report{'s' if len(qc_failed) != 1 else ''} failed"
+            if qc_failed
+            else ""
+        )
+        + ":"
+    ]
+    for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
+        assert note is not None
+        step = note.get("step", "process_ab")
+        lines.append(f"  {a.ab} ({step}): {note.get('reason', 'failed')}")
+        lines.append(f"    log: {note.get('log', '')}")
+        tail_lines = note.get("log_tail") or []
+        if tail_lines:
+            lines.append("    last lines:")
+            lines += [f"      {line}" for line in tail_lines]
+    if not_run:
+        k = len(not_run)
+        lines.append(
+            f"abflow: {k} AB{'s' if k != 1 else ''} did not run: they need a failed AB or "
+            "download (or the night was stopped); the same command runs them after a fix"
+        )
+    return "\n".join(lines)

@@ -6,7 +6,8 @@ from abflow.config import ConfigError, resolve
 from abflow.night import NightError, load_night
 from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD, NightRules
 from abflow.monitor import PageRefresher, finish_run
-from abflow.runstate import register_run
+from abflow.runner import now_iso
+from abflow.runstate import RunLocked, describe_run, end_orphans, register_run
 
 try:
     SETTINGS = resolve(config, root=workflow.basedir)
@@ -27,6 +28,7 @@ os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
 JOB_WRAPPER = write_wrapper(SETTINGS)
 RUN_TAG = SETTINGS.state_dir
 REFRESHER = PageRefresher(RULES.night)
+RUN = {}  # this run's lock (filled by onstart)
 for note in SETTINGS.notes:
     logger.warning(note)
 for warning in RULES.night.warnings:
@@ -41,14 +43,32 @@ wildcard_constraints:
 
 
 onstart:
-    register_run(SETTINGS.state_dir, SETTINGS.batch_id)
+    # the run lock of every date: a second run of a date is refused while this one lives
+    try:
+        RUN.update(
+            register_run(SETTINGS.state_dir, SETTINGS.batches), since=now_iso()
+        )
+    except RunLocked as exc:
+        raise WorkflowError(str(exc)) from None
+    for _crashed in RUN["replaced"]:
+        logger.warning(
+            f"abflow: the previous run of {_crashed['batch']} ({describe_run(_crashed)}) ended "
+            "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
+        )
+    if RUN["replaced"]:
+        for _job in end_orphans(SETTINGS.state_dir, RULES.owns_marker):
+            logger.warning(
+                f"abflow: ended {_job.name} (pid {_job.pid}) left by that run"
+            )
     # the AB monitor page, rewritten every 60 s during the run
     REFRESHER.start()
 
 
 onsuccess:
-    finish_run(SETTINGS.state_dir, RULES.night, REFRESHER)
+    finish_run(RULES.night, REFRESHER)
 
 
 onerror:
-    finish_run(SETTINGS.state_dir, RULES.night, REFRESHER)
+    _summary = finish_run(RULES.night, REFRESHER, RUN.get("since"), RULES.to_run)
+    if _summary:
+        logger.error(_summary)

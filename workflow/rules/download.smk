@@ -10,6 +10,7 @@ rule download_raw:
     wildcard_constraints:
         file=FILE_WILDCARD,
     priority: RULES.get_raw_download_priority
+    retries: SETTINGS.raw["retries"]["download"]
     conda:
         "../../environment.yml"
     resources:
@@ -28,6 +29,7 @@ rule download_mcal:
     wildcard_constraints:
         file=FILE_WILDCARD,
     priority: RULES.get_cal_download_priority
+    retries: SETTINGS.raw["retries"]["download"]
     conda:
         "../../environment.yml"
     resources:

@@ -1,0 +1,92 @@
+"""Several dates in one run (reprocessing campaigns): one DAG over the nights of all dates."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+import pytest
+from conftest import records, run_snakemake, write_config
+
+from abflow.cli import main
+from abflow.config import ConfigError, resolve
+from abflow.generate import fan_cascade, write_night
+from abflow.night import NightError, load_night
+
+DATES = ["2013-02-12", "2013-02-13", "2013-02-14"]
+
+
+def three_nights(dfo: dict[str, str]) -> dict[str, list[str]]:
+    return {
+        d: write_night(fan_cascade([1, 2], prefix=f"N{i}"), dfo["ab_dir"], dfo["mon_dir"], d)
+        for i, d in enumerate(DATES)
+    }
+
+
+def test_dates_as_a_list_or_an_inclusive_range() -> None:
+    assert resolve({"dates": DATES}).dates == tuple(DATES)
+    assert resolve({"dates": "2013-02-12..2013-02-14"}).dates == tuple(DATES)
+    assert resolve({"date": "2013-02-12"}).dates == ("2013-02-12",)
+    s = resolve({"dates": "2013-02-12..2013-02-14"})
+    assert s.date == "2013-02-12" and s.batch_id == "CALIB_2013-02-12..2013-02-14"
+    with pytest.raises(ConfigError, match="ends before it starts"):
+        resolve({"dates": "2013-02-14..2013-02-12"})
+    with pytest.raises(ConfigError, match="2013-02-30"):
+        resolve({"dates": ["2013-02-12", "2013-02-30"]})
+    with pytest.raises(ConfigError, match="more than once"):
+        resolve({"dates": ["2013-02-12", "2013-02-12"]})
+
+
+def test_the_nights_of_all_dates_form_one_cascade(dfo) -> None:
+    names = three_nights(dfo)
+    night = load_night(resolve({"dates": DATES, "dfo": dfo, "drs_type": "CON"}))
+    assert night.names == [n for d in DATES for n in names[d]]
+    for d in DATES:
+        assert {night.date(n) for n in names[d]} == {d}
+    assert [len(level) for level in night.levels()] == [3, 6]
+
+
+def test_problems_of_every_date_are_reported_together(dfo) -> None:
+    three_nights(dfo)
+    os.unlink(os.path.join(dfo["mon_dir"], "AB_list_CALIB_2013-02-13"))
+    with open(os.path.join(dfo["mon_dir"], "AB_list_CALIB_2013-02-14"), "a") as fh:
+        fh.write("GONE.ab\n")
+    with pytest.raises(NightError) as err:
+        load_night(resolve({"dates": DATES, "dfo": dfo}))
+    text = str(err.value)
+    assert "AB_list_CALIB_2013-02-13: AB list does not exist" in text
+    assert "AB_list_CALIB_2013-02-14:4: AB GONE.ab is listed" in text
+
+
+def test_an_ab_listed_on_two_dates_is_refused(dfo) -> None:
+    names = three_nights(dfo)
+    with open(os.path.join(dfo["mon_dir"], "AB_list_CALIB_2013-02-14"), "a") as fh:
+        fh.write(f"{names['2013-02-12'][0]}\n")
+    with pytest.raises(NightError, match="also listed for 2013-02-12"):
+        load_night(resolve({"dates": DATES, "dfo": dfo}))
+
+
+@pytest.mark.slow
+def test_a_multi_date_run_is_one_dag(tmp_path, dfo, capsys) -> None:
+    names = three_nights(dfo)
+    cfg = write_config(
+        tmp_path / "config.yaml", dfo, drs_type="CON", dates="2013-02-12..2013-02-14",
+        commands={"process_ab": "sleep 1"},
+    )  # fmt: skip
+    assert main(["cascade", "--configfile", str(cfg)]) == 0
+    assert "9 ABs" in capsys.readouterr().out
+    dry = run_snakemake(tmp_path, cfg, "-n", cores=3)
+    assert re.search(r"process_ab\s+9", dry.stdout), dry.stdout
+    run_snakemake(tmp_path, cfg, cores=3)
+    recs = records(os.path.join(dfo["job_dir"], "abflow"))
+    assert sorted(recs) == sorted(n for d in DATES for n in names[d])
+    for d in DATES:
+        assert {recs[n]["date"] for n in names[d]} == {d}
+    # one DAG, not date after date: ABs of later dates started before earlier dates were done
+    for earlier, later in itertools.pairwise(DATES):
+        done = max(recs[n]["end"] for n in names[earlier])
+        assert min(recs[n]["start"] for n in names[later]) < done
+    # the status of each date can be asked separately
+    assert main(["status", "--configfile", str(cfg), "-d", "2013-02-13"]) == 0
+    assert os.path.exists(os.path.join(dfo["mon_dir"], "status_2013-02-13.html"))
