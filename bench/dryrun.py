@@ -1,19 +1,24 @@
 """Dry-run cost of abflow against a bare Snakefile with the same DAG, measured in the same run.
 
 For each size N a bias/flat/science-shaped night of N ABs is generated (abflow.generate) in a
-temporary DFOS tree. Two dry-runs (`snakemake -n`) are timed:
+temporary DFOS tree, its raw files missing (so every AB has download jobs) and QC on (SER).
+Two dry-runs (`snakemake -n`) of the same DAG are timed:
 
-* baseline: a bare Snakefile, one generic `{ab}` rule whose inputs (parents' records and raw
-  files) come from a dict loaded from JSON (the encoding snakemake-notes.md measured as the
-  fast one), raw files that are missing as inputs and a download rule for them (here the
-  raw files are present, as abflow's DAG then has no download jobs either);
-* abflow: abflow's own Snakefile on the AB files (parsing, validation, the Night tables).
+* baseline: a bare Snakefile with generic rules whose inputs come from a dict loaded from JSON
+  (the encoding snakemake-notes.md measured as the fast one): one download job per raw file,
+  one process job per AB after its parents and its raw files, one QC job per AB after it, a
+  summary job after every AB (abflow's benchmark table) and `all`;
+* abflow: abflow's own Snakefile on the AB files (parsing, validation, the Night, rerun keys,
+  priorities, download planning, the QC and download resource limits).
+
+`--no-downloads` puts the raw files in place and switches QC off (the smaller DAG of the first
+measurements).
 
 Each is run --repeat times; the best wall time and the peak memory (max RSS of the snakemake
 process tree) are reported, with the ratio abflow / baseline. Results go to stdout and to
 bench/results/dryrun.json.
 
-    python bench/dryrun.py --sizes 1000 5000 --repeat 3
+    python bench/dryrun.py --sizes 1000 5000 20000 --repeat 2
 """
 
 from __future__ import annotations
@@ -38,11 +43,15 @@ import json
 import os
 
 NIGHT = json.load(open(config["dag"]))
+QC = config["qc"]
+RECORDS = expand(config["state"] + "/records/{ab}.json", ab=list(NIGHT))
 
 
 rule all:
     input:
-        expand(config["state"] + "/records/{ab}.json", ab=list(NIGHT)),
+        RECORDS,
+        config["state"] + "/summary.tsv",
+        expand(config["state"] + "/qc/{ab}.json", ab=list(NIGHT)) if QC else [],
 
 
 def ab_inputs(wildcards):
@@ -54,6 +63,28 @@ def ab_inputs(wildcards):
 rule download:
     output:
         config["raw"] + "/{file}",
+    resources:
+        download=1,
+    shell:
+        "touch {output}"
+
+
+rule qc:
+    input:
+        config["state"] + "/records/{ab}.json",
+    output:
+        config["state"] + "/qc/{ab}.json",
+    resources:
+        qc=1,
+    shell:
+        "touch {output}"
+
+
+rule summary:
+    input:
+        RECORDS,
+    output:
+        config["state"] + "/summary.tsv",
     shell:
         "touch {output}"
 
@@ -94,7 +125,7 @@ def _spawn(cmd: list[str], cwd: str, env: dict[str, str]) -> int:
     return pid
 
 
-def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
+def setup(n: int, base: Path, downloads: bool = True) -> tuple[list[str], list[str]]:
     """Generate the night of ``n`` ABs; return the abflow and baseline commands."""
     dfo = {
         k: str(base / "dfo" / k)
@@ -104,14 +135,15 @@ def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
         os.makedirs(d, exist_ok=True)
     specs = calib_night(n)
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
-    # The same DAG as the bare Snakefile: raw files present (no downloads), no QC jobs.
     raw = Path(dfo["raw_dir"], DATE)
     raw.mkdir(parents=True, exist_ok=True)
-    for spec in specs:
-        for name in spec.raw_names():
-            (raw / name).touch()
+    if not downloads:  # the smaller DAG: raw files in place (no downloads), no QC jobs
+        for spec in specs:
+            for name in spec.raw_names():
+                (raw / name).touch()
     cfg = base / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"date": DATE, "dfo": dfo, "qc_mode": "IMPLICIT"}))
+    qc_mode = "SER" if downloads else "IMPLICIT"
+    cfg.write_text(yaml.safe_dump({"date": DATE, "dfo": dfo, "qc_mode": qc_mode}))
     dag = {
         s.name: {"parents": list(s.parents), "raw": [str(raw / r) for r in s.raw_names()]}
         for s in specs
@@ -128,6 +160,7 @@ def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
         f"dag={base / 'dag.json'}",
         f"state={dfo['job_dir']}/bare",
         f"raw={dfo['raw_dir']}",
+        f"qc={downloads}",
     ]
     return abflow, bare
 
@@ -135,8 +168,11 @@ def setup(n: int, base: Path) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--no-downloads", action="store_true", help="raw files in place and no QC (smaller DAG)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "dryrun.json"))
     args = parser.parse_args(argv)
     results = []
@@ -146,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix=f"abflow-bench-{n}-") as tmp:
-            abflow, bare = setup(n, Path(tmp))
+            abflow, bare = setup(n, Path(tmp), downloads=not args.no_downloads)
             times: dict[str, list[tuple[float, float, float]]] = {"bare": [], "abflow": []}
             for _ in range(args.repeat):  # interleave to share machine noise
                 times["bare"].append(run(bare, tmp))

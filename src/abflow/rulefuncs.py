@@ -267,6 +267,26 @@ class NightRules:
         return self._parent_records[ab]
 
     @rule_function
+    def get_ab_inputs(self, wildcards: Any) -> dict[str, list[str]]:
+        """All inputs of a process_ab or process_ab_det job, named, in one call (``unpack``):
+        Snakemake calls each input function once per job, and a night has thousands."""
+        return {
+            "parents": self.get_parent_records(wildcards),
+            "data": self.get_data_inputs(wildcards),
+            # a join waits for its detector jobs; a detector job for none of them
+            "detectors": []
+            if getattr(wildcards, "det", None) is not None
+            else self.get_det_records(wildcards),
+            "rerun": self.get_rerun_request(wildcards),
+        }
+
+    @rule_function
+    def get_qc_inputs(self, wildcards: Any) -> dict[str, Any]:
+        """All inputs of a process_qc job (``unpack``): the AB's record, and its raw files
+        under CAL_CLEANUP (get_qc_raw_inputs)."""
+        return {"record": self.record(wildcards.ab), "raw": self.get_qc_raw_inputs(wildcards)}
+
+    @rule_function
     def get_det_records(self, wildcards: Any) -> list[str]:
         """The per-detector records a multi-detector AB's join waits for (none otherwise)."""
         ab = wildcards.ab

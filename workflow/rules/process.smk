@@ -6,10 +6,8 @@
 
 rule process_ab:
     input:
-        parents=RULES.get_parent_records,
-        data=RULES.get_data_inputs,
-        detectors=RULES.get_det_records,
-        rerun=RULES.get_rerun_request,
+        # parents (records), data (downloads), detectors (a join's), rerun (a rerun request)
+        unpack(RULES.get_ab_inputs),
     output:
         record=RULES.record_pattern,
     log:
@@ -32,9 +30,8 @@ rule process_ab:
 
 rule process_ab_det:
     input:
-        parents=RULES.get_parent_records,
-        data=RULES.get_data_inputs,
-        rerun=RULES.get_rerun_request,
+        # parents (records), data (downloads), rerun (a rerun request); no detectors
+        unpack(RULES.get_ab_inputs),
     output:
         record=RULES.det_record_pattern,
     log:

@@ -5,8 +5,8 @@
 
 rule process_qc:
     input:
-        record=RULES.record_pattern,
-        raw=RULES.get_qc_raw_inputs,
+        # record (the AB's), raw (its raw files under CAL_CLEANUP)
+        unpack(RULES.get_qc_inputs),
     output:
         record=RULES.qc_record_pattern,
     log:
