@@ -59,6 +59,19 @@ def test_problems_of_every_date_are_reported_together(dfo) -> None:
     assert "AB_list_CALIB_2013-02-14:4: AB GONE.ab is listed" in text
 
 
+def test_days_of_a_range_without_an_ab_list_are_skipped_a_listed_date_is_not(dfo) -> None:
+    three_nights(dfo)
+    os.unlink(os.path.join(dfo["mon_dir"], "AB_list_CALIB_2013-02-13"))
+    night = load_night(resolve({"dates": "2013-02-11..2013-02-14", "dfo": dfo}))
+    assert len(night) == 6 and sorted(night.parts) == ["2013-02-12", "2013-02-14"]
+    skipped = [str(w) for w in night.warnings if "date skipped" in str(w)]
+    assert len(skipped) == 2 and "AB_list_CALIB_2013-02-11" in skipped[0]
+    with pytest.raises(NightError, match="AB list does not exist"):
+        load_night(resolve({"dates": DATES, "dfo": dfo}))  # an explicit list: an error
+    with pytest.raises(NightError, match="no AB list for any date"):
+        load_night(resolve({"dates": "2013-03-01..2013-03-02", "dfo": dfo}))
+
+
 def test_an_ab_listed_on_two_dates_is_refused(dfo) -> None:
     names = three_nights(dfo)
     with open(os.path.join(dfo["mon_dir"], "AB_list_CALIB_2013-02-14"), "a") as fh:

@@ -284,14 +284,30 @@ def load_night(settings: Settings) -> Night:
     if len(settings.dates) > 1:
         nights: list[Night] = []
         problems: list[Problem] = []
+        skipped: list[Problem] = []
+        ranged = isinstance(settings.raw.get("dates"), str)
         for date in settings.dates:
+            one = settings.for_date(date)
+            if ranged and not os.path.exists(one.ab_list_path):
+                # a range covers every day; a day without an AB list has nothing to process
+                skipped.append(Problem(one.ab_list_path, None, "no AB list: date skipped"))
+                continue
             try:
-                nights.append(_load_one_night(settings.for_date(date)))
+                nights.append(_load_one_night(one))
             except NightError as exc:
                 problems += exc.problems
+        if not nights and not problems:
+            problems.append(
+                Problem(
+                    settings.dfo["mon_dir"],
+                    None,
+                    f"no AB list for any date of {settings.raw.get('dates')}: nothing to process",
+                )
+            )
         merged, more = _merge_nights(settings, nights)
         if problems or more:
             raise NightError(problems + more)
+        merged.warnings = skipped + merged.warnings
         return merged
     return _load_one_night(settings)
 
