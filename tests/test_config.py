@@ -73,7 +73,7 @@ def test_directories_come_from_config_then_environment_then_example_tree() -> No
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({}, "'date' is a required property"),
+        ({}, "date: no date given"),
         ({"date": "12.02.2013"}, "date: '12.02.2013' does not match"),
         ({"date": "2013-02-12", "mode": "NIGHT"}, "mode: 'NIGHT' is not one of"),
         ({"date": "2013-02-12", "drs_type": "FAST"}, "drs_type: 'FAST' is not one of"),
