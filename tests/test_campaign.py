@@ -84,15 +84,18 @@ def test_an_ab_listed_on_two_dates_is_refused(dfo) -> None:
 def test_a_multi_date_run_is_one_dag(tmp_path, dfo, capsys) -> None:
     names = three_nights(dfo)
     cfg = write_config(
-        tmp_path / "config.yaml", dfo, drs_type="CON", dates="2013-02-12..2013-02-14",
+        tmp_path / "config.yaml", dfo, drs_type="CON", dates="2013-02-11..2013-02-14",
         commands={"process_ab": "sleep 1"},
     )  # fmt: skip
     assert main(["cascade", "--configfile", str(cfg)]) == 0
     assert "9 ABs" in capsys.readouterr().out
     dry = run_snakemake(tmp_path, cfg, "-n", cores=3)
     assert re.search(r"process_ab\s+9", dry.stdout), dry.stdout
-    run_snakemake(tmp_path, cfg, cores=3)
-    recs = records(os.path.join(dfo["job_dir"], "abflow"))
+    run = run_snakemake(tmp_path, cfg, cores=3)
+    assert "AB_list_CALIB_2013-02-11: no AB list: date skipped" in run.stdout + run.stderr
+    state = os.path.join(dfo["job_dir"], "abflow")
+    assert os.listdir(os.path.join(state, "runs")) == []  # every lock it took is released
+    recs = records(state)
     assert sorted(recs) == sorted(n for d in DATES for n in names[d])
     for d in DATES:
         assert {recs[n]["date"] for n in names[d]} == {d}

@@ -318,9 +318,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     state = settings.state_dir
-    info = None
+    info = None  # the live run holding the first locked date
     for batch in settings.batches:
-        info = info or runstate.read_run(state, batch)
         held = runstate.read_run(state, batch)
         if held and not runstate.process_alive(held):
             print(
@@ -328,7 +327,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
                 "more (crashed or killed): removing its lock"
             )
             runstate.remove_lock(state, batch)
-            info = None
+        elif held and info is None:
+            info = held
     if info:
         runstate.request_stop(state)
         print(

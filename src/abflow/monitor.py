@@ -261,5 +261,5 @@ def finish_run(
         summary = failure_summary(night, names, since)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
-    unregister_run(night.settings.state_dir, [n.settings.batch_id for n in night.nights()])
+    unregister_run(night.settings.state_dir, night.batch_ids())
     return summary

@@ -83,6 +83,10 @@ class Night:
         """The single-date nights of this run: itself, or one per date of a multi-date run."""
         return list(self.parts.values()) or [self]
 
+    def batch_ids(self) -> list[str]:
+        """BATCH_ID of every date that has a night in this run (the run locks these)."""
+        return [night.settings.batch_id for night in self.nights()]
+
     @property
     def names(self) -> list[str]:
         """AB names in cascade (AB list) order."""

@@ -46,7 +46,8 @@ onstart:
     # the run lock of every date: a second run of a date is refused while this one lives
     try:
         RUN.update(
-            register_run(SETTINGS.state_dir, SETTINGS.batches), since=now_iso()
+            register_run(SETTINGS.state_dir, RULES.night.batch_ids()),
+            since=now_iso(),
         )
     except RunLocked as exc:
         raise WorkflowError(str(exc)) from None
