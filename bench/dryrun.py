@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from abflow.generate import calib_night, write_night
+from abflow.generate import calib_night, make_dfo_tree, write_night
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "2013-02-12"
@@ -127,12 +127,7 @@ def _spawn(cmd: list[str], cwd: str, env: dict[str, str]) -> int:
 
 def setup(n: int, base: Path, downloads: bool = True) -> tuple[list[str], list[str]]:
     """Generate the night of ``n`` ABs; return the abflow and baseline commands."""
-    dfo = {
-        k: str(base / "dfo" / k)
-        for k in ("ab_dir", "mon_dir", "job_dir", "raw_dir", "cal_dir", "log_dir", "product_dir")
-    }
-    for d in dfo.values():
-        os.makedirs(d, exist_ok=True)
+    dfo = make_dfo_tree(base / "dfo")
     specs = calib_night(n)
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
     raw = Path(dfo["raw_dir"], DATE)

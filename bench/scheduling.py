@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from abflow.config import resolve
-from abflow.generate import ABSpec, ab_name, write_night
+from abflow.generate import ABSpec, ab_name, make_dfo_tree, write_night
 from abflow.night import load_night
 from abflow.plan import job_graph, job_priorities, list_schedule, optimal_unit_makespan
 
@@ -56,20 +56,7 @@ def waves(spans: list[tuple[float, float]]) -> int:
 def run_once(scheduler: str, detectors: int, slots: int, seconds: float) -> tuple[int, float]:
     with tempfile.TemporaryDirectory(prefix="abflow-sched-") as tmp:
         base = Path(tmp)
-        dfo = {
-            k: str(base / "dfo" / k)
-            for k in (
-                "ab_dir",
-                "mon_dir",
-                "job_dir",
-                "raw_dir",
-                "cal_dir",
-                "log_dir",
-                "product_dir",
-            )
-        }
-        for d in dfo.values():
-            os.makedirs(d)
+        dfo = make_dfo_tree(base / "dfo")
         specs = night_specs(detectors)
         write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
         os.makedirs(os.path.join(dfo["raw_dir"], DATE))
@@ -102,18 +89,7 @@ def run_once(scheduler: str, detectors: int, slots: int, seconds: float) -> tupl
 def plan_of(detectors: int, slots: int) -> tuple[int, float]:
     """(exact optimum, abflow's plan) in job-lengths."""
     with tempfile.TemporaryDirectory() as tmp:
-        dfo = {
-            k: os.path.join(tmp, k)
-            for k in (
-                "ab_dir",
-                "mon_dir",
-                "job_dir",
-                "raw_dir",
-                "cal_dir",
-                "log_dir",
-                "product_dir",
-            )
-        }
+        dfo = make_dfo_tree(tmp)
         specs = night_specs(detectors)
         write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
         night = load_night(resolve({"date": DATE, "dfo": dfo, "drs_type": "CON"}))

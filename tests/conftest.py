@@ -18,7 +18,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 DATE = "2013-02-12"
-DFO_KEYS = ("ab_dir", "mon_dir", "job_dir", "raw_dir", "cal_dir", "log_dir", "product_dir")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,10 +42,9 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def dfo(tmp_path: Path) -> dict[str, str]:
     """A fresh DFOS directory tree under tmp_path (directories created)."""
-    dirs = {key: str(tmp_path / "dfo" / key.removesuffix("_dir")) for key in DFO_KEYS}
-    for path in dirs.values():
-        os.makedirs(path, exist_ok=True)
-    return dirs
+    from abflow.generate import make_dfo_tree
+
+    return make_dfo_tree(tmp_path / "dfo")
 
 
 def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:

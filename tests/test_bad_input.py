@@ -13,13 +13,14 @@ import string
 from pathlib import Path
 
 import pytest
-from conftest import DFO_KEYS, run_snakemake, write_config
+from conftest import run_snakemake, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abflow.ab import Problem, parse_ab, read_ab
 from abflow.cli import main
 from abflow.config import resolve
+from abflow.generate import make_dfo_tree
 from abflow.night import NightError, load_night
 
 CORPUS = Path(__file__).parent / "data" / "bad"
@@ -46,9 +47,7 @@ def expectations(case: str) -> list[tuple[str, int | None, str]]:
 
 def install(case: str, root: Path) -> dict[str, str]:
     """A DFOS tree under ``root`` holding the case's AB list and AB files."""
-    dfo = {key: str(root / "dfo" / key.removesuffix("_dir")) for key in DFO_KEYS}
-    for path in dfo.values():
-        os.makedirs(path)
+    dfo = make_dfo_tree(root / "dfo")
     for item in (CORPUS / case).iterdir():
         if item.name == "list":
             shutil.copy(item, Path(dfo["mon_dir"], LIST_NAME))

@@ -30,7 +30,13 @@ from typing import BinaryIO
 from abflow import __version__
 from abflow.commands import fill
 from abflow.config import Settings
-from abflow.fsutil import SizeMismatch, atomic_copy, atomic_write_json, atomic_write_with
+from abflow.fsutil import (
+    SizeMismatch,
+    append_line,
+    atomic_copy,
+    atomic_write_json,
+    atomic_write_with,
+)
 from abflow.runner import now_iso
 from abflow.runstate import stop_requested
 
@@ -205,12 +211,7 @@ def _human(n: float) -> str:
 
 def record_progress(progress_file: str, name: str, size: int, total: int) -> str:
     """Append one finished download to the night's progress file; return the progress line."""
-    os.makedirs(os.path.dirname(progress_file), exist_ok=True)
-    fd = os.open(progress_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, f"{size} {name}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(progress_file, f"{size} {name}")
     done = 0
     done_bytes = 0
     with open(progress_file, encoding="utf-8") as fh:
@@ -222,12 +223,17 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
     return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
 
 
-def download_record_path(state_dir: str, name: str) -> str:
-    """Where the record of a finished download of archive file ``name`` is written.
+def download_records_dir(state_dir: str) -> str:
+    """Where the records of finished downloads are written, one ``<file>.json`` each.
 
     Kept apart from ``<state_dir>/records/``, which holds the AB jobs' completion records only.
     """
-    return os.path.join(state_dir, "downloads", "records", name + ".json")
+    return os.path.join(state_dir, "downloads", "records")
+
+
+def download_record_path(state_dir: str, name: str) -> str:
+    """Where the record of a finished download of archive file ``name`` is written."""
+    return os.path.join(download_records_dir(state_dir), name + ".json")
 
 
 def run_download(

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 
@@ -109,3 +109,37 @@ def atomic_move(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
         pass
     atomic_copy(source, dest, os.stat(source).st_size)
     os.unlink(source)
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if it is absent, unreadable, torn or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def iter_json_objects(*directories: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, object) of every readable ``*.json`` file under ``directories`` (recursively);
+    absent directories and torn or foreign files are skipped."""
+    for base in directories:
+        for root, _dirs, files in os.walk(base):
+            for name in files:
+                if name.endswith(".json"):
+                    path = os.path.join(root, name)
+                    data = read_json_object(path)
+                    if data is not None:
+                        yield path, data
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append ``line`` and a newline to ``path`` in one O_APPEND write (creating file and
+    directory if needed), so that lines written by concurrent processes never interleave."""
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)

@@ -12,6 +12,18 @@ from dataclasses import dataclass, field
 
 from abflow.fsutil import atomic_write_text
 
+# The DFOS directories a generated night uses (no config_dir: no legacy DFOS configuration).
+DFO_TREE_KEYS = ("ab_dir", "mon_dir", "job_dir", "raw_dir", "cal_dir", "log_dir", "product_dir")
+
+
+def make_dfo_tree(base: str | os.PathLike[str]) -> dict[str, str]:
+    """Create a DFOS directory tree under ``base`` (``base/ab``, ``base/mon``, ...); return it
+    as the configuration's ``dfo`` section."""
+    dfo = {key: os.path.join(base, key.removesuffix("_dir")) for key in DFO_TREE_KEYS}
+    for path in dfo.values():
+        os.makedirs(path, exist_ok=True)
+    return dfo
+
 
 @dataclass
 class ABSpec:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from abflow import __version__
 from abflow.commands import fill
 from abflow.config import ROOT, Settings
-from abflow.fsutil import atomic_write_text
+from abflow.fsutil import append_line, atomic_write_text
 from abflow.night import Night
 
 PROFILE_OF = {"CPL": "local", "CON": "condor", "INT": "int"}
@@ -289,11 +289,6 @@ def write(night: Night, request: JobRequest, log: Callable[[str], None] = print)
     log(f"wrote the {tag} entries of {job.jobs_file}")
     flag = "cal_Queued" if s.mode == "CALIB" else "sci_Queued"
     status = _status_file(s)
-    os.makedirs(os.path.dirname(status), exist_ok=True)
-    fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, f"{flag} {s.date} {request.now()}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(status, f"{flag} {s.date} {request.now()}")
     log(f"{flag} {s.date} added to {status}")
     return job

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from abflow.fsutil import iter_json_objects
 from abflow.night import Night
 from abflow.runner import read_record
 
@@ -339,21 +340,16 @@ def history_durations(night: Night) -> tuple[dict[str, float], int]:
     s = night.settings
     by_kind: dict[tuple[str, str], list[float]] = {}
     own: dict[str, float] = {}
-    base = os.path.join(s.state_dir, "records")
-    for root, _dirs, files in os.walk(base):
-        for name in files:
-            if not name.endswith(".json"):
-                continue
-            rec = read_record(os.path.join(root, name))
-            # AB and detector jobs only: QC and download records have no place in the plan
-            if not rec or "duration_s" not in rec or "ab" not in rec:
-                continue
-            if rec.get("step") in ("process_qc", "download"):
-                continue
-            step = "det" if rec.get("step") == "process_ab_det" else "ab"
-            seconds = recorded_duration(s, rec)
-            by_kind.setdefault((str(rec.get("recipe", "")), step), []).append(seconds)
-            own[str(rec["ab"]) + (f"#{rec['det']}" if step == "det" else "")] = seconds
+    for _path, rec in iter_json_objects(os.path.join(s.state_dir, "records")):
+        # AB and detector jobs only: QC and download records have no place in the plan
+        if "duration_s" not in rec or "ab" not in rec:
+            continue
+        if rec.get("step") in ("process_qc", "download"):
+            continue
+        step = "det" if rec.get("step") == "process_ab_det" else "ab"
+        seconds = recorded_duration(s, rec)
+        by_kind.setdefault((str(rec.get("recipe", "")), step), []).append(seconds)
+        own[str(rec["ab"]) + (f"#{rec['det']}" if step == "det" else "")] = seconds
     everything = [d for ds in by_kind.values() for d in ds]
     fallback = statistics.median(everything) if everything else 1.0
     durations: dict[str, float] = {}

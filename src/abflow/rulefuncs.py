@@ -254,7 +254,6 @@ class NightRules:
         return None
 
     # ----- input functions ---------------------------------------------------------------
-    @rule_function
     def get_parent_records(self, wildcards: Any) -> list[str]:
         """Completion records of the ABs whose products the AB's first jobs use.
 
@@ -286,7 +285,6 @@ class NightRules:
         under CAL_CLEANUP (get_qc_raw_inputs)."""
         return {"record": self.record(wildcards.ab), "raw": self.get_qc_raw_inputs(wildcards)}
 
-    @rule_function
     def get_det_records(self, wildcards: Any) -> list[str]:
         """The per-detector records a multi-detector AB's join waits for (none otherwise)."""
         ab = wildcards.ab
@@ -295,7 +293,6 @@ class NightRules:
             return []
         return [self.det_record_pattern.format(ab=ab, det=k) for k in range(1, n + 1)]
 
-    @rule_function
     def get_data_inputs(self, wildcards: Any) -> list[str]:
         """Files an AB this run processes must wait for: its raw files and REAL calibrations
         that are downloaded first (all its raw files under CAL_CLEANUP, so that their removal
@@ -318,7 +315,6 @@ class NightRules:
             files.append(self.barrier)
         return files
 
-    @rule_function
     def get_qc_raw_inputs(self, wildcards: Any) -> list[str]:
         """Under CAL_CLEANUP, the raw files of an AB whose QC this run makes, so that their
         removal waits for the QC too (processQC shows the raw frames)."""
@@ -354,7 +350,6 @@ class NightRules:
             key = self._rerun_keys[ab] = f"{generation}:{self.night.ab_objects[ab].digest}"
         return key
 
-    @rule_function
     def get_rerun_request(self, wildcards: Any) -> list[str]:
         """A rerun request, for an AB with a completion record that must run again.
 

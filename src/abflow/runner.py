@@ -25,7 +25,7 @@ from pathlib import Path
 from abflow.ab import AB
 from abflow.commands import fill
 from abflow.config import Settings
-from abflow.fsutil import atomic_write_json
+from abflow.fsutil import atomic_write_json, read_json_object
 from abflow.runstate import note_command, running_marker, stop_requested
 
 LOG_TAIL_LINES = 20
@@ -302,12 +302,7 @@ def _check_products(
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, object] | None:
     """A completion record, or None if absent or unreadable (a torn record is not done)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(path)
 
 
 def ensure_dir(path: str | os.PathLike[str]) -> Path:

@@ -15,7 +15,6 @@ running ones finish, and Snakemake ends when nothing is left; the next run remov
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from abflow.fsutil import atomic_write_json
+from abflow.fsutil import atomic_write_json, iter_json_objects, read_json_object
 
 
 class RunLocked(RuntimeError):
@@ -133,10 +132,10 @@ def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> N
                 os.link(tmp, path)
                 return
             except FileExistsError:
-                held = _read_json(path)
+                held = read_json_object(path)
                 if held is None:  # being written this instant, or torn: look again
                     time.sleep(0.05)
-                    held = _read_json(path)
+                    held = read_json_object(path)
                 if held is not None and process_alive(held):
                     raise RunLocked(_locked_message(batch, held, path)) from None
                 if held is not None:
@@ -158,18 +157,9 @@ def unregister_run(state_dir: str, batches: list[str] | str) -> None:
                 os.unlink(run_file(state_dir, batch))
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
     """The run holding the lock of ``batch``, or None."""
-    return _read_json(run_file(state_dir, batch))
+    return read_json_object(run_file(state_dir, batch))
 
 
 def remove_lock(state_dir: str, batch: str) -> dict[str, Any] | None:
@@ -297,10 +287,9 @@ def end_orphans(state_dir: str, belongs: Any, grace: float = 10.0) -> list[Runni
 
 
 def _group_alive(job: RunningJob) -> bool:
-    targets = [job.pid]
-    for pid in targets:
-        if process_alive({"pid": pid, "host": socket.gethostname()}):
-            return True
+    """True while the job process or any process of its command's group exists."""
+    if process_alive({"pid": job.pid, "host": socket.gethostname()}):
+        return True
     if job.pgid:
         try:
             os.killpg(job.pgid, 0)
@@ -313,24 +302,18 @@ def _group_alive(job: RunningJob) -> bool:
 def running_jobs(state_dir: str) -> list[RunningJob]:
     """The jobs marked as running, oldest first."""
     out = []
-    directory = running_dir(state_dir)
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            if not name.endswith(".json"):
-                continue
-            try:
-                with open(os.path.join(root, name), encoding="utf-8") as fh:
-                    data = json.load(fh)
-                out.append(
-                    RunningJob(
-                        data["name"],
-                        data["host"],
-                        int(data["pid"]),
-                        float(data["start"]),
-                        int(data["pgid"]) if data.get("pgid") else None,
-                        os.path.join(root, name),
-                    )
+    for path, data in iter_json_objects(running_dir(state_dir)):
+        try:
+            out.append(
+                RunningJob(
+                    data["name"],
+                    data["host"],
+                    int(data["pid"]),
+                    float(data["start"]),
+                    int(data["pgid"]) if data.get("pgid") else None,
+                    path,
                 )
-            except (OSError, ValueError, KeyError):
-                continue
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
     return sorted(out, key=lambda j: j.start)

@@ -15,7 +15,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from abflow.download import download_record_path
+from abflow.download import download_records_dir
+from abflow.fsutil import iter_json_objects
 from abflow.night import Night
 from abflow.plan import (
     critical_path,
@@ -24,7 +25,6 @@ from abflow.plan import (
     list_schedule,
     recorded_duration,
 )
-from abflow.runner import read_record
 
 COLOURS = {
     "process_ab": "#4c72b0",
@@ -56,27 +56,22 @@ def collect(night: Night) -> list[dict]:
     """Every completion record of the night's jobs (downloads included), with a job name."""
     s = night.settings
     out = []
-    downloads = os.path.dirname(download_record_path(s.state_dir, "x"))
-    walks = [os.path.join(s.state_dir, "records"), downloads]
-    for root, _dirs, files in (w for base in walks for w in os.walk(base)):
-        for name in files:
-            if not name.endswith(".json"):
-                continue
-            rec = read_record(os.path.join(root, name))
-            if not rec or "start" not in rec or "end" not in rec:
-                continue
-            step = str(rec.get("step", ""))
-            if step == "download":
-                job = f"download:{rec.get('file', name)}"
-            elif str(rec.get("ab")) not in night:
-                continue
-            elif step == "process_ab_det":
-                job = f"{rec['ab']}#{rec['det']}"
-            elif step == "process_qc":
-                job = f"qc:{rec['ab']}"
-            else:
-                job = str(rec["ab"])
-            out.append({**rec, "job": job, "kind": step})
+    records = os.path.join(s.state_dir, "records")
+    for path, rec in iter_json_objects(records, download_records_dir(s.state_dir)):
+        if "start" not in rec or "end" not in rec:
+            continue
+        step = str(rec.get("step", ""))
+        if step == "download":
+            job = f"download:{rec.get('file', os.path.basename(path))}"
+        elif str(rec.get("ab")) not in night:
+            continue
+        elif step == "process_ab_det":
+            job = f"{rec['ab']}#{rec['det']}"
+        elif step == "process_qc":
+            job = f"qc:{rec['ab']}"
+        else:
+            job = str(rec["ab"])
+        out.append({**rec, "job": job, "kind": step})
     return out
 
 
