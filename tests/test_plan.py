@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -141,93 +140,3 @@ def test_predicted_makespan_is_the_one_achieved(tmp_path, dfo, shape, slots) -> 
         recs.append({**rec, "ab": rec["ab"] + (f"#{rec['det']}" if "det" in rec else "")})
     assert len(recs) == len(job_graph(night)[0])
     assert waves(intervals(recs)) == predicted
-
-
-def test_scheduler_plugin_keeps_a_slot_for_an_imminent_critical_job() -> None:
-    """The plugin against a test double of Snakemake's DAG (no Snakemake run needed)."""
-    from snakemake_scheduler_plugin_abflow import Scheduler, SchedulerSettings
-
-    class Job:  # test double for a Snakemake job
-        def __init__(self, name: str, rule: str, priority: int) -> None:
-            self.label, self.name, self.priority = name, rule, priority
-            self.scheduler_resources = {"_cores": 1, "_nodes": 1}
-
-        def __repr__(self) -> str:
-            return self.label
-
-    class Dag:  # test double for Snakemake's DAG interface
-        def __init__(self, deps: dict) -> None:
-            self.deps, self.done = deps, set()
-
-        def needrun_jobs(self):
-            return [j for j in self.deps if j not in self.done]
-
-        def job_dependencies(self, job):
-            return self.deps[job]
-
-        def finished(self, job) -> bool:
-            return job in self.done
-
-    bias = Job("bias", "process_ab", 30)
-    slack = Job("slack", "process_ab", 10)
-    filler = Job("filler", "process_qc", 0)
-    flat = Job("flat", "process_ab", 20)
-    dag = Dag({bias: [], slack: [], flat: [bias], filler: []})
-
-    import logging
-
-    sched = Scheduler(dag, SchedulerSettings(horizon=30.0), logging.getLogger("test"))
-    free = {"_cores": 2, "_nodes": 10}
-    first = sched.select_jobs([bias, slack], [bias, slack, flat, filler], free, {})
-    assert set(first) == {bias, slack}
-    time.sleep(0.01)
-    dag.done.add(slack)  # slack ends a moment before bias: its slot must wait for flat
-    second = sched.select_jobs([filler], [flat, filler], {"_cores": 1, "_nodes": 10}, {})
-    assert list(second) == []
-    off = Scheduler(dag, SchedulerSettings(horizon=0), logging.getLogger("test"))
-    off.select_jobs([bias, slack], [bias, slack, flat, filler], free, {})
-    assert list(off.select_jobs([filler], [flat, filler], {"_cores": 1, "_nodes": 10}, {})) == [
-        filler
-    ]
-    dag.done.add(bias)  # now flat is ready and takes the slot kept for it
-    assert list(
-        sched.select_jobs([flat, filler], [flat, filler], {"_cores": 1, "_nodes": 10}, {})
-    ) == [flat]
-
-
-def test_scheduler_plugin_keeps_no_slot_when_the_awaited_job_failed() -> None:
-    """A failed job looks running to the plugin; with nothing really running it must not wait."""
-    import logging
-
-    from snakemake_scheduler_plugin_abflow import Scheduler, SchedulerSettings
-
-    class Job:  # test double for a Snakemake job
-        def __init__(self, name: str, rule: str, priority: int) -> None:
-            self.label, self.name, self.priority = name, rule, priority
-            self.scheduler_resources = {"_cores": 1}
-
-    class Dag:  # test double for Snakemake's DAG interface: nothing ever finishes
-        def __init__(self, deps: dict) -> None:
-            self.deps = deps
-
-        def needrun_jobs(self):
-            return list(self.deps)
-
-        def job_dependencies(self, job):
-            return self.deps[job]
-
-        def finished(self, job) -> bool:
-            return False
-
-    download = Job("download", "download_raw", 40)
-    ab = Job("ab", "process_ab", 30)
-    other = Job("other-download", "download_raw", 20)
-    dag = Dag({download: [], ab: [download], other: []})
-    sched = Scheduler(dag, SchedulerSettings(horizon=30.0), logging.getLogger("test"))
-    assert list(sched.select_jobs([download], [download, ab, other], {"_cores": 1}, {})) == [
-        download
-    ]
-    # while the download runs (the core is taken), ab is imminent: the other download waits
-    assert list(sched.select_jobs([other], [ab, other], {"_cores": 0}, {})) == []
-    # the download failed (its core is back, it never finished): ab will never be ready
-    assert list(sched.select_jobs([other], [ab, other], {"_cores": 1}, {})) == [other]

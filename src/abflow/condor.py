@@ -47,6 +47,9 @@ def wrapper_text(settings: Settings, python: str | None = None) -> str:
     python = python or sys.executable
     env: dict[str, str] = dict(settings.variables)
     env["ABFLOW_PYTHON"] = python
+    # the job imports the htcondor bindings (Snakemake loads every executor plugin), which warn
+    # on an execute node without a condor_config of its own
+    env["PYTHONWARNINGS"] = "ignore::UserWarning:htcondor2"
     lines = [
         "#!/bin/sh",
         "# abflow HTCondor job wrapper, written by the workflow for this night; do not edit.",
@@ -59,7 +62,13 @@ def wrapper_text(settings: Settings, python: str | None = None) -> str:
         "export PATH HOME",
     ]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
-    lines.append(f'exec {shlex.quote(python)} -m snakemake "$@"')
+    lines += [
+        "# The plugin passes Snakemake's job command, `<python> -m snakemake ARGS`, and strips",
+        "# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.",
+        'case "${1:-}" in -*) ;; ?*) shift ;; esac',
+        'if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi',
+        f'exec {shlex.quote(python)} -m snakemake "$@"',
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -442,12 +442,17 @@ class NightRules:
         """Threads of an AB job: all ``cores`` under INT, else 1."""
         return max(cores, 1) if self.settings.drs_type == "INT" else 1
 
-    def resource_limits(self, cores: int) -> dict[str, int]:
-        """Global resources the workflow registers (unless given with --resources)."""
+    def resource_limits(self) -> dict[str, int]:
+        """Global resources the workflow registers (unless given with --resources).
+
+        ``ab_jobs`` caps the AB jobs running at once: 1 under CPL and INT, ``limits.jobs``
+        (DFOS MAX_JOBS) under CON; without such a cap CON runs as many as cores (locally) or
+        ``--jobs`` (on a pool) allow, which Snakemake enforces itself.
+        """
         s = self.settings
-        serial = s.drs_type in ("CPL", "INT")
-        return {
-            "ab_jobs": 1 if serial else s.limits["jobs"] or max(cores, 1),
+        limits = {
             "download": s.limits["downloads"],
             "qc": 1 if s.qc_mode == "SER" else s.limits["qc"],
         }
+        cap = 1 if s.drs_type in ("CPL", "INT") else s.limits["jobs"]
+        return {"ab_jobs": cap, **limits} if cap else limits

@@ -43,6 +43,16 @@ def _numeric(resources: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in resources.items() if isinstance(v, int | float)}
 
 
+def _limited(resources: Mapping[str, Any], limits: Mapping[str, float]) -> dict[str, float]:
+    """The numeric ``resources`` of a job that are global limits (in ``limits``).
+
+    Like Snakemake's own schedulers, a resource that is not a global limit constrains nothing:
+    a job's ``request_memory`` (a per-job HTCondor request of the condor profile's
+    default-resources) or ``mem_mb`` is for the executor, not for the scheduler.
+    """
+    return {k: v for k, v in _numeric(resources).items() if k in limits}
+
+
 class Scheduler(SchedulerBase):
     """Priority order plus slot reservation for imminent critical jobs."""
 
@@ -141,17 +151,16 @@ class Scheduler(SchedulerBase):
             imminent = self._imminent(selectable, remaining, now) if busy else []
             chosen = []
             for job in sorted(selectable_jobs, key=lambda j: -j.priority):
-                need = _numeric(job.scheduler_resources)
+                need = _limited(job.scheduler_resources, free)
                 held: dict[str, float] = {}
                 for other in imminent:
                     if other.priority > job.priority:
-                        for name, value in _numeric(other.scheduler_resources).items():
+                        for name, value in _limited(other.scheduler_resources, free).items():
                             held[name] = held.get(name, 0) + value
-                if all(need.get(n, 0) + held.get(n, 0) <= free.get(n, 0) for n in need):
+                if all(need[n] + held.get(n, 0) <= free[n] for n in need):
                     chosen.append(job)
                     for name, value in need.items():
-                        if name in free:
-                            free[name] -= value
+                        free[name] -= value
                     self._started[job] = now
             return chosen
         except Exception as exc:  # never stall the night: fall back to Snakemake's greedy

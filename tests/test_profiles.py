@@ -1,0 +1,131 @@
+"""The profile decides the DRS_TYPE flavour, also with a --config on the command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATE, ROOT, SNAKEFILE, write_config
+
+from abflow.flavour import ProfileSettings, decide, executor_problem, read_profiles
+from abflow.generate import ABSpec, ab_name, write_night
+
+SNAKEMAKE = "/venv/bin/snakemake"  # what sys.argv[0] looks like for the console script
+
+
+def test_read_profiles_finds_the_profiles_of_the_command_line(tmp_path) -> None:
+    found = read_profiles([SNAKEMAKE, "--profile", str(ROOT / "profiles" / "condor"), "-n"], {})
+    assert found.config == {"drs_type": "CON"} and found.executor == "htcondor"
+    # relative to the directory the command started in, --profile=X spelling, later wins
+    env = {"PWD": str(ROOT)}
+    both = read_profiles(
+        [SNAKEMAKE, "--profile=profiles/condor", "--profile", "profiles/int", "-e", "local"], env
+    )
+    assert both.config == {"drs_type": "INT"} and both.executor == "local"
+    assert read_profiles([SNAKEMAKE], {"SNAKEMAKE_PROFILE": str(ROOT / "profiles" / "int")}).config
+    assert read_profiles([SNAKEMAKE, "--profile", "profiles/local"], env).config == {}
+    # not a snakemake command (e.g. the Python API): nothing
+    assert read_profiles(["pytest", "--profile", "profiles/int"], env) == ProfileSettings()
+
+
+def test_profile_entries_are_defaults_beneath_the_command_line() -> None:
+    condor = ProfileSettings(("profiles/condor",), {"drs_type": "CON"}, "htcondor")
+    # Snakemake dropped the profile's list because of --config date=...: abflow restores it
+    got = decide({"date": DATE, "qc_mode": "SER"}, {"date": DATE}, condor)
+    assert got.config["drs_type"] == "CON" and not got.problem and not got.warnings
+    # a config file's drs_type is overruled, with a warning that names both
+    got = decide({"date": DATE, "drs_type": "CPL"}, {"date": DATE}, condor)
+    assert got.config["drs_type"] == "CON"
+    assert "drs_type CPL" in got.warnings[0] and "runs DRS_TYPE CON" in got.warnings[0]
+    # a command-line drs_type that contradicts the profile is refused
+    got = decide({"drs_type": "CPL"}, {"drs_type": "CPL"}, condor)
+    assert "contradicts condor" in got.problem and "profiles/local" in got.problem
+    # one that agrees is fine; profiles/local leaves the choice to the configuration
+    assert not decide({"drs_type": "CON"}, {"drs_type": "CON"}, condor).problem
+    local = ProfileSettings(("profiles/local",), {}, "")
+    assert decide({"drs_type": "CON"}, {"drs_type": "CON"}, local).config["drs_type"] == "CON"
+
+
+def test_only_con_runs_on_an_executor_that_submits_elsewhere() -> None:
+    assert "serial night on the pool" in executor_problem("CPL", "htcondor")
+    assert "profiles/int" in executor_problem("INT", "htcondor")
+    assert executor_problem("CON", "htcondor") == ""
+    assert executor_problem("CPL", "local") == executor_problem("INT", "dryrun") == ""
+
+
+def mef_night(dfo: dict[str, str]) -> None:
+    bias = ABSpec(ab_name(0), raw_type="BIAS", mef_factor=4)
+    flat = ABSpec(ab_name(1), raw_type="FLAT", parents=[bias.name])
+    write_night([bias, flat], dfo["ab_dir"], dfo["mon_dir"], DATE)
+
+
+def dry_run(tmp_path: Path, cfg: Path, profile: str, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake --profile profiles/<profile> ... -n` as typed in the checkout."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+        "--profile", f"profiles/{profile}", "--configfile", str(cfg), *args, "-n",
+    ]  # fmt: skip
+    env = dict(os.environ, PWD=str(ROOT), PYTHONWARNINGS="ignore")
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def flavour_line(proc: subprocess.CompletedProcess) -> str:
+    """abflow's line saying how the night's AB jobs run."""
+    return next(x for x in proc.stdout.splitlines() if x.startswith("abflow: CALIB_"))
+
+
+def det_jobs(proc: subprocess.CompletedProcess) -> int:
+    match = re.search(r"process_ab_det\s+(\d+)", proc.stdout)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.slow
+def test_profiles_keep_their_flavour_with_a_config_on_the_command_line(tmp_path, dfo) -> None:
+    mef_night(dfo)
+    cfg = write_config(tmp_path / "config.yaml", dfo)
+    # condor: CON (per-detector jobs), no cap on AB jobs beyond --jobs
+    proc = dry_run(tmp_path, cfg, "condor", "--config", f"date={DATE}")
+    assert proc.returncode == 0, proc.stderr
+    assert det_jobs(proc) == 4
+    assert (
+        "DRS_TYPE CON (from profile condor): as many AB jobs at once as the cascade and "
+        "--jobs 200 allow, on htcondor" in flavour_line(proc)
+    )
+    # int: INT (the MEF AB is one job with all cores), one AB at a time
+    proc = dry_run(tmp_path, cfg, "int", "--config", f"date={DATE}", "--cores", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert det_jobs(proc) == 0 and "threads: 3" in proc.stdout
+    assert "DRS_TYPE INT (from profile int): one AB at a time, each given all 3 cores" in (
+        flavour_line(proc)
+    )
+    # local: CPL unless asked otherwise
+    proc = dry_run(tmp_path, cfg, "local", "--config", "drs_type=CON", "limits={jobs: 2}")
+    assert proc.returncode == 0, proc.stderr
+    assert det_jobs(proc) == 4
+    assert "DRS_TYPE CON (from --config): up to 2 AB jobs at once" in flavour_line(proc)
+    proc = dry_run(tmp_path, cfg, "local", "--config", f"date={DATE}")
+    assert "DRS_TYPE CPL (from default): one AB at a time" in flavour_line(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("profile", "args", "message"),
+    [
+        ("condor", ["--config", "drs_type=CPL"], "contradicts condor, which runs DRS_TYPE CON"),
+        ("int", ["--config", "drs_type=CON"], "contradicts int, which runs DRS_TYPE INT"),
+        ("local", ["--executor", "htcondor", "--jobs", "4"], "serial night on the pool"),
+    ],
+)
+def test_contradictory_flavours_are_refused_before_anything_runs(
+    tmp_path, dfo, profile, args, message
+) -> None:
+    mef_night(dfo)
+    cfg = write_config(tmp_path / "config.yaml", dfo)
+    proc = dry_run(tmp_path, cfg, profile, *args)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not Path(dfo["job_dir"], "abflow", "records").exists()
