@@ -31,6 +31,38 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"ABFLOW_REQUIRE_TOOLS=1 but not installed: {missing}")
 
 
+POOL_HELP = (
+    "no HTCondor pool answers: point CONDOR_CONFIG at a live pool's configuration to run the "
+    "live-pool tests (for a personal pool on this machine: ../shared/condor/pool.sh start, "
+    'then eval "$(../shared/condor/pool.sh env)"); CI sets ABFLOW_REQUIRE_POOL=1'
+)
+
+
+@pytest.fixture(scope="session")
+def pool() -> str:
+    """A live HTCondor pool (the one CONDOR_CONFIG names); returns the condor_config path.
+
+    Without one the test is skipped with how to point it at a pool, unless
+    ABFLOW_REQUIRE_POOL=1 (CI, which starts a pool): then it fails.
+    """
+    config = os.environ.get("CONDOR_CONFIG", "")
+    problem = ""
+    if not config or not os.path.isfile(config):
+        problem = "CONDOR_CONFIG is not set to a file"
+    else:
+        try:
+            import htcondor2
+
+            htcondor2.Schedd().query(constraint="False", projection=["ClusterId"])
+        except Exception as exc:
+            problem = f"the schedd of {config} does not answer: {exc}"
+    if problem:
+        if os.environ.get("ABFLOW_REQUIRE_POOL") == "1":
+            pytest.fail(f"ABFLOW_REQUIRE_POOL=1 but {problem}", pytrace=False)
+        pytest.skip(f"{problem}; {POOL_HELP}")
+    return config
+
+
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the caller's DFOS environment or a running night's config."""
@@ -165,3 +197,49 @@ def waves(spans: dict[str, tuple[float, float]]) -> int:
 def snakemake_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
     """The run_snakemake helper as a fixture."""
     return run_snakemake
+
+
+def example_config(base: Path, archive: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """The example night's configuration with the checkout's ABs and everything it writes in a
+    DFOS tree under ``base`` (the raw-frame archive too, unless ``archive`` is given)."""
+    import shutil
+
+    from abflow.generate import make_dfo_tree
+
+    dfo = make_dfo_tree(base / "dfo")
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["dfo"] = dict(dfo)
+    cfg["dfo"]["ab_dir"] = str(ROOT / "resources" / "example" / "ab")
+    cfg["dfo"]["mon_dir"] = str(base / "mon")
+    os.makedirs(cfg["dfo"]["mon_dir"], exist_ok=True)
+    shutil.copy(
+        ROOT / "resources" / "example" / "mon" / f"AB_list_CALIB_{DATE}", cfg["dfo"]["mon_dir"]
+    )
+    cfg["archive"] = str(archive or base / "archive")
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg["dfo"]
+
+
+@pytest.fixture(scope="session")
+def example_local(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The bundled example night, run once per session on this machine (DRS_TYPE CON on
+    4 cores) with the real recipes: its configuration, tree, archive and outputs."""
+    import shutil
+
+    if shutil.which("esorex") is None:
+        pytest.skip("esorex is not installed")
+    base = tmp_path_factory.mktemp("example-local")
+    cfg, dfo = example_config(base)
+    made = subprocess.run(
+        ["abflow", "example", "--configfile", str(cfg)], capture_output=True, text=True, check=True
+    )
+    run = run_snakemake(base, cfg, "--config", "drs_type=CON", cores=4, timeout=900)
+    return {"base": base, "config": cfg, "dfo": dfo, "made": made, "run": run,
+            "archive": base / "archive"}  # fmt: skip
+
+
+def all_step_records(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every completion record of a night: ABs and joins, detector jobs, QC."""
+    base = Path(state_dir, "records")
+    return [json.loads(p.read_text()) for p in sorted(base.rglob("*.json"))]

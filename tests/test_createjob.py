@@ -7,6 +7,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def golden_night(dfo: dict[str, str], mode: str, raw_present: bool) -> list[ABSp
 
 def normalise(text: str, tmp: Path) -> str:
     """Machine paths, abflow's version and DFO_STATUS times replaced by placeholders."""
-    text = text.replace(str(tmp), "$TMP").replace(str(ROOT), "$ABFLOW")
+    text = text.replace(str(tmp), "$TMP").replace(os.path.dirname(sys.executable), "$BIN")
+    text = text.replace(str(ROOT), "$ABFLOW")
     text = re.sub(r"abflow \d+\.\d+\.\d+", "abflow <version>", text)
     return re.sub(r"^((cal|sci)_\w+ \S+) \S+$", r"\1 <time>", text, flags=re.M)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import DATE, ROOT, records, run_snakemake
+from conftest import DATE, example_config, records, run_snakemake
 
 from abflow.fits import read_data, read_header
 
@@ -32,29 +31,9 @@ EXPECTED = {
 }
 
 
-def example_config(tmp_path: Path, dfo: dict[str, str]) -> Path:
-    """The example config, with the checkout's ABs and everything written into tmp_path."""
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg["dfo"] = dict(dfo)
-    cfg["dfo"]["ab_dir"] = str(ROOT / "resources" / "example" / "ab")
-    cfg["dfo"]["mon_dir"] = str(tmp_path / "mon")
-    os.makedirs(cfg["dfo"]["mon_dir"], exist_ok=True)
-    shutil.copy(
-        ROOT / "resources" / "example" / "mon" / f"AB_list_CALIB_{DATE}", cfg["dfo"]["mon_dir"]
-    )
-    cfg["archive"] = str(tmp_path / "archive")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
-    cfg = example_config(tmp_path, dfo)
-    made = subprocess.run(
-        ["abflow", "example", "--configfile", str(cfg)], capture_output=True, text=True, check=True
-    )
-    assert "30 frames written" in made.stdout
-    run_snakemake(tmp_path, cfg, "--config", "drs_type=CON", cores=4, timeout=900)
+def test_example_night_runs_real_recipes_in_parallel(example_local) -> None:
+    dfo = example_local["dfo"]
+    assert "30 frames written" in example_local["made"].stdout
     recs = records(os.path.join(dfo["job_dir"], "abflow"))
     assert len(recs) == 10
     for ab, rec in recs.items():
@@ -104,8 +83,8 @@ def test_example_night_runs_real_recipes_in_parallel(tmp_path, dfo) -> None:
             assert numbers[0]["median"] > 100 and 0 < numbers[0]["noise"] < 20
 
 
-def test_muse_under_int_is_one_parallel_call_per_ab(tmp_path, dfo) -> None:
-    cfg = example_config(tmp_path, dfo)
+def test_muse_under_int_is_one_parallel_call_per_ab(tmp_path) -> None:
+    cfg, dfo = example_config(tmp_path)
     ab_list = Path(tmp_path, "mon", f"AB_list_CALIB_{DATE}")
     ab_list.write_text("".join(line + "\n" for line in ab_list.read_text().splitlines()
                                if line.startswith("MUSE")))  # fmt: skip

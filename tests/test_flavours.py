@@ -171,37 +171,39 @@ def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> N
     assert f"exec {sys.executable} -m snakemake" in text
 
 
-class FakeSchedd:
-    """Test double for htcondor2.Schedd (no pool runs here): records queries and removals."""
+def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None:
+    """HTCondor ends a removed job with SIGTERM, on which Snakemake alone would let its running
+    job finish: through the wrapper the job's commands end within seconds."""
+    from abflow.condor import write_wrapper
 
-    def __init__(self, ads: list[dict]) -> None:
-        self.ads = ads
-        self.removed: list[str] = []
+    wrapper = write_wrapper(resolve({"date": DATE, "dfo": dfo}))
+    marker = tmp_path / "started"
+    (tmp_path / "Snakefile").write_text(
+        f"rule slow:\n    output: 'done'\n    shell: 'touch {marker}; sleep 300; touch {{output}}'\n"
+    )
+    job = subprocess.Popen(
+        ["/bin/sh", wrapper, sys.executable, "-m", "snakemake", "--cores", "1", "--nolock"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists()
+    t0 = time.monotonic()
+    job.terminate()  # what the starter sends
+    assert job.wait(timeout=30) != 0 and time.monotonic() - t0 < 15
+    left = subprocess.run(["pgrep", "-f", f"touch {marker}; sleep 300"], capture_output=True)
+    assert left.stdout == b"" and not (tmp_path / "done").exists()
 
-    def query(self, constraint: str = "True", projection: list[str] = ()) -> list[dict]:
-        tag = re.match(r'AbflowRun == "(.*)"$', constraint).group(1)
-        return [ad for ad in self.ads if ad.get("AbflowRun") == tag]
 
-    def act(self, action, job_spec) -> None:
-        self.removed.append(job_spec)
+def test_condor_constraints_select_one_store_and_one_run() -> None:
+    """The constraints abflow's queue queries and removals use (a live pool checks what they
+    select: tests/test_condor.py)."""
+    from abflow.condor import run_constraint
 
-
-def test_condor_queue_queries_and_removal_select_only_the_nights_jobs() -> None:
-    from abflow.condor import queue_summary, queued_jobs, remove_jobs, run_constraint
-
-    ads = [
-        {"AbflowRun": "/night/a", "ClusterId": 7, "JobBatchName": "process_ab-3", "JobStatus": 2},
-        {"AbflowRun": "/night/a", "ClusterId": 8, "JobBatchName": "process_ab-4", "JobStatus": 5,
-         "HoldReason": "Error from slot1: cannot read input"},
-        {"AbflowRun": "/night/b", "ClusterId": 9, "JobBatchName": "process_ab-1", "JobStatus": 1},
-    ]  # fmt: skip
-    sd = FakeSchedd(ads)
-    jobs = queued_jobs(sd, "/night/a")
-    assert [j.cluster for j in jobs] == [7, 8]
-    assert dict(queue_summary(jobs)) == {"running": 1, "held": 1}
-    assert jobs[1].hold_reason.startswith("Error from slot1")
-    assert remove_jobs(sd, "/night/a") == 2
-    assert sd.removed == ['AbflowRun == "/night/a"']
+    assert run_constraint("/night/a") == 'AbflowRun == "/night/a"'
+    both = 'AbflowRun == "/night/a" && AbflowOwner == "vm:42"'
+    assert run_constraint("/night/a", "vm:42") == both
     assert run_constraint('/odd "dir"') == 'AbflowRun == "/odd \\"dir\\""'
 
 
@@ -240,36 +242,3 @@ def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> N
     assert "not started: the night is stopping" in (tmp_path / "snakemake.out").read_text()
     run_snakemake(tmp_path, cfg)  # the next run clears the flag and does the rest
     assert len(records(str(state))) == 5
-
-
-@pytest.mark.skipif(
-    not os.environ.get("CONDOR_CONFIG") or not Path(os.environ["CONDOR_CONFIG"]).is_file(),
-    reason="no HTCondor pool: set CONDOR_CONFIG to a live pool's configuration to run this",
-)
-def test_condor_profile_runs_a_night_on_a_real_pool(tmp_path, dfo) -> None:
-    import htcondor2
-
-    try:
-        htcondor2.Schedd().query(constraint="False", projection=["ClusterId"])
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"CONDOR_CONFIG is set but the schedd does not answer: {exc}")
-    # jobs run as an ordinary pool user: make the night's tree writable for it
-    for root, dirs, _files in os.walk(tmp_path):
-        for d in dirs:
-            os.chmod(os.path.join(root, d), 0o777)
-    os.chmod(tmp_path, 0o777)
-    specs = fan_cascade([1, 2])
-    specs[1].mef_factor = 2
-    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
-    cfg = write_config(
-        tmp_path / "config.yaml", dfo,
-        commands={"process_ab": "hostname", "process_ab_det": "hostname", "mef_join": "true"},
-    )  # fmt: skip
-    run_snakemake(tmp_path, cfg, cores=1, profile="condor", timeout=1800)
-    recs = all_records(dfo)
-    assert {r["ab"] for r in recs if r["step"] in ("process_ab", "mef_join")} == {
-        s.name for s in specs
-    }
-    assert len([r for r in recs if r["step"] == "process_ab_det"]) == 2
-    event_log = tmp_path / ".snakemake" / "htcondor" / "snakemake-rules.log"
-    assert event_log.read_text().count("Job terminated") >= 5

@@ -162,10 +162,10 @@ def _night_for(args: argparse.Namespace) -> Night:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Write the AB monitor page (getStatusAB) of the night; -F also exports it."""
-    from abflow.monitor import export_page, write_page
+    from abflow.monitor import export_page, pool_queue, write_page
 
     night = _night_for(args)
-    print(f"wrote {write_page(night)}")
+    print(f"wrote {write_page(night, pool_queue(night))}")
     if args.export:
         target = night.settings.status_export_dir
         if not target:
@@ -272,38 +272,50 @@ def cmd_run_step(args: argparse.Namespace) -> int:
     return 0
 
 
-def _condor_queue(args: argparse.Namespace, state_dir: str, act: bool = False) -> str:
-    """The night's HTCondor jobs as text (and with ``act``, removed); "" without a pool."""
-    if not (args.schedd or os.environ.get("CONDOR_CONFIG")):
-        return ""
-    try:
-        from abflow.condor import queue_summary, queued_jobs, remove_jobs, schedd
+def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | None, str]:
+    """The night store's jobs in the HTCondor queue, and what went wrong asking for them."""
+    from abflow.condor import night_queue
 
-        sd = schedd(args.schedd)
-        if act:
-            return f"HTCondor: removed {remove_jobs(sd, state_dir)} job(s) of this night"
-        jobs = queued_jobs(sd, state_dir)
+    try:
+        return night_queue(settings.state_dir, args.schedd), ""
     except Exception as exc:  # no pool reachable: say so, do not fail the command
-        return f"HTCondor: queue not reachable ({exc})"
-    counts = queue_summary(jobs)
-    text = "HTCondor: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
-    for job in jobs:
-        if job.status == "held":
-            text += f"\n  held {job.cluster} {job.batch}: {job.hold_reason}"
-    return text
+        return None, f"HTCondor: queue not reachable ({exc})"
+
+
+def _queue_line(queue: list | None, problem: str) -> str:
+    from abflow.condor import queue_summary
+
+    if queue is None:
+        return problem
+    counts = queue_summary(queue)
+    return "HTCondor: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Show the state of the night: done, failed, running, waiting ABs and the queue."""
-    from abflow.status import night_state
+    """Show the state of the night (with its HTCondor jobs) until its run ends, then its
+    summary; without a run going on, show it once."""
+    from abflow.status import failure_summary, night_state
 
     settings = _settings(args)
     night = load_night(settings)
+    seen_run = False
     while True:
-        text = night_state(night).format()
-        queue = _condor_queue(args, settings.state_dir)
-        print(text + (f"\n{queue}" if queue else ""), flush=True)
+        queue, problem = _pool_queue(args, settings)
+        state = night_state(night, queue)
+        line = _queue_line(queue, problem)
+        print(state.format() + (f"\n{line}" if line else ""), flush=True)
+        seen_run = seen_run or state.run_alive
         if args.once:
+            return 0
+        if not state.run_alive:
+            summary = failure_summary(night)
+            c = state.counts()
+            print(
+                ("the run has ended" if seen_run else "no run going on")
+                + f": {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} failed"
+                + (f"\n{summary}" if summary else ""),
+                flush=True,
+            )
             return 0
         try:
             time.sleep(args.interval)
@@ -341,9 +353,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
     else:
         print(f"no running night registered in {state}")
     if args.now:
-        queue = _condor_queue(args, state, act=True)
-        if queue:
-            print(queue)
+        removed = _remove_night_jobs(args, settings, info)
+        if removed:
+            print(removed)
     if info and args.wait:
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline and runstate.process_alive(info):
@@ -352,6 +364,30 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print("it is still running" if alive else "it has ended")
         return 1 if alive else 0
     return 0
+
+
+def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict | None) -> str:
+    """Remove this night's jobs from the HTCondor queue (of its live run, if one holds the
+    lock): jobs of other nights, or of other runs, stay. Returns what was done ("" without a
+    pool)."""
+    from abflow.condor import night_queue, remove_jobs, schedd
+    from abflow.runstate import parse_job_name
+
+    try:
+        queue = night_queue(settings.state_dir, args.schedd)
+        if queue is None:
+            return ""
+        night = load_night(settings)
+        owner = (info or {}).get("owner")
+        mine = [
+            j
+            for j in queue
+            if parse_job_name(j.job)[1] in night and (not owner or j.owner == owner)
+        ]
+        removed = remove_jobs(schedd(args.schedd), mine, "abflow stop --now")
+    except Exception as exc:
+        return f"HTCondor: could not remove the night's jobs ({exc})"
+    return f"HTCondor: removed {len(removed)} job(s) of this night"
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:

@@ -6,15 +6,24 @@ neither ``abflow`` nor Snakemake's scheduler work. The workflow therefore writes
 a small job wrapper (the plugin's ``job_wrapper`` resource) that sets PATH, HOME and the
 ``$DFO_*`` directories of the night and runs Snakemake with the submitting Python.
 
-Every job of a night carries the ClassAd attribute ``AbflowRun = "<state_dir>"`` (resource
-``classad_AbflowRun``), so ``abflow watch`` and ``abflow stop`` find exactly that night's jobs.
+Every job abflow submits carries three ClassAd attributes (the job rules' ``classad_*``
+resources), so that abflow finds exactly the jobs of one run in a shared queue:
+
+* ``AbflowRun = "<state_dir>"``: the night store the job writes into;
+* ``AbflowOwner = "<host>:<pid>"``: the Snakemake process that submitted it (the run holding
+  the night's lock), so ``abflow stop --now`` and the takeover of a crashed run's lock remove
+  that run's jobs and no other;
+* ``AbflowJob = "<step>/<AB>[.<det>]"``: which AB the job processes (the running-marker name),
+  for ``abflow watch`` and the status page, and for the failure note of a held job.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +33,12 @@ from abflow.config import Settings
 from abflow.fsutil import atomic_write_text
 
 CLASSAD = "AbflowRun"
+OWNER = "AbflowOwner"
+JOB = "AbflowJob"
+PROJECTION = [
+    "ClusterId", "JobStatus", "HoldReason", "EnteredCurrentStatus", CLASSAD, OWNER, JOB,
+    "RemoteHost", "JobStartDate",
+]  # fmt: skip
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # HTCondor JobStatus codes
 JOB_STATUS = {
@@ -67,7 +82,18 @@ def wrapper_text(settings: Settings, python: str | None = None) -> str:
         "# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.",
         'case "${1:-}" in -*) ;; ?*) shift ;; esac',
         'if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi',
-        f'exec {shlex.quote(python)} -m snakemake "$@"',
+        "# HTCondor ends a removed job (condor_rm, abflow stop --now, a crashed run's successor)",
+        "# with SIGTERM, on which Snakemake would first let the running recipe finish: run it in",
+        "# a process group of its own and end that group at once (abflow's run-step in it ends",
+        "# the recipe's own group in turn).",
+        "command -v setsid >/dev/null 2>&1 || " + f'exec {shlex.quote(python)} -m snakemake "$@"',
+        f'setsid {shlex.quote(python)} -m snakemake "$@" &',
+        "child=$!",
+        """trap 'kill -s TERM -- "-$child" 2>/dev/null || true' TERM INT HUP""",
+        "status=0",
+        'wait "$child" || status=$?',
+        'while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done',
+        'exit "$status"',
     ]
     return "\n".join(lines) + "\n"
 
@@ -86,10 +112,20 @@ def write_wrapper(settings: Settings, python: str | None = None) -> str:
     return path
 
 
-def run_constraint(state_dir: str) -> str:
-    """ClassAd constraint selecting the jobs of the night kept in ``state_dir``."""
-    escaped = state_dir.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{CLASSAD} == "{escaped}"'
+def owner_id(host: str | None = None, pid: int | None = None) -> str:
+    """``<host>:<pid>`` of a Snakemake process (this one by default): the AbflowOwner tag."""
+    return f"{host or socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_constraint(state_dir: str, owner: str | None = None) -> str:
+    """ClassAd constraint selecting the jobs of the night store ``state_dir`` (of one
+    submitting run ``owner``, if given)."""
+    text = f"{CLASSAD} == {_quoted(state_dir)}"
+    return text + (f" && {OWNER} == {_quoted(owner)}" if owner else "")
 
 
 class ScheddLike(Protocol):
@@ -97,7 +133,15 @@ class ScheddLike(Protocol):
 
     def query(self, constraint: str = ..., projection: list[str] = ...) -> Iterable[Any]: ...
 
-    def act(self, action: Any, job_spec: Any) -> Any: ...
+    def act(self, action: Any, job_spec: Any, reason: str | None = ...) -> Any: ...
+
+
+def pool_configured() -> bool:
+    """True if the HTCondor bindings have a pool to talk to (a condor_config)."""
+    path = os.environ.get("CONDOR_CONFIG", "")
+    if path:
+        return path == "ONLY_ENV" or os.path.isfile(path)
+    return os.path.isfile("/etc/condor/condor_config")
 
 
 def schedd(name: str | None = None) -> ScheddLike:
@@ -112,43 +156,87 @@ def schedd(name: str | None = None) -> ScheddLike:
 
 @dataclass(frozen=True)
 class QueuedJob:
-    """One job of the night in the HTCondor queue."""
+    """One of abflow's jobs in the HTCondor queue."""
 
     cluster: int
-    batch: str
-    status: str
-    hold_reason: str
+    job: str  # <step>/<AB>[.<det>] (AbflowJob)
+    status: str  # idle, running, held, ...
+    hold_reason: str = ""
+    owner: str = ""
+    since: float = 0.0  # when it entered its current status (epoch seconds)
+    host: str = ""  # where it runs
+
+    @property
+    def step(self) -> str:
+        """The job's step (process_ab, process_ab_det, process_qc)."""
+        return self.job.partition("/")[0]
+
+    @property
+    def target(self) -> str:
+        """``<AB>`` or ``<AB>.<det>``: what the job processes."""
+        return self.job.partition("/")[2]
 
 
-def queued_jobs(sd: ScheddLike, state_dir: str) -> list[QueuedJob]:
-    """The night's jobs in the queue of ``sd``."""
-    ads = sd.query(
-        constraint=run_constraint(state_dir),
-        projection=["ClusterId", "JobBatchName", "JobStatus", "HoldReason"],
+def _job(ad: Mapping[str, Any]) -> QueuedJob:
+    host = str(ad.get("RemoteHost", "") or "")
+    return QueuedJob(
+        int(ad.get("ClusterId", 0)),
+        str(ad.get(JOB, "") or ""),
+        JOB_STATUS.get(int(ad.get("JobStatus", 0)), "unknown"),
+        str(ad.get("HoldReason", "") or ""),
+        str(ad.get(OWNER, "") or ""),
+        float(ad.get("EnteredCurrentStatus", 0) or 0),
+        host.rpartition("@")[2],
     )
-    out = []
-    for ad in ads:
-        out.append(
-            QueuedJob(
-                int(ad.get("ClusterId", 0)),
-                str(ad.get("JobBatchName", "")),
-                JOB_STATUS.get(int(ad.get("JobStatus", 0)), "unknown"),
-                str(ad.get("HoldReason", "") or ""),
-            )
-        )
-    return sorted(out, key=lambda j: j.cluster)
 
 
-def remove_jobs(sd: ScheddLike, state_dir: str) -> int:
-    """Remove the night's jobs from the queue (held ones included); return how many."""
+def queued_jobs(sd: ScheddLike, state_dir: str, owner: str | None = None) -> list[QueuedJob]:
+    """The jobs of the night store ``state_dir`` (of run ``owner``) in the queue of ``sd``."""
+    ads = sd.query(constraint=run_constraint(state_dir, owner), projection=PROJECTION)
+    return sorted((_job(ad) for ad in ads), key=lambda j: j.cluster)
+
+
+def remove_jobs(
+    sd: ScheddLike, jobs: Iterable[QueuedJob], reason: str = "removed by abflow", wait: float = 0.0
+) -> list[QueuedJob]:
+    """Remove ``jobs`` from the queue (held ones included); return those removed. With
+    ``wait``, wait up to that many seconds until they have left the queue (a running job
+    leaves only once its starter has ended it)."""
     import htcondor2
 
-    jobs = queued_jobs(sd, state_dir)
-    if jobs:
-        sd.act(htcondor2.JobAction.Remove, run_constraint(state_dir))
-    return len(jobs)
+    todo = [j for j in jobs if j.status != "removed"]
+    if todo:
+        sd.act(htcondor2.JobAction.Remove, [f"{j.cluster}.0" for j in todo], reason=reason)
+    ids = {j.cluster for j in jobs}
+    deadline = time.monotonic() + wait
+    while ids and time.monotonic() < deadline:
+        ads = sd.query(constraint=" || ".join(f"ClusterId == {c}" for c in ids),
+                       projection=["ClusterId"])  # fmt: skip
+        if not list(ads):
+            break
+        time.sleep(0.5)
+    return todo
 
 
 def queue_summary(jobs: Iterable[QueuedJob]) -> Mapping[str, int]:
     """Jobs per status."""
     return Counter(j.status for j in jobs)
+
+
+def queue_by_ab(jobs: Iterable[QueuedJob]) -> dict[str, list[QueuedJob]]:
+    """The queued jobs of each AB (a multi-detector AB may have several)."""
+    out: dict[str, list[QueuedJob]] = {}
+    for job in jobs:
+        target = job.target
+        out.setdefault(target, []).append(job)
+        if "." in target and not target.endswith(".ab"):  # <AB>.<det>
+            out.setdefault(target.rsplit(".", 1)[0], []).append(job)
+    return out
+
+
+def night_queue(state_dir: str, schedd_name: str | None = None) -> list[QueuedJob] | None:
+    """abflow's jobs of the night store ``state_dir`` in the queue, or None where no pool is
+    configured (nothing to ask). Raises when a configured pool does not answer."""
+    if not (schedd_name or pool_configured()):
+        return None
+    return queued_jobs(schedd(schedd_name), state_dir)

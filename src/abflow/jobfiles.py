@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,13 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
     return lines
 
 
+def snakemake_program() -> list[str]:
+    """abflow's own snakemake, by absolute path (a job file runs with cron's or the batch
+    system's PATH, where a bare ``snakemake`` is not found or is another one)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "snakemake")
+    return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "snakemake"]
+
+
 def snakemake_call(night: Night, request: JobRequest, qc_mode: str) -> str:
     """The workflow call that replaces vultur_exec_cascade for this night."""
     s = night.settings
@@ -139,7 +147,7 @@ def snakemake_call(night: Night, request: JobRequest, qc_mode: str) -> str:
     if request.subcascade:
         config.append(f"subcascade={request.subcascade}")
     words = [
-        "snakemake",
+        *snakemake_program(),
         "-s", os.path.join(ROOT, "Snakefile"),
         "--directory", s.state_dir,
         "--profile", os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
@@ -166,13 +174,16 @@ def jobs_entry(
         BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})",
         monitor,
         *[shlex.quote(paths[name]) for name in downloads],
-        f"{snakemake_call(night, request, 'IMPLICIT')}  # execAB: {paths['execAB']}",
+        # a failed call ends the block with its status (as `bash -e` would): the QC flag below
+        # is written only after the processing (and its QC) succeeded
+        f"{snakemake_call(night, request, 'IMPLICIT')} || exit $?  # execAB: {paths['execAB']}",
         "export CALL_ENABLED=YES",
     ]
     if s.qc_mode == "IMPLICIT":
         lines.append(f"# execQC: QC_MODE IMPLICIT, no QC calls ({paths['execQC']})")
     else:
-        lines.append(f"{snakemake_call(night, request, s.qc_mode)}  # execQC: {paths['execQC']}")
+        call = snakemake_call(night, request, s.qc_mode)
+        lines.append(f"{call} || exit $?  # execQC: {paths['execQC']}")
     lines += [
         f'echo "{flag}_QC {s.date} $(date +%Y-%m-%dT%H:%M:%S)" >> {shlex.quote(_status_file(s))}',
         monitor,

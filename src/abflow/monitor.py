@@ -13,7 +13,7 @@ import html
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from abflow import __version__
 from abflow.fsutil import atomic_write_text
@@ -129,7 +129,8 @@ def render(state: NightState, link: Link) -> str:
         head.append(f"<p>timeline: {a(png, 'PNG')} {a(svg, 'SVG')}</p>")
     rows = [
         "<table><thead><tr><th>#</th><th>AB</th><th>raw type</th><th>recipe</th><th>state</th>"
-        "<th>start</th><th>end</th><th>duration</th><th>host</th><th>waits for</th>"
+        "<th>start</th><th>end</th><th>duration</th><th>host</th><th>HTCondor</th>"
+        "<th>waits for</th>"
         "<th>log</th><th>QC report</th><th>QC1</th><th>reason</th></tr></thead><tbody>"
     ]
     for i, item in enumerate(state.abs, start=1):
@@ -150,6 +151,7 @@ def render(state: NightState, link: Link) -> str:
             f"<td>{esc(ab.recipe)}</td><td>{item.state}</td>"
             f"<td>{_time(rec.get('start'))}</td><td>{_time(rec.get('end'))}</td>"
             f"<td>{_duration(rec.get('duration_s'))}</td><td>{esc(host)}</td>"
+            f'<td class="pool">{esc(item.pool)}</td>'
             f"<td>{esc(', '.join(night.parents[item.ab]))}</td>"
             f"<td>{a(log if os.path.exists(log) else None, 'log')}</td>"
             f"<td>{qc_links}</td><td>{esc(_qc1(item))}</td>"
@@ -170,10 +172,23 @@ def relative_link(page: str) -> Link:
     return link
 
 
-def write_page(night: Night) -> str:
-    """Write the night's page; return its path."""
+Queue = Callable[[], list | None]
+
+
+def pool_queue(night: Night) -> list | None:
+    """The night's jobs in the HTCondor queue (None: no pool configured or none answers)."""
+    from abflow.condor import night_queue
+
+    try:
+        return night_queue(night.settings.state_dir)
+    except Exception:  # the page must never fail on the pool
+        return None
+
+
+def write_page(night: Night, queue: list | None = None) -> str:
+    """Write the night's page (with its jobs in the HTCondor ``queue``); return its path."""
     path = page_path(night)
-    atomic_write_text(path, render(night_state(night), relative_link(path)))
+    atomic_write_text(path, render(night_state(night, queue), relative_link(path)))
     return path
 
 
@@ -207,16 +222,20 @@ class PageRefresher:
     page a last time.
     """
 
-    def __init__(self, night: Night, interval: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self, night: Night, interval: float = REFRESH_SECONDS, queue: Queue | None = None
+    ) -> None:
         self.night = night
         self.interval = interval
+        self.queue = queue  # asked at every refresh (a run on a pool: pool_queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="abflow-status", daemon=True)
 
     def _write(self) -> None:
+        queue = self.queue() if self.queue else None
         for night in self.night.nights():  # one page per date
             try:
-                write_page(night)
+                write_page(night, queue)
             except Exception as exc:  # the page must never break the night
                 print(f"abflow: could not write the status page: {exc}", flush=True)
 
@@ -225,8 +244,9 @@ class PageRefresher:
         while not self._stop.wait(self.interval):
             self._write()
 
-    def start(self) -> PageRefresher:
-        """Start refreshing."""
+    def start(self, queue: Queue | None = None) -> PageRefresher:
+        """Start refreshing (showing the HTCondor ``queue`` if given)."""
+        self.queue = queue or self.queue
         self._thread.start()
         return self
 
@@ -236,30 +256,3 @@ class PageRefresher:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self._write()
-
-
-def finish_run(
-    night: Night,
-    refresher: PageRefresher,
-    since: str | None = None,
-    names: Iterable[str] | None = None,
-) -> str:
-    """End of a run (the workflow's onsuccess/onerror): timeline and final page of every date,
-    the run's locks released. Returns the summary of what failed since ``since`` among the ABs
-    ``names`` of the run ("" if nothing did)."""
-    from abflow.runstate import unregister_run
-    from abflow.status import failure_summary
-    from abflow.timeline import draw
-
-    for part in night.nights():
-        try:
-            draw(part, *timeline_paths(part))
-        except Exception as exc:  # a chart must never fail the night
-            print(f"abflow: could not draw the timeline: {exc}", flush=True)
-    refresher.stop()
-    try:
-        summary = failure_summary(night, names, since)
-    except Exception as exc:  # the summary must never hide the run's own errors
-        summary = f"abflow: could not summarise the failures: {exc}"
-    unregister_run(night.settings.state_dir, night.batch_ids())
-    return summary

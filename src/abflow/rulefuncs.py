@@ -23,6 +23,7 @@ from abflow.fsutil import atomic_write_text
 from abflow.night import Night
 from abflow.plan import job_priorities
 from abflow.runner import read_record
+from abflow.runstate import job_name
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
 # has validated every name; a simple pattern keeps wildcard matching cheap)
@@ -135,7 +136,10 @@ FILE_WILDCARD = r"[^/].*\.(?:fits|tfits)(?:\.fz|\.gz|\.Z)?"
 class NightRules:
     """What the generic rules need to know about each AB of a Night."""
 
-    def __init__(self, night: Night, run_token: str = "") -> None:
+    def __init__(self, night: Night, run_token: str = "", remote: bool = False) -> None:
+        # remote: this process is one job of a run (on an HTCondor execute node), which only
+        # runs its target job; what reruns was decided by the submitting run
+        self.remote = remote
         self.night = night
         self.settings: Settings = night.settings
         s = self.settings
@@ -232,6 +236,20 @@ class NightRules:
         """True if the running-job marker ``name`` (``step/AB[.det]``) is a job of this night."""
         rest = name.partition("/")[2]
         return rest in self.night or rest.rsplit(".", 1)[0] in self.night
+
+    def job_tag(self, rule: str) -> Callable[[Any], str]:
+        """The AbflowJob attribute of the HTCondor jobs of ``rule`` (``<step>/<AB>[.<det>]``,
+        the name of the job's running marker), as a resource function of the wildcards."""
+
+        def tag(wildcards: Any) -> str:
+            ab, det = wildcards.ab, getattr(wildcards, "det", None)
+            step = rule
+            if rule == "process_ab" and self.night.detectors(ab) > 1:
+                step = "mef_join"
+            return job_name(step, ab, det)
+
+        tag.__name__ = f"job_tag_{rule}"
+        return tag
 
     def final_records(self) -> list[str]:
         """Completion records of the ABs of this run (the subcascade, else the night)."""
@@ -361,6 +379,8 @@ class NightRules:
         matters only while the same condition holds, and the job removes it when it succeeds.
         """
         ab = wildcards.ab
+        if self.remote:
+            return []  # decided (and requested) by the submitting run
         if self.night.detectors(ab) > 1 and getattr(wildcards, "det", None) is None:
             return []  # the join follows its detector jobs
         record = read_record(self.record(ab))

@@ -26,7 +26,7 @@ from abflow.ab import AB
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fsutil import atomic_write_json, read_json_object
-from abflow.runstate import note_command, running_marker, stop_requested
+from abflow.runstate import job_name, note_command, running_marker, stop_requested
 
 LOG_TAIL_LINES = 20
 
@@ -174,7 +174,7 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     start = now_iso()
     t0 = time.monotonic()
     host = socket.gethostname()
-    marker = f"{step.step}/{step.ab}" + (f".{step.values['det']}" if "det" in step.values else "")
+    marker = job_name(step.step, step.ab, step.values.get("det"))  # type: ignore[arg-type]
     with (
         (
             running_marker(step.state_dir, marker) if step.state_dir else contextlib.nullcontext({})

@@ -87,7 +87,10 @@ def _locked_message(batch: str, info: dict[str, Any], path: str) -> str:
 
 
 def register_run(
-    state_dir: str, batches: list[str] | str, argv: list[str] | None = None
+    state_dir: str,
+    batches: list[str] | str,
+    argv: list[str] | None = None,
+    executor: str = "local",
 ) -> dict[str, Any]:
     """Take the lock of every batch of this run and clear a stale STOP flag.
 
@@ -104,6 +107,8 @@ def register_run(
         "proc_start": process_start(pid),
         "batches": batches,
         "command": " ".join(argv if argv is not None else sys.argv),
+        "executor": executor,
+        "owner": f"{socket.gethostname()}:{pid}",  # AbflowOwner of its HTCondor jobs
     }
     replaced: list[dict[str, Any]] = []
     taken: list[str] = []
@@ -192,6 +197,21 @@ def process_alive(info: dict[str, Any]) -> bool:
         return False
     started = info.get("proc_start")
     return not (started and len(fields) > 19 and fields[19] != started)
+
+
+def job_name(step: str, ab: str, det: int | str | None = None) -> str:
+    """The name of one job of a night: ``<step>/<AB>`` or ``<step>/<AB>.<det>`` (its running
+    marker, and the AbflowJob attribute of its HTCondor job)."""
+    return f"{step}/{ab}" + (f".{det}" if det is not None else "")
+
+
+def parse_job_name(name: str) -> tuple[str, str, int | None]:
+    """(step, AB, detector or None) of a job name made by job_name()."""
+    step, _, target = name.partition("/")
+    if target.endswith(".ab"):
+        return step, target, None
+    ab, _, det = target.rpartition(".")
+    return step, ab, int(det) if det.isdigit() else None
 
 
 def stop_requested(state_dir: str) -> bool:

@@ -4,10 +4,16 @@
 
 * ``succeeded``: its completion record exists;
 * ``failed``: a failure note exists (its command failed, or a download it needs);
-* ``running``: one of its jobs is running (``running/`` markers);
+* ``running``: one of its jobs is running (``running/`` markers, or running in the HTCondor
+  queue);
+* ``held``: HTCondor holds one of its jobs (the hold reason is shown);
 * ``blocked``: an AB it depends on failed, so it cannot run;
-* ``queued``: a run is going on and the AB waits for its parents or a free slot;
+* ``queued``: a run is going on and the AB waits for its parents or a free slot (``idle`` in
+  the HTCondor queue once submitted);
 * ``created``: nothing has happened to it yet (no run going on).
+
+On a pool, the queue comes from the schedd (abflow.condor.night_queue): the jobs' own
+``AbflowJob`` attribute says which AB each one processes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from abflow.night import Night
 from abflow.runner import read_record
 from abflow.runstate import process_alive, read_run, running_jobs
 
-STATES = ("succeeded", "failed", "running", "blocked", "queued", "created")
+STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ABState:
     running: list[str] = field(default_factory=list)
     running_since: float | None = None
     host: str = ""
+    pool: str = ""  # its HTCondor jobs: "idle", "running", "held: <reason>" (empty: none)
 
 
 @dataclass
@@ -46,6 +53,7 @@ class NightState:
     abs: list[ABState]
     run: dict[str, Any] | None
     run_alive: bool
+    queue: list[Any] | None = None  # the night's HTCondor jobs (None: no pool asked)
 
     def counts(self) -> dict[str, int]:
         """ABs per state (every state present, zero included), plus ``all``."""
@@ -71,11 +79,20 @@ class NightState:
             f"{c['running']} | queued {c['queued']} | blocked {c['blocked']} | created "
             f"{c['created']}",
         ]
+        if self.queue is not None:
+            lines[-1] += f" | held {c['held']}"
         now = time.time()
         for a in self.abs:
             if a.state == "running":
                 since = f"{now - a.running_since:.0f} s" if a.running_since else ""
-                lines.append(f"  running  {a.ab}  {', '.join(a.running)}  {a.host}  {since}")
+                where = f"  [{a.pool}]" if a.pool else ""
+                lines.append(
+                    f"  running  {a.ab}  {', '.join(a.running)}  {a.host}  {since}{where}".rstrip()
+                )
+            elif a.state == "queued" and a.pool:
+                lines.append(f"  {a.pool:<8} {a.ab}")
+            elif a.state == "held":
+                lines.append(f"  held     {a.ab}: {a.pool.removeprefix('held: ')}")
         for a in self.abs:
             if a.state == "failed" and a.failure:
                 lines.append(f"  failed   {a.ab}: {a.failure.get('reason', '')}")
@@ -85,11 +102,15 @@ class NightState:
         return "\n".join(lines)
 
 
-def night_state(night: Night) -> NightState:
-    """Read the state of every AB of ``night``."""
+def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
+    """Read the state of every AB of ``night``; ``queue``: its jobs in the HTCondor queue
+    (abflow.condor.QueuedJob, as abflow.condor.night_queue gives them), if asked."""
+    from abflow.condor import queue_by_ab
+
     s = night.settings
     run = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
     alive = bool(run) and process_alive(run)
+    pooled = queue_by_ab(queue or [])
     running: dict[str, list[tuple[str, str, float]]] = {}
     for job in running_jobs(s.state_dir):
         step, _, rest = job.name.partition("/")
@@ -110,14 +131,30 @@ def night_state(night: Night) -> NightState:
                     break
         st = ABState(ab, "created", record, failure, qc, qc_failure)
         jobs = running.get(ab, [])
+        in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
+        held = [j for j in in_queue if j.status == "held"]
+        st.pool = (
+            f"held: {held[0].hold_reason}"
+            if held
+            else ", ".join(sorted({j.status for j in in_queue}))
+        )
         if record is not None:
             st.state = "succeeded"
             st.host = str(record.get("host", ""))
+            st.pool = ""
+        elif held:
+            st.state = "held"
         elif jobs and alive:
             st.state = "running"
             st.running = sorted({step for step, _, _ in jobs})
             st.host = jobs[0][1]
             st.running_since = min(t for _, _, t in jobs)
+        elif any(j.status == "running" for j in in_queue):
+            st.state = "running"
+            st.running = sorted({j.step for j in in_queue if j.status == "running"})
+            st.host = next(j.host for j in in_queue if j.status == "running")
+        elif in_queue:
+            st.state = "queued"
         elif failure is not None:
             st.state = "failed"
         elif any(state_of.get(p) in ("failed", "blocked") for p in night.parents[ab]):
@@ -126,7 +163,7 @@ def night_state(night: Night) -> NightState:
             st.state = "queued"
         state_of[ab] = st.state
         out.append(st)
-    return NightState(night, out, run, alive)
+    return NightState(night, out, run, alive, queue)
 
 
 def failure_summary(night: Night, names: Any = None, since: str | None = None) -> str:
@@ -152,9 +189,12 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     failed = [a for a in state.abs if a.ab in wanted and a.state == "failed" and recent(a.failure)]
     qc_failed = [a for a in state.abs if a.ab in wanted and recent(a.qc_failure)]
     not_run = [
-        a for a in state.abs if a.ab in wanted and a.state in ("blocked", "queued", "created")
+        a
+        for a in state.abs
+        if a.ab in wanted and a.state in ("blocked", "queued", "created", "held")
     ]
-    if not (failed or qc_failed):
+    state_of = {a.ab: "ok" if a.state == "succeeded" else a.state for a in state.abs}
+    if not (failed or qc_failed or not_run):
         return ""
     n = len(failed)
     lines = [
@@ -164,7 +204,7 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
             if qc_failed
             else ""
         )
-        + ":"
+        + (":" if failed or qc_failed else "")
     ]
     for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
         assert note is not None
@@ -178,7 +218,10 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     if not_run:
         k = len(not_run)
         lines.append(
-            f"abflow: {k} AB{'s' if k != 1 else ''} did not run: they need a failed AB or "
-            "download (or the night was stopped); the same command runs them after a fix"
+            f"abflow: {k} AB{'s' if k != 1 else ''} did not run (they need a failed AB or "
+            "download, or the night was stopped; the same command runs them after a fix):"
         )
+        for a in not_run:
+            waits = [p for p in night.parents[a.ab] if p not in state_of or state_of[p] != "ok"]
+            lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
     return "\n".join(lines)

@@ -1,14 +1,18 @@
 """Test double for a pipeline or QC command (not a product path): logs when it runs.
 
-    python standin_job.py LOG AB_FILE [--seconds S] [--check-raw] [--fail-if NAME]
+    python standin_job.py LOG AB_FILE [--seconds S] [--seconds-if NAME=S ...] [--check-raw]
+                          [--fail-if NAME]
 
 Appends ``start <AB> <t>`` and ``end <AB> <t>`` lines to LOG (O_APPEND, one write per line),
-sleeps S seconds in between, and with --check-raw fails unless every RAWFILE of the AB exists
+sleeps S seconds in between (the S of the first --seconds-if whose NAME is in the AB name,
+else --seconds), and with --check-raw fails unless every RAWFILE of the AB exists
 (expanded from the $DFO_* variables the job gets). Exits 3 when the AB name contains NAME.
+Ended by SIGTERM (abflow or HTCondor ending the job), it appends ``killed <AB> <t>`` first.
 """
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -28,10 +32,17 @@ def main() -> int:
     parser.add_argument("log")
     parser.add_argument("ab_file")
     parser.add_argument("--seconds", type=float, default=0.0)
+    parser.add_argument("--seconds-if", action="append", default=[], metavar="NAME=S")
     parser.add_argument("--check-raw", action="store_true")
     parser.add_argument("--fail-if", default="")
     args = parser.parse_args()
     name = os.path.basename(args.ab_file)
+
+    def killed(signum: int, _frame: object) -> None:
+        note(args.log, f"killed {name}")
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, killed)
     note(args.log, f"start {name}")
     if args.check_raw:
         ab, problems = read_ab(args.ab_file)
@@ -39,7 +50,13 @@ def main() -> int:
         if problems or missing:
             print(f"standin: missing raw files {missing} {problems}", file=sys.stderr)
             return 4
-    time.sleep(args.seconds)
+    seconds = args.seconds
+    for item in args.seconds_if:
+        part, _, value = item.rpartition("=")
+        if part in name:
+            seconds = float(value)
+            break
+    time.sleep(seconds)
     note(args.log, f"end {name}")
     if args.fail_if and args.fail_if in name:
         print(f"standin: failing {name} on purpose", file=sys.stderr)

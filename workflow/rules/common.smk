@@ -1,14 +1,14 @@
 # Load the night once and wire abflow's lookups into the rules.
+import functools
 import os
 
-from abflow.condor import write_wrapper
+from abflow.condor import owner_id, write_wrapper
 from abflow.config import ConfigError, resolve
-from abflow.flavour import decide, describe, executor_problem, read_profiles
+from abflow.flavour import decide, describe, executor_problem, is_remote, read_profiles
 from abflow.night import NightError, load_night
 from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD, NightRules
-from abflow.monitor import PageRefresher, finish_run
-from abflow.runner import now_iso
-from abflow.runstate import RunLocked, describe_run, end_orphans, register_run
+from abflow.lifecycle import StartRefused, finish_run, start_run
+from abflow.monitor import PageRefresher, pool_queue
 
 # The profile decides the DRS_TYPE flavour, also when the command line has a --config
 # (abflow.flavour); a contradiction with the executor is refused before anything runs.
@@ -18,7 +18,7 @@ if FLAVOUR.problem:
     raise WorkflowError(FLAVOUR.problem)
 try:
     SETTINGS = resolve(FLAVOUR.config, root=workflow.basedir)
-    RULES = NightRules(load_night(SETTINGS))
+    RULES = NightRules(load_night(SETTINGS), remote=workflow.remote_exec)
 except (ConfigError, NightError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
 if executor_problem(SETTINGS.drs_type, PROFILES.executor):
@@ -35,10 +35,12 @@ RULES.ab_threads = RULES.threads_for(CORES)
 # Every job's command (abflow run-step) reads the run's configuration from the environment:
 # set here, inherited by the jobs (also in remote jobs, which parse this file again).
 os.environ.update(ABFLOW_CONFIG=SETTINGS.to_config_json())
-# On an HTCondor pool, jobs start through this wrapper and carry the night's tag
-# (resources job_wrapper and classad_AbflowRun of the job rules; ignored when running locally).
+# On an HTCondor pool, jobs start through this wrapper and carry the night store, this run
+# and their AB (resources job_wrapper and classad_* of the job rules; ignored when running
+# locally): abflow watch/stop and a crashed run's successor find exactly their jobs.
 JOB_WRAPPER = write_wrapper(SETTINGS)
 RUN_TAG = SETTINGS.state_dir
+RUN_OWNER = owner_id()
 REFRESHER = PageRefresher(RULES.night)
 RUN = {}  # this run's lock (filled by onstart)
 for note in (*FLAVOUR.warnings, *SETTINGS.notes):
@@ -66,38 +68,37 @@ wildcard_constraints:
 
 
 onstart:
-    # the executor really used (the command line may name one the profile does not)
-    if executor_problem(SETTINGS.drs_type, workflow.executor_plugin.name):
-        raise WorkflowError(
-            executor_problem(SETTINGS.drs_type, workflow.executor_plugin.name)
-        )
-    # the run lock of every date: a second run of a date is refused while this one lives
+    # locks, the flavour against the executor really used, a crashed predecessor's leftovers
     try:
         RUN.update(
-            register_run(SETTINGS.state_dir, RULES.night.batch_ids()),
-            since=now_iso(),
-        )
-    except RunLocked as exc:
-        raise WorkflowError(str(exc)) from None
-    for _crashed in RUN["replaced"]:
-        logger.warning(
-            f"abflow: the previous run of {_crashed['batch']} ({describe_run(_crashed)}) ended "
-            "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
-        )
-    if RUN["replaced"]:
-        for _job in end_orphans(SETTINGS.state_dir, RULES.owns_marker):
-            logger.warning(
-                f"abflow: ended {_job.name} (pid {_job.pid}) left by that run"
+            start_run(
+                RULES.night,
+                RULES.owns_marker,
+                workflow.executor_plugin.name,
+                logger.warning,
             )
-    # the AB monitor page, rewritten every 60 s during the run
-    REFRESHER.start()
+        )
+    except StartRefused as exc:
+        raise WorkflowError(str(exc)) from None
+    # the AB monitor page, rewritten every 60 s during the run (with the HTCondor queue)
+    REFRESHER.start(
+        functools.partial(pool_queue, RULES.night)
+        if is_remote(RUN["executor"])
+        else None
+    )
 
 
 onsuccess:
-    finish_run(RULES.night, REFRESHER)
+    finish_run(RULES.night, REFRESHER, RUN)
 
 
 onerror:
-    _summary = finish_run(RULES.night, REFRESHER, RUN.get("since"), RULES.to_run)
+    _summary = finish_run(
+        RULES.night,
+        REFRESHER,
+        RUN,
+        RULES.to_run,
+        getattr(workflow.executor_settings, "jobdir", "") or "",
+    )
     if _summary:
         logger.error(_summary)

@@ -22,6 +22,8 @@ rule process_ab:
         ab_jobs=1,
         job_wrapper=JOB_WRAPPER,
         classad_AbflowRun=RUN_TAG,
+        classad_AbflowOwner=RUN_OWNER,
+        classad_AbflowJob=RULES.job_tag("process_ab"),
     params:
         command=RULES.get_process_command,
     shell:
@@ -48,6 +50,8 @@ rule process_ab_det:
         ab_jobs=1,
         job_wrapper=JOB_WRAPPER,
         classad_AbflowRun=RUN_TAG,
+        classad_AbflowOwner=RUN_OWNER,
+        classad_AbflowJob=RULES.job_tag("process_ab_det"),
     params:
         command=RULES.get_det_command,
     shell:

@@ -17,6 +17,8 @@ rule process_qc:
         qc=1,
         job_wrapper=JOB_WRAPPER,
         classad_AbflowRun=RUN_TAG,
+        classad_AbflowOwner=RUN_OWNER,
+        classad_AbflowJob=RULES.job_tag("process_qc"),
     params:
         command=RULES.get_qc_command,
     shell:
