@@ -179,7 +179,8 @@ def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None
     wrapper = write_wrapper(resolve({"date": DATE, "dfo": dfo}))
     marker = tmp_path / "started"
     (tmp_path / "Snakefile").write_text(
-        f"rule slow:\n    output: 'done'\n    shell: 'touch {marker}; sleep 300; touch {{output}}'\n"
+        "rule slow:\n    output: 'done'\n"
+        f"    shell: 'touch {marker}; sleep 300; touch {{output}}'\n"
     )
     job = subprocess.Popen(
         ["/bin/sh", wrapper, sys.executable, "-m", "snakemake", "--cores", "1", "--nolock"],
