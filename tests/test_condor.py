@@ -143,7 +143,7 @@ def job_names(state_dir: str) -> list[str]:
 def data_arrays(path: str) -> list[np.ndarray]:
     from abflow.fits import iter_hdus, read_data
 
-    return [read_data(path, i) for i, hdu in enumerate(iter_hdus(path)) if hdu.data_bytes]
+    return [read_data(path, i) for i, hdu in enumerate(iter_hdus(path)) if hdu.data_size]
 
 
 # ----------------------------------------------------------------------------- the example night

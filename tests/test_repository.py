@@ -34,6 +34,24 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
 
 
+def test_ci_starts_a_pool_and_requires_the_live_pool_tests() -> None:
+    """The condor path is proven on a real pool in CI: started before the tests, stopped at
+    exit, and its tests may not skip."""
+    script = (ROOT / ".ci" / "run").read_text()
+    start = script.index('bash "$pool_sh" start')
+    assert start < script.index('trap \'bash "$pool_sh" stop') < script.index("python -m pytest")
+    assert 'eval "$(bash "$pool_sh" env)"' in script
+    assert "export ABFLOW_REQUIRE_POOL=1" in script
+    # nothing in the product depends on the shared pool
+    for path in [
+        *ROOT.glob("src/**/*.py"),
+        *ROOT.glob("workflow/**/*"),
+        *ROOT.glob("profiles/*/*"),
+    ]:
+        if path.is_file():
+            assert "shared/condor" not in path.read_text(errors="replace"), path
+
+
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)

@@ -1,0 +1,209 @@
+"""DRS_TYPE CON on a live HTCondor pool: makespan against the critical path and the pool's round
+trip, and where the time goes.
+
+Needs a pool (CONDOR_CONFIG; for a personal one: ../shared/condor/pool.sh start, then
+eval "$(../shared/condor/pool.sh env)"). In the same run it measures two baselines:
+
+* the pool's round trip: one ``/bin/true`` job, submit to completion (median of 3);
+* Snakemake's own start, ``snakemake --version`` (every pool job starts a Snakemake first);
+
+then runs each night through ``snakemake --profile profiles/condor`` in a fresh temporary tree:
+
+* ``cascade``: bias -> 3 flats -> 6 std of ``--seconds`` stand-in jobs (``sleep``);
+* ``example``: the bundled example night with the real recipes (``--example``; needs esorex).
+
+Reported per night: the makespan on the pool (first submission to last completion) and the
+wall time of the snakemake command; the critical path (recorded command durations along the
+longest chain) and the goal, critical path + 2 round trips per cascade level; and the median
+per job of: waiting in the queue, the job's Snakemake start before the command, the command,
+the job's end after the command, and the gap between a job's last parent ending and its
+submission (the executor plugin noticing it: status checks every 2 s).
+
+    python bench/condor.py --repeat 1 --example
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+DATE = "2013-02-12"
+BIN = Path(sys.executable).parent
+
+
+def round_trip() -> float:
+    """Seconds from submitting one /bin/true job to its completion."""
+    import htcondor2
+
+    sd = htcondor2.Schedd()
+    t0 = time.monotonic()
+    cluster = sd.submit(htcondor2.Submit({"executable": "/bin/true"})).cluster()
+    while list(sd.query(constraint=f"ClusterId == {cluster}", projection=["JobStatus"])):
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def snakemake_start() -> float:
+    t0 = time.monotonic()
+    subprocess.run([str(BIN / "snakemake"), "--version"], check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def run_night(base: Path, cfg: Path) -> float:
+    """Run the night on the pool as a user types it; return the command's wall time."""
+    cmd = [
+        str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(base),
+        "--profile", "profiles/condor", "--configfile", str(cfg), "--config", f"date={DATE}",
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PWD=str(ROOT)),
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"the night failed:\n{proc.stderr[-4000:]}")
+    return time.monotonic() - t0
+
+
+def measure(base: Path, cfg: Path) -> dict[str, Any]:
+    """Run one night and take it apart (records, the schedd's history)."""
+    import htcondor2
+    from conftest import all_step_records
+
+    from abflow.condor import run_constraint
+    from abflow.config import load_settings
+    from abflow.night import load_night
+    from abflow.plan import critical_path, job_graph
+    from abflow.runstate import job_name
+
+    wall = run_night(base, cfg)
+    settings = load_settings(cfg)
+    night = load_night(settings)
+    recs = [r for r in all_step_records(settings.state_dir) if r["step"] != "process_qc"]
+    hist = {
+        ad["AbflowJob"]: dict(ad)
+        for ad in htcondor2.Schedd().history(
+            constraint=run_constraint(settings.state_dir),
+            projection=["AbflowJob", "QDate", "JobStartDate", "CompletionDate"],
+        )
+    }
+    key = {job_name(r["step"], r["ab"], r.get("det")): r for r in recs}
+    plan_key = {n: (f"{r['ab']}#{r['det']}" if "det" in r else r["ab"]) for n, r in key.items()}
+    _jobs, deps = job_graph(night)
+    durations = {plan_key[n]: float(r["duration_s"]) for n, r in key.items()}
+    chain, length = critical_path(deps, durations)
+    by_plan = {plan_key[n]: n for n in key}
+    queue_wait, start, command, end, gap = [], [], [], [], []
+    for name, rec in key.items():
+        ad = hist[name]
+        queue_wait.append(ad["JobStartDate"] - ad["QDate"])
+        start.append(_epoch(rec["start"]) - ad["JobStartDate"])
+        command.append(float(rec["duration_s"]))
+        end.append(ad["CompletionDate"] - _epoch(rec["end"]))
+        parents = [by_plan[p] for p in deps[plan_key[name]]]
+        if parents:
+            gap.append(ad["QDate"] - max(hist[p]["CompletionDate"] for p in parents))
+    makespan = max(a["CompletionDate"] for a in hist.values()) - min(
+        a["QDate"] for a in hist.values()
+    )
+    med = statistics.median
+    return {
+        "jobs": len(key), "levels": len(night.levels()), "wall": wall, "makespan": makespan,
+        "critical_path": length, "chain": len(chain), "queue_wait": med(queue_wait),
+        "job_start": med(start), "command": med(command), "job_end": med(end),
+        "submit_gap": med(gap) if gap else 0.0,
+    }  # fmt: skip
+
+
+def cascade_night(tmp: Path, seconds: float) -> Path:
+    from conftest import write_config
+
+    from abflow.generate import fan_cascade, make_dfo_tree, write_night
+
+    dfo = make_dfo_tree(tmp / "dfo")
+    write_night(fan_cascade([1, 3, 6]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    return write_config(tmp / "config.yaml", dfo, commands={"process_ab": f"sleep {seconds}"})
+
+
+def example_night(tmp: Path, archive: Path) -> Path:
+    from conftest import example_config
+
+    cfg, _dfo = example_config(tmp, archive)
+    data = yaml.safe_load(cfg.read_text())
+    data["qc_mode"] = "IMPLICIT"  # the cascade only (QC jobs are leaves)
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="stand-in job length")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--example", action="store_true", help="also the example night")
+    args = parser.parse_args()
+    if not os.environ.get("CONDOR_CONFIG"):
+        raise SystemExit("no pool: set CONDOR_CONFIG (see the docstring)")
+    trips = sorted(round_trip() for _ in range(3))
+    trip = trips[1]
+    sm_start = statistics.median(snakemake_start() for _ in range(3))
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="abflow-condor-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if args.example:
+            archive = tmp / "archive"
+            cfg = example_night(tmp / "seed", archive)
+            subprocess.run([str(BIN / "abflow"), "example", "--configfile", str(cfg)],
+                           check=True, capture_output=True)  # fmt: skip
+        for i in range(args.repeat):
+            base = tmp / f"cascade{i}"
+            base.mkdir()
+            rows.append(("cascade", measure(base, cascade_night(base, args.seconds))))
+            if args.example:
+                base = tmp / f"example{i}"
+                base.mkdir()
+                rows.append(("example", measure(base, example_night(base, archive))))
+    print(f"pool round trip (/bin/true, median of 3): {trip:.2f} s; snakemake --version: "
+          f"{sm_start:.2f} s")  # fmt: skip
+    head = (
+        "| night | jobs | levels | makespan | snakemake wall | critical path | goal (CP + 2 RT "
+        "x levels) | makespan / goal | queue wait | job's Snakemake start | command | job end | "
+        "submit gap |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    results = []
+    for name, m in rows:
+        goal = m["critical_path"] + 2 * trip * m["levels"]
+        m.update(night=name, round_trip=trip, snakemake_start=sm_start, goal=goal)
+        results.append(m)
+        print(
+            f"| {name} | {m['jobs']} | {m['levels']} | {m['makespan']:.0f} s | {m['wall']:.0f} s"
+            f" | {m['critical_path']:.1f} s | {goal:.1f} s | {m['makespan'] / goal:.2f} | "
+            f"{m['queue_wait']:.1f} s | {m['job_start']:.1f} s | {m['command']:.1f} s | "
+            f"{m['job_end']:.1f} s | {m['submit_gap']:.1f} s |"
+        )
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"condor-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
