@@ -186,7 +186,7 @@ def cascade(pool, tmp_path_factory) -> dict[str, Any]:
     dfo = make_dfo_tree(base / "dfo")
     specs = fan_cascade([1, 3, 6])
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
-    cfg = standin_config(base, dfo, 3)
+    cfg = standin_config(base, dfo, 2)
     state = os.path.join(dfo["job_dir"], "abflow")
     run = start_on_pool(base, cfg, "--config", f"date={DATE}")
     wait_for(lambda: os.path.exists(os.path.join(state, "runs", f"CALIB_{DATE}.json")), 60, "lock")
@@ -344,11 +344,16 @@ def test_killed_submitter_then_the_same_command(pool, tmp_path, dfo) -> None:
     slow1.parents = [quick.name]
     child = ABSpec(ab_name(3), parents=[slow1.name])
     write_night([quick, slow1, slow2, child], dfo["ab_dir"], dfo["mon_dir"], DATE)
-    cfg = standin_config(tmp_path, dfo, 25, quick=quick.name)
+    cfg = standin_config(tmp_path, dfo, 12, quick=quick.name)
     state = os.path.join(dfo["job_dir"], "abflow")
     run = start_on_pool(tmp_path, cfg, "--config", f"date={DATE}")
+    log = tmp_path / "jobs.log"
+
+    def started(*abs_: str) -> bool:
+        return log.exists() and all(f"start {ab}" in log.read_text() for ab in abs_)
+
     wait_for(lambda: quick.name in records(state), 180, "the first AB")
-    wait_for(lambda: sum(j["JobStatus"] == 2 for j in queue(state)) >= 2, 120, "two running")
+    wait_for(lambda: started(slow1.name, slow2.name), 120, "both slow recipes to run")
     first_record = Path(state, "records", f"{quick.name}.json").stat().st_mtime_ns
     run.send_signal(signal.SIGKILL)
     run.wait()

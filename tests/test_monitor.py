@@ -96,7 +96,7 @@ def test_page_in_a_headless_browser_shows_counts_states_and_working_links(tmp_pa
     assert parsed.body.get("data-ready") == "1"  # the page's script ran without error
     assert "Uncaught" not in log
     assert parsed.counts == {
-        "all": "5", "succeeded": "3", "failed": "1", "running": "0", "blocked": "1",
+        "all": "5", "succeeded": "3", "failed": "1", "running": "0", "held": "0", "blocked": "1",
         "queued": "0", "created": "0",
     }  # fmt: skip
     by_ab = dict(zip([s.name for s in specs], parsed.states, strict=True))
