@@ -15,9 +15,9 @@ and free of shell metacharacters.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -117,7 +117,8 @@ class AB:
     params: list[str] = field(default_factory=list)
     recipe_params: list[str] = field(default_factory=list)
     qualifiers: list[Qualifier] = field(default_factory=list)
-    digest: str = ""
+    unknown_qualifiers: list[tuple[str, int]] = field(default_factory=list)
+    digest: str = ""  # processing_digest(): what a rerun of the AB depends on
 
     @property
     def runs_recipe(self) -> bool:
@@ -281,13 +282,23 @@ def parse_ab(
         if not cols:
             continue
         name, args = cols[0], cols[1:]
-        if name not in _KNOWN_QUALIFIERS and not QUALIFIER_RE.match(name):
+        if name not in KNOWN_QUALIFIERS and not QUALIFIER_RE.match(name):
             problem(
                 lineno,
                 f"malformed line: {name!r} is not a qualifier name (expected e.g. RAWFILE, "
                 "MCALIB, PRODUCTS in column 1)",
             )
             continue
+        if name not in KNOWN_QUALIFIERS:
+            meant = near_miss(name)
+            if meant:
+                problem(
+                    lineno,
+                    f"unknown qualifier {name!r}: did you mean {meant}? (a misspelt qualifier "
+                    "would be ignored and change the processing silently: fix the line)",
+                )
+                continue
+            ab.unknown_qualifiers.append((name, lineno))
         ab.qualifiers.append(Qualifier(name, " ".join(args), lineno))
         if name in _SINGLE_VALUED:
             if name in singles:
@@ -355,6 +366,7 @@ def parse_ab(
         # every other qualifier is kept verbatim in ab.qualifiers
 
     _check_completeness(ab, singles, problem)
+    ab.digest = processing_digest(ab)
     return ab, problems
 
 
@@ -396,7 +408,67 @@ _SINGLE_VALUED = frozenset(
         "MEF_FACTOR",
     }
 )
-_KNOWN_QUALIFIERS = _SINGLE_VALUED | {"RAWFILE", "MCALIB", "PRODUCTS", "PARAM", "RECIPE_PARAM"}
+# The qualifiers abflow interprets.
+_PARSED = _SINGLE_VALUED | {"RAWFILE", "MCALIB", "PRODUCTS", "PARAM", "RECIPE_PARAM"}
+# Every qualifier createAB (and processAB, updateAB) writes (dfos-reference.md §2): accepted
+# silently, kept verbatim. Anything else is a near miss of one of these (an error: "did you mean
+# MCALIB") or an unknown qualifier (a warning, or an error with unknown_qualifiers: error).
+KNOWN_QUALIFIERS = _PARSED | {
+    "TOOL_VERSION", "CONFIG_VERSION", "PACK_DIR", "BATCH_ID", "AB_EVENT", "COMPLETENESS",
+    "PROCESS_STATUS", "OBS_PROG_ID", "OBS_ID", "OBS_MODE", "MJD-OBS", "MJD-OBS_MOD", "LOG_NAME",
+    "RAW_MATCH_KEY", "RB_NAME", "MASSOC", "PARAMS",
+}  # fmt: skip
+# The qualifiers whose content reaches the recipe, its set-of-frames or its products: a change
+# to one of them reruns the AB (and its descendants). Bookkeeping that processAB and updateAB
+# write into the AB (PROCESS_STATUS, LOG_NAME, timestamps), the other header lines and the
+# comments do not.
+PROCESSING_QUALIFIERS = (
+    "RECIPE", "RECIPE_PARAM", "PARAM", "RAWFILE", "MCALIB", "PRODUCTS", "PROD_PATH",
+    "PROD_ROOT_NAME", "RAW_TYPE", "DRS_TYPE", "MEF_FACTOR",
+)  # fmt: skip
+
+
+def processing_digest(ab: AB) -> str:
+    """Checksum of what processing an AB depends on (PROCESSING_QUALIFIERS, in file order,
+    whitespace-normalised, comments dropped): ``p`` + 12 hex digits."""
+    text = "\n".join(
+        f"{q.name} {q.value}" for q in ab.qualifiers if q.name in PROCESSING_QUALIFIERS
+    )
+    return "p" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Edit distance with transpositions of neighbours (optimal string alignment)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def near_miss(name: str) -> str | None:
+    """The known qualifier ``name`` is a near miss of (other case, a letter missing, extra,
+    wrong or two swapped), or None."""
+    upper = name.upper()
+    if upper in KNOWN_QUALIFIERS:
+        return upper
+    if len(upper) < 4:
+        return None
+    best: tuple[int, str] | None = None
+    for known in KNOWN_QUALIFIERS:
+        limit = 2 if len(known) >= 10 else 1
+        if abs(len(known) - len(upper)) > limit:
+            continue
+        distance = _osa_distance(upper, known)
+        if distance <= limit and (best is None or (distance, known) < best):
+            best = (distance, known)
+    return best[1] if best else None
 
 
 def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
@@ -517,5 +589,4 @@ def read_ab(
                 "newline if it is complete",
             )
         )
-    ab.digest = f"{zlib.crc32(data):08x}"
     return ab, problems

@@ -36,6 +36,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and the night; print the problems or a one-line summary."""
     settings = _settings(args)
     night = load_night(settings)
+    for key, source in sorted(settings.sources.items()):
+        print(f"{key} = {_config_value(settings.raw, key)} (from {source})")
+    for note in settings.notes:
+        print(f"note: {note}")
     for warning in night.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
@@ -44,6 +48,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(night.levels())} levels: OK"
     )
     return 0
+
+
+def _config_value(config: dict, dotted: str) -> object:
+    node: object = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def cmd_cascade(args: argparse.Namespace) -> int:
@@ -166,6 +177,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     night = _night_for(args)
     print(f"wrote {write_page(night, pool_queue(night))}")
+    if args.refresh:
+        _refresh_until_the_run_ends(night, args.interval, args.wait)
     if args.export:
         target = night.settings.status_export_dir
         if not target:
@@ -173,6 +186,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 2
         print(f"exported {export_page(night, target)}")
     return 0
+
+
+def _refresh_until_the_run_ends(night: Night, interval: float, wait: float) -> None:
+    """Rewrite the night's page every ``interval`` s while a run of it is alive (waiting up
+    to ``wait`` s for one to start); write it a last time when it has ended."""
+    from abflow.monitor import pool_queue, write_page
+    from abflow.runstate import process_alive, read_run
+
+    s = night.settings
+    deadline = time.monotonic() + wait
+    seen = False
+    while True:
+        runs = [r for b in s.batches if (r := read_run(s.state_dir, b))]
+        alive = any(process_alive(r) for r in runs)
+        seen = seen or alive
+        if (seen and not alive) or (not seen and time.monotonic() > deadline):
+            break
+        time.sleep(interval)
+        write_page(night, pool_queue(night))
+    print(f"wrote {write_page(night, pool_queue(night))}")
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
@@ -228,10 +261,16 @@ def cmd_createjob(args: argparse.Namespace) -> int:
     subcascade = args.subcascade
     if subcascade == "":  # -a without an AB: ask
         subcascade = _ask_parent(night)
+    if args.job_file and ("/" in args.job_file or args.job_file in (".", "..")):
+        print(
+            f"abflow createjob: -r {args.job_file}: give a file name in dfo.job_dir",
+            file=sys.stderr,
+        )
+        return 2
     request = JobRequest(
         auto=args.auto,
         subcascade=subcascade or "",
-        first_id=args.recreate or 1,
+        job_file=args.job_file or "",
         configfile=os.path.abspath(args.configfile or DEFAULT_CONFIGFILE),
     )
     try:
@@ -429,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override configuration keys, e.g. date=2013-02-12 limits.jobs=4",
     )
+    # -m MODE -d DATE, as every DFOS tool takes them (they override mode and date)
+    night = argparse.ArgumentParser(add_help=False)
+    night.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
+    night.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     parser = argparse.ArgumentParser(
         prog="abflow",
         description="Cascade processor for DFOS Association Blocks (Snakemake based).",
@@ -436,34 +479,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--version", action="version", version=f"abflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", parents=[common], help="validate the configuration and the night")
+    p = sub.add_parser(
+        "check", parents=[common, night], help="validate the configuration and the night"
+    )
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("cascade", parents=[common], help="print the cascade as levels with counts")
+    p = sub.add_parser(
+        "cascade", parents=[common, night], help="print the cascade as levels with counts"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
     p.set_defaults(func=cmd_cascade)
 
     p = sub.add_parser(
-        "status", parents=[common], help="write the AB monitor page (getStatusAB) of a night"
+        "status", parents=[common, night], help="write the AB monitor page (getStatusAB) of a night"
     )
-    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
-    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.add_argument(
         "-F", dest="export", action="store_true", help="also export it to status_export_dir"
+    )
+    p.add_argument(
+        "-r",
+        dest="refresh",
+        action="store_true",
+        help="keep rewriting it (every --interval s) until the night's run has ended (DFOS "
+        "getStatusAB -r, started in the background before the night)",
+    )
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between pages with -r")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=900.0,
+        help="with -r: give up after this many seconds if no run of the night starts",
     )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
-        "timeline", parents=[common], help="draw the Gantt chart of a night's run (PNG, SVG)"
+        "timeline", parents=[common, night], help="draw the Gantt chart of a night's run (PNG, SVG)"
     )
-    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
-    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.set_defaults(func=cmd_timeline)
 
     p = sub.add_parser(
         "plan",
-        parents=[common],
+        parents=[common, night],
         help="critical path and predicted makespan of the night for several slot counts",
     )
     p.add_argument("--slots", type=int, nargs="+", metavar="N", help="slot counts (1 2 4 8)")
@@ -559,22 +616,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the subcascade of this parent AB (asked for when not given)",
     )
     p.add_argument(
-        "-r", dest="recreate", type=int, metavar="JOB_ID", help="recreate: job ids start at JOB_ID"
+        "-r",
+        dest="job_file",
+        metavar="JOB_FILE",
+        help="write the entries into this job file of dfo.job_dir (default JOBS_NIGHT, "
+        "JOBS_AUTO with -F)",
     )
     p.set_defaults(func=cmd_createjob)
 
     p = sub.add_parser(
-        "watch", parents=[common], help="show the night's state (vultur_watch_q / cascade_stat)"
+        "watch",
+        parents=[common, night],
+        help="show the night's state (vultur_watch_q / cascade_stat)",
     )
     p.add_argument("--once", action="store_true", help="print once and exit")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between updates")
     p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
-    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
-    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
-        "stop", parents=[common], help="stop the running night gracefully (vultur_stop)"
+        "stop", parents=[common, night], help="stop the running night gracefully (vultur_stop)"
     )
     p.add_argument(
         "--now",
@@ -584,17 +645,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", type=float, default=0, help="seconds to wait for the run to end")
     p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
-    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
-    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser(
         "unlock",
-        parents=[common],
+        parents=[common, night],
         help="remove the lock a crashed run left (a live run's lock only with --force)",
     )
-    p.add_argument("-d", "--date", help="DFO date (default: the configuration's)")
-    p.add_argument("-m", "--mode", choices=["CALIB", "SCIENCE"], help="mode")
     p.add_argument(
         "--force", action="store_true", help="remove it even if its process runs on this host"
     )

@@ -19,6 +19,7 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "mef_join": ("ab", "ab_file", "date", "mode", "threads"),
     "download": ("file", "dest", "date", "mode"),
     "monitor": ("date", "mode"),
+    "dfo_monitor": ("date", "mode"),
 }
 
 

@@ -214,11 +214,18 @@ class Settings:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     notes: tuple[str, ...] = ()
     dates: tuple[str, ...] = ()
+    inputs: dict[str, str] = field(default_factory=dict)  # read-only input roots by name
+    unknown_qualifiers: str = "warn"
+    missing_abs: str = "refuse"
+    exclude: tuple[str, ...] = ()
+    # config key (dotted) -> where a value taken from a DFOS config file came from
+    sources: dict[str, str] = field(default_factory=dict)
 
     def to_config(self) -> dict[str, Any]:
         """The configuration with every directory resolved (for jobs: ``$ABFLOW_CONFIG``)."""
         cfg = copy.deepcopy(self.raw)
         cfg["dfo"] = dict(self.dfo)
+        cfg["inputs"] = dict(self.inputs)
         cfg["state_dir"] = self.state_dir
         cfg["archive"] = self.archive
         return cfg
@@ -260,6 +267,7 @@ class Settings:
         """The ``$DFO_*``/``$DFS_*`` names expanded in AB paths, from the resolved directories."""
         out = {env: self.dfo[key] for key, (env, _sub) in DFO_DIRS.items()}
         out["DFS_LOG"] = self.dfo["log_dir"]
+        out.update(self.inputs)
         return out
 
     def state_pattern(self, kind: str, step: str = "process_ab") -> str:
@@ -320,13 +328,14 @@ def resolve(
         value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
         dfo[key] = _resolve_dir(value, root)
     notes: list[str] = []
+    sources: dict[str, str] = {}
     if os.path.isdir(dfo["config_dir"]):
         from abflow.legacy import apply_legacy, read_legacy
 
         values, problems = read_legacy(dfo["config_dir"])
         if problems:
             raise ConfigError([str(p) for p in problems], "DFOS configuration")
-        notes = apply_legacy(normalize(config), cfg, values)
+        notes, sources = apply_legacy(normalize(config), cfg, values)
         cfg = validate(cfg, f"{source} with {dfo['config_dir']}")
     dates = parse_dates(cfg.get("date"), cfg.get("dates"), source)
     state_dir = (
@@ -358,6 +367,11 @@ def resolve(
         root=str(root),
         raw=cfg,
         notes=tuple(notes),
+        inputs={name: _resolve_dir(path, root) for name, path in cfg["inputs"].items()},
+        unknown_qualifiers=cfg["unknown_qualifiers"],
+        missing_abs=cfg["missing_abs"],
+        exclude=tuple(cfg["exclude"]),
+        sources=sources,
     )
 
 

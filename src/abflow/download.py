@@ -15,6 +15,7 @@ jobs), removes anything partial if it fails, and keeps the night's download prog
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import os
@@ -236,6 +237,12 @@ def download_record_path(state_dir: str, name: str) -> str:
     return os.path.join(download_records_dir(state_dir), name + ".json")
 
 
+def download_failure_path(state_dir: str, name: str) -> str:
+    """Where a failed download of archive file ``name`` is noted (until it succeeds): the ABs
+    that need the file are FAILED on the page and in the summary, with the archive's answer."""
+    return os.path.join(state_dir, "failed", "downloads", name + ".json")
+
+
 def run_download(
     settings: Settings,
     dest: str,
@@ -280,13 +287,22 @@ def run_download(
         with open(log_path, encoding="utf-8", errors="replace") as fh:
             answer = [line.rstrip() for line in fh if not line.startswith("# ")][-5:]
         why = f"exit {proc.returncode}" if proc.returncode != 0 else "no file written"
+        answer = answer or ["(nothing printed)"]
+        atomic_write_json(
+            download_failure_path(settings.state_dir, name),
+            {"step": "download", "file": name, "dest": dest, "status": "FAILED",
+             "reason": f"download of {name} failed ({why}): {answer[-1]}", "log": log_path,
+             "log_tail": answer, "end": now_iso(), "host": socket.gethostname()},
+        )  # fmt: skip
         raise FetchError(
             f"download of {name} failed ({why}); the archive's answer:\n"
-            + "\n".join(f"    {line}" for line in answer or ["(nothing printed)"])
+            + "\n".join(f"    {line}" for line in answer)
             + f"\n  log: {log_path}"
         )
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"# done: {size} bytes in {seconds:.2f} s\n")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(download_failure_path(settings.state_dir, name))
     atomic_write_json(
         download_record_path(settings.state_dir, name),
         {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,

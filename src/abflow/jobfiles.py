@@ -11,13 +11,15 @@ For a mode and date this writes, in ``dfo.job_dir``:
   only): one download call per file, in groups of at most ``limits.downloads`` run in the
   background and closed by a ``wait`` line (one at a time for OPSHUB-style ``limits.downloads:
   1``);
-* the night's entries in ``JOBS_NIGHT`` (or ``JOBS_AUTO`` with ``-F``), replacing earlier entries
-  for the same mode and date and leaving every other line untouched. The execAB and execQC
-  entries run abflow's Snakemake workflow (instead of vultur_exec_cascade);
+* the night's entries in ``JOBS_NIGHT`` (``JOBS_AUTO`` with ``-F``, the file ``-r`` names),
+  replacing earlier entries for the same mode and date and leaving every other line untouched.
+  The execAB and execQC entries run abflow's Snakemake workflow (instead of
+  vultur_exec_cascade);
 * a ``cal_Queued``/``sci_Queued`` line appended to ``DFO_STATUS`` in ``dfo.mon_dir``.
 
-With ``-a AB`` only that AB and the ABs depending on it are written (``execAB_..._sub``), and
-the entries run that subcascade. With ``-r ID`` the job ids start at ID.
+With ``-a AB`` only ``execAB_<MODE>_<DATE>_sub`` and ``execQC_<MODE>_<DATE>_sub`` are written,
+with that AB and the ABs depending on it (and their waits), and nothing else is touched; the
+command that runs that subcascade is printed.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class JobRequest:
 
     auto: bool = False  # -F: JOBS_AUTO (autoDaily), else JOBS_NIGHT
     subcascade: str = ""  # -a AB
-    first_id: int = 1  # -r ID
+    job_file: str = ""  # -r JOB_FILE: the job file to write the entries into
+    first_id: int = 1
     user: str = field(default_factory=lambda: os.environ.get("USER") or "dfos")
     configfile: str = ""  # the configuration the workflow call uses
     now: Callable[[], str] = lambda: time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -96,10 +99,12 @@ def exec_qc_lines(night: Night, request: JobRequest) -> list[str]:
         return ["# QC_MODE IMPLICIT: the AB calls run the QC themselves, no QC calls"]
     if mode == "SER":
         return [f"processQC -a {ab}" for ab in names]
-    return [
-        f"{request.first_id + i} || processQC || -a {ab} -u {request.user} ||"
-        for i, ab in enumerate(names)
-    ]
+    group = max(night.settings.limits["qc"], 1)  # PAR: N at a time, then wait
+    lines: list[str] = []
+    for i in range(0, len(names), group):
+        lines += [f"processQC -a {ab} &" for ab in names[i : i + group]]
+        lines.append("wait")
+    return lines
 
 
 def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
@@ -167,18 +172,23 @@ def jobs_entry(
     """The night's lines in JOBS_NIGHT/JOBS_AUTO, in DFOS order."""
     s = night.settings
     flag = "cal" if s.mode == "CALIB" else "sci"
-    monitor = fill(s.commands["monitor"], {"date": s.date, "mode": s.mode})
+    values = {"date": s.date, "mode": s.mode}
+    monitor = fill(s.commands["monitor"], values)
     how = f"-m {s.mode} -d {s.date}" + (" -F" if request.auto else "")
-    how += f" -a {request.subcascade}" if request.subcascade else ""
-    lines = [
-        BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})",
-        monitor,
+    how += f" -r {request.job_file}" if request.job_file else ""
+    lines = [BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})"]
+    if request.auto:
+        lines.append(fill(s.commands["dfo_monitor"], values))
+    lines += [
+        f"{monitor} -r &",
         *[shlex.quote(paths[name]) for name in downloads],
         # a failed call ends the block with its status (as `bash -e` would): the QC flag below
         # is written only after the processing (and its QC) succeeded
         f"{snakemake_call(night, request, 'IMPLICIT')} || exit $?  # execAB: {paths['execAB']}",
-        "export CALL_ENABLED=YES",
     ]
+    if s.drs_type == "CON":
+        lines.append(f'echo "vultur_exec_cascade for {s.date} done."')
+    lines.append("export CALL_ENABLED=YES")
     if s.qc_mode == "IMPLICIT":
         lines.append(f"# execQC: QC_MODE IMPLICIT, no QC calls ({paths['execQC']})")
     else:
@@ -186,19 +196,32 @@ def jobs_entry(
         lines.append(f"{call} || exit $?  # execQC: {paths['execQC']}")
     lines += [
         f'echo "{flag}_QC {s.date} $(date +%Y-%m-%dT%H:%M:%S)" >> {shlex.quote(_status_file(s))}',
-        monitor,
+        f"{monitor} -F",
     ]
     if request.auto:
         lines.append(shlex.quote(os.path.join(s.dfo["job_dir"], "execHC_TREND")))
     if s.cal_cleanup and s.mode == "CALIB":
         lines.append(f"rm -rf {shlex.quote(os.path.join(s.dfo['raw_dir'], s.date))}")
+    if request.auto:
+        lines.append(fill(s.commands["dfo_monitor"], values))
     lines.append(END.format(mode=s.mode, date=s.date))
     return lines
 
 
-def _script(lines: list[str], title: str, shell: bool = True) -> str:
+def header_lines(night: Night, tag: str) -> list[str]:
+    """What an execAB/execQC file says about itself: it is a record, not the input."""
+    return [
+        "abflow runs the night from the ABs (the JOBS_NIGHT/JOBS_AUTO entry calls its",
+        "workflow): editing this file changes nothing. To leave an AB out of the night, remove",
+        f"it from {os.path.basename(night.settings.ab_list_path)} or list it under `exclude` in",
+        "the configuration (the ABs depending on it are left out too, and listed).",
+    ]
+
+
+def _script(lines: list[str], title: str, shell: bool = True, notes: Sequence[str] = ()) -> str:
     """A job file: a shell script, or (batch-queue formats) plain lines with a title comment."""
-    return "\n".join([*(["#!/bin/sh"] if shell else []), f"# {title}", *lines]) + "\n"
+    head = [*(["#!/bin/sh"] if shell else []), f"# {title}", *(f"# {n}" for n in notes)]
+    return "\n".join([*head, *lines]) + "\n"
 
 
 def build(night: Night, request: JobRequest) -> JobFiles:
@@ -216,25 +239,30 @@ def build(night: Night, request: JobRequest) -> JobFiles:
         "mcalDown": os.path.join(job_dir, f"mcalDown_{tag}"),
     }
     writer = f"written by abflow {__version__} createjob for {tag}, DRS_TYPE {s.drs_type}"
+    notes = header_lines(night, tag)
     files = {
         paths["execAB"]: _script(
             exec_ab_lines(night, request),
             f"execAB_{tag}{suffix} {writer}",
             shell=s.drs_type != "CON",
+            notes=notes,
         ),
         paths["execQC"]: _script(
             exec_qc_lines(night, request),
             f"execQC_{tag}{suffix} {writer}, QC {s.qc_mode}",
-            shell=s.qc_mode != "PAR",
+            notes=notes,
         ),
     }
+    if request.subcascade:  # createJob -a: the _sub files only, nothing else is touched
+        return JobFiles(files, "", [])
     downloads = []
     for name, kind in (("rawDown", "raw"), ("mcalDown", "cal")):
         lines = download_lines(night, request, kind)
         if lines:
             files[paths[name]] = _script(lines, f"{name}_{tag} {writer}")
             downloads.append(name)
-    jobs_file = os.path.join(job_dir, "JOBS_AUTO" if request.auto else "JOBS_NIGHT")
+    name = request.job_file or ("JOBS_AUTO" if request.auto else "JOBS_NIGHT")
+    jobs_file = os.path.join(job_dir, name)
     return JobFiles(files, jobs_file, jobs_entry(night, request, paths, downloads))
 
 
@@ -275,15 +303,17 @@ def run_plugin(plugin: str, exec_ab: str) -> None:
 
 
 def write(night: Night, request: JobRequest, log: Callable[[str], None] = print) -> JobFiles:
-    """Write the job files, call the PLUGIN, update the JOBS file and DFO_STATUS."""
+    """Write the job files, call the PLUGIN, update the JOBS file and DFO_STATUS (with ``-a``
+    only the _sub files, and say how to run them)."""
     s = night.settings
     job = build(night, request)
     os.makedirs(s.dfo["job_dir"], exist_ok=True)
     tag = f"{s.mode}_{s.date}"
-    for name in ("rawDown", "mcalDown"):  # a rerun without downloads leaves no stale file
-        stale = os.path.join(s.dfo["job_dir"], f"{name}_{tag}")
-        if stale not in job.files and os.path.exists(stale):
-            os.unlink(stale)
+    if not request.subcascade:
+        for name in ("rawDown", "mcalDown"):  # a rerun without downloads leaves no stale file
+            stale = os.path.join(s.dfo["job_dir"], f"{name}_{tag}")
+            if stale not in job.files and os.path.exists(stale):
+                os.unlink(stale)
     for path, text in job.files.items():
         atomic_write_text(path, text, mode=0o755)
         log(f"wrote {path}")
@@ -291,6 +321,13 @@ def write(night: Night, request: JobRequest, log: Callable[[str], None] = print)
     if s.plugin:
         run_plugin(s.plugin, exec_ab)
         log(f"PLUGIN {s.plugin} {exec_ab}: ok")
+    if request.subcascade:
+        n = len(_abs(night, request))
+        log(f"the subcascade of {request.subcascade} ({n} AB{'s' if n != 1 else ''}) runs with:")
+        log(f"  {snakemake_call(night, request, 'IMPLICIT')}")
+        if s.qc_mode != "IMPLICIT":
+            log(f"  {snakemake_call(night, request, s.qc_mode)}")
+        return job
     try:
         with open(job.jobs_file, encoding="utf-8") as fh:
             current = fh.read()

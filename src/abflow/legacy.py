@@ -10,10 +10,12 @@ Sites keep their settings in ``$DFO_CONFIG_DIR/config.<tool>`` (the AB syntax: `
 ``config.createJob PLUGIN``           ``plugin``
 ``config.createJob MEF_FACTOR``       ``mef_factor``
 ``config.createAB DRS_TYPE``          ``drs_type``
-``config.processQC QC_MODE``          ``qc_mode`` (also ``BQS_TYPE``; CON counts as PAR)
+``config.createAB GEN_CALDIR``        ``inputs.GEN_CALDIR`` (static calibrations, read-only)
+``config.processQC QCBQS_TYPE``       ``qc_mode`` (also ``QC_MODE``, ``BQS_TYPE``; CON = PAR)
 ===================================  ======================
 
-A value also set in abflow's own configuration wins; the difference is reported.
+A value also set in abflow's own configuration wins; the difference is reported. Where each
+value came from (file, line, DFOS key) is kept for ``abflow check``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _directory(text: str) -> str:
+    expanded = os.path.expandvars(text)
+    if not expanded.startswith("/"):
+        raise ValueError("expected an absolute directory")
+    return expanded
+
+
 def _choice(*allowed: str, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
     def parse(text: str) -> str:
         upper = (aliases or {}).get(text.upper(), text.upper())
@@ -72,8 +81,12 @@ MAPPING: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "PLUGIN": ("plugin", str),
         "MEF_FACTOR": ("mef_factor", _positive_int),
     },
-    "config.createAB": {"DRS_TYPE": ("drs_type", _choice("CPL", "CON", "INT"))},
+    "config.createAB": {
+        "DRS_TYPE": ("drs_type", _choice("CPL", "CON", "INT")),
+        "GEN_CALDIR": ("inputs.GEN_CALDIR", _directory),
+    },
     "config.processQC": {
+        "QCBQS_TYPE": ("qc_mode", _choice("SER", "PAR", "IMPLICIT", aliases={"CON": "PAR"})),
         "QC_MODE": ("qc_mode", _choice("SER", "PAR", "IMPLICIT", aliases={"CON": "PAR"})),
         "BQS_TYPE": ("qc_mode", _choice("SER", "PAR", "IMPLICIT", aliases={"CON": "PAR"})),
     },
@@ -132,12 +145,15 @@ def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 def apply_legacy(
     raw: Mapping[str, Any], config: dict[str, Any], values: list[LegacyValue]
-) -> list[str]:
+) -> tuple[list[str], dict[str, str]]:
     """Put legacy values into ``config`` where ``raw`` (the user's config) does not set the key.
 
-    Returns notes on values the user's configuration overrides.
+    Returns notes on values the user's configuration overrides, and for every key taken from a
+    DFOS file where it came from (``<file>:<line> <DFOS key>``). Of several DFOS keys for one
+    setting (QCBQS_TYPE, QC_MODE, BQS_TYPE in one file) the first line wins.
     """
-    notes = []
+    notes: list[str] = []
+    sources: dict[str, str] = {}
     for item in values:
         present, current = _get(raw, item.key)
         if present:
@@ -147,5 +163,8 @@ def apply_legacy(
                     "the configuration; using the configuration's"
                 )
             continue
+        if item.key in sources:
+            continue
         _set(config, item.key, item.value)
-    return notes
+        sources[item.key] = item.source
+    return notes, sources

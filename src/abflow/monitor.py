@@ -78,14 +78,26 @@ def _duration(seconds: object) -> str:
     return f"{value / 60:.1f} min"
 
 
-def _qc1(a: ABState) -> str:
+QC1_SHOWN = 3
+
+
+def _qc1(a: ABState) -> tuple[str, str]:
+    """(cell text, full list for the tooltip) of the AB's QC1 numbers: abflow's own QC, else
+    the parameters the site's processQC handed over (runner.site_qc1)."""
     results = (a.qc or {}).get("results") or {}
     products = results.get("products") or []
-    if not products:
-        return ""
-    first = products[0]
-    text = f"median {first['median']:.4g}, noise {first['noise']:.4g}, hot {first['hot_pixels']}"
-    return text + (f" (+{len(products) - 1} products)" if len(products) > 1 else "")
+    if products:
+        first = products[0]
+        text = (
+            f"median {first['median']:.4g}, noise {first['noise']:.4g}, hot {first['hot_pixels']}"
+        )
+        return text + (f" (+{len(products) - 1} products)" if len(products) > 1 else ""), ""
+    qc1 = (a.qc or {}).get("qc1") or {}
+    if not qc1:
+        return "", ""
+    items = [f"{k}={v}" for k, v in qc1.items()]
+    more = f" (+{len(items) - QC1_SHOWN})" if len(items) > QC1_SHOWN else ""
+    return ", ".join(items[:QC1_SHOWN]) + more, "\n".join(items)
 
 
 Link = Callable[[str], str | None]
@@ -145,6 +157,7 @@ def render(state: NightState, link: Link) -> str:
             qc_links = (qc_links + " QC failed").strip()
         reason = (item.failure or {}).get("reason", "") if item.state == "failed" else ""
         host = item.host or str(rec.get("host", ""))
+        qc1, qc1_all = _qc1(item)
         rows.append(
             f'<tr id="ab-{i}" class="{item.state}" data-state="{item.state}">'
             f"<td>{i}</td><td>{esc(item.ab)}</td><td>{esc(ab.raw_type)}</td>"
@@ -154,7 +167,7 @@ def render(state: NightState, link: Link) -> str:
             f'<td class="pool">{esc(item.pool)}</td>'
             f"<td>{esc(', '.join(night.parents[item.ab]))}</td>"
             f"<td>{a(log if os.path.exists(log) else None, 'log')}</td>"
-            f"<td>{qc_links}</td><td>{esc(_qc1(item))}</td>"
+            f'<td>{qc_links}</td><td class="qc1" title="{esc(qc1_all)}">{esc(qc1)}</td>'
             f'<td class="reason">{esc(str(reason))}</td></tr>'
         )
     rows.append("</tbody></table>")

@@ -273,7 +273,7 @@ def path_policy(settings: Settings) -> PathPolicy:
     """Where AB paths may point: inputs under raw/cal/product dirs, outputs under product."""
     d = settings.dfo
     return PathPolicy(
-        inputs=(d["raw_dir"], d["cal_dir"], d["product_dir"]),
+        inputs=(d["raw_dir"], d["cal_dir"], d["product_dir"], *settings.inputs.values()),
         outputs=(d["product_dir"],),
     )
 
@@ -326,15 +326,25 @@ def _load_one_night(settings: Settings) -> Night:
     abs_: dict[str, AB] = {}
     list_line: dict[str, int] = {}
     dir_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
+    missing: list[str] = []
+    notices: list[Problem] = []
     for name, lineno in entries:
         ab_path = settings.ab_file(name)
         if not os.path.isfile(ab_path):
+            if settings.missing_abs == "skip":
+                missing.append(name)
+                notices.append(
+                    Problem(list_path, lineno, f"AB {name} is listed but {ab_path} does not "
+                            "exist: left out (missing_abs: skip)")
+                )  # fmt: skip
+                continue
             problems.append(
                 Problem(
                     list_path,
                     lineno,
                     f"AB {name} is listed but {ab_path} does not exist: restore the AB or "
-                    "remove it from the list",
+                    "remove it from the list (or set missing_abs: skip to run every AB that "
+                    "does not depend on it)",
                 )
             )
             continue
@@ -343,6 +353,14 @@ def _load_one_night(settings: Settings) -> Night:
         if ab is not None:
             abs_[name] = ab
             list_line[name] = lineno
+    unknown = _unknown_qualifiers(settings, abs_)
+    if settings.unknown_qualifiers == "error":
+        problems.extend(unknown)
+    else:
+        notices.extend(unknown)
+    for name in settings.exclude:
+        if name not in abs_ and name not in missing:
+            problems.append(Problem(list_path, None, f"exclude: {name} is not an AB of this list"))
 
     # Products: who makes which file
     by_product_stem: dict[str, tuple[str, str]] = {}
@@ -376,6 +394,7 @@ def _load_one_night(settings: Settings) -> Night:
                 by_root[ab.prod_root_name] = name
 
     edges: list[tuple[str, str, str]] = []
+    unresolved: dict[str, str] = {}
     virtual_inputs: dict[str, list[VirtualInput]] = {name: [] for name in abs_}
     file_rows: list[dict[str, object]] = []
     raw_inputs: dict[str, tuple[str, ...]] = {}
@@ -429,6 +448,9 @@ def _load_one_night(settings: Settings) -> Night:
                 continue
             if parent is None:
                 existing = find_existing_product(cal.path, settings.dfo["product_dir"])
+                if existing is None and missing:
+                    unresolved.setdefault(name, key)  # maybe made by a missing AB: left out
+                    continue
                 if existing is None:
                     problems.append(
                         Problem(
@@ -474,6 +496,12 @@ def _load_one_night(settings: Settings) -> Night:
 
     if problems:
         raise NightError(problems)
+    names, more = _leave_out(settings, list_path, names, parents, children, unresolved, missing)
+    if more:
+        notices += more
+        kept = set(names)
+        edges = [e for e in edges if e[0] in kept and e[1] in kept]
+        file_rows = [row for row in file_rows if row[0] in kept]
 
     order = {name: i for i, name in enumerate(names)}
     topo = _stable_topological_order(names, parents, children, order)
@@ -482,7 +510,7 @@ def _load_one_night(settings: Settings) -> Night:
     for name in topo:
         level[name] = 1 + max((level[p] for p in parents[name]), default=-1)
 
-    warnings = [
+    warnings = notices + [
         Problem(
             list_path,
             list_line[name],
@@ -509,6 +537,65 @@ def _load_one_night(settings: Settings) -> Night:
         cal_inputs=cal_inputs,
         warnings=warnings,
     )
+
+
+def _unknown_qualifiers(settings: Settings, abs_: dict[str, AB]) -> list[Problem]:
+    """One problem per qualifier abflow does not know (with how many ABs use it)."""
+    seen: dict[str, list[tuple[str, int]]] = {}
+    for ab in abs_.values():
+        for qualifier, line in ab.unknown_qualifiers:
+            seen.setdefault(qualifier, []).append((ab.path, line))
+    out = []
+    for qualifier, where in seen.items():
+        path, line = where[0]
+        n = len(where)
+        if settings.unknown_qualifiers == "error":
+            message = f"unknown qualifier {qualifier!r} (unknown_qualifiers: error)"
+        else:
+            message = (
+                f"unknown qualifier {qualifier!r} (in {n} AB{'s' if n != 1 else ''}): kept but "
+                "not used by abflow; set unknown_qualifiers: error to refuse such ABs"
+            )
+        out.append(Problem(path, line, message))
+    return out
+
+
+def _leave_out(
+    settings: Settings,
+    list_path: str,
+    names: list[str],
+    parents: dict[str, list[str]],
+    children: dict[str, list[str]],
+    unresolved: dict[str, str],
+    missing: list[str],
+) -> tuple[list[str], list[Problem]]:
+    """The ABs left to run once the excluded ones, the ones whose virtual calibration only a
+    missing AB can make, and everything depending on them are left out; and what was left out
+    (as notices)."""
+    roots = [n for n in names if n in settings.exclude or n in unresolved]
+    if not roots:
+        return names, []
+    dropped: dict[str, str] = {}
+    for root in roots:
+        why = (
+            "exclude"
+            if root in settings.exclude
+            else f"its MCALIB VIRTUAL {unresolved[root]} is made by no AB of the list, maybe by "
+            f"a missing one ({', '.join(missing)})"
+        )
+        stack = [root]
+        while stack:
+            ab = stack.pop()
+            if ab in dropped:
+                continue
+            dropped[ab] = why if ab == root else f"it depends on {root}"
+            stack.extend(children[ab])
+    kept = [n for n in names if n not in dropped]
+    for ab in kept:
+        parents[ab] = [p for p in parents[ab] if p not in dropped]
+        children[ab] = [c for c in children[ab] if c not in dropped]
+    notices = [Problem(list_path, None, f"AB {ab} left out: {why}") for ab, why in dropped.items()]
+    return kept, notices
 
 
 def _merge_nights(settings: Settings, nights: list[Night]) -> tuple[Night, list[Problem]]:

@@ -133,6 +133,17 @@ class DownloadCommand(_Command):
 FILE_WILDCARD = r"[^/].*\.(?:fits|tfits)(?:\.fz|\.gz|\.Z)?"
 
 
+def ab_edited(record: dict[str, Any], digest: str) -> bool:
+    """True if the AB changed what its processing depends on since ``record`` was written.
+
+    Records store the AB's processing digest (abflow.ab.processing_digest, ``p...``); one
+    written by an older abflow holds a checksum of the whole file, which cannot tell bookkeeping
+    from edits: it counts as unchanged.
+    """
+    old = str(record.get("ab_digest") or "")
+    return old.startswith("p") and old != digest
+
+
 class NightRules:
     """What the generic rules need to know about each AB of a Night."""
 
@@ -387,7 +398,7 @@ class NightRules:
         if record is None:
             return []
         generation, _, digest = self.rerun_key(ab).partition(":")
-        if ab not in self._subcascade_set and record.get("ab_digest", digest) == digest:
+        if ab not in self._subcascade_set and not ab_edited(record, digest):
             return []
         request = self.request_pattern.format(ab=ab, key=f"g{generation}-{digest}")
         if not os.path.exists(request):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -186,6 +188,7 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
             f"# workdir {step.workdir}\n# command {command}\n"
         )
         log.flush()
+        output_from = log.tell()  # where this run's command output starts in the log
         # its own process group: a crashed run's successor can end the command with all its
         # children, and this job ends them when Snakemake or abflow stop ends it
         proc = subprocess.Popen(
@@ -240,6 +243,10 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     }
     if results is not None:
         record["results"] = results
+    if step.step == "process_qc":
+        qc1 = site_qc1(step.workdir, step.log_path, output_from)
+        if qc1:
+            record["qc1"] = qc1
     if not ok:
         record["reason"] = reason
         record["log_tail"] = tail(step.log_path)
@@ -253,6 +260,40 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(step.failed_path)
     return record
+
+
+PAF_QC_RE = re.compile(r"^\s*(QC\.[A-Za-z0-9_.-]+)\s+(.*?)\s*(?:;.*)?$")
+OUTPUT_QC1_RE = re.compile(r"^\s*QC1\s+([A-Za-z0-9_.:-]+)\s*(?:=\s*)?(\S.*?)\s*$")
+
+
+def site_qc1(workdir: str, log_path: str, offset: int = 0) -> dict[str, str]:
+    """The QC1 parameters a site's processQC handed over, by name (see README: QC1 numbers).
+
+    Two ways, both read: the ESO PAF files (``*.paf``) the command leaves in its working
+    directory, each ``QC.<NAME> <value>`` line; and the command's output (its log from
+    ``offset``), each line ``QC1 <NAME> <value>`` (or ``QC1 <NAME> = <value>``). Values are kept
+    as written (quotes removed); a name given twice keeps its last value.
+    """
+    found: dict[str, str] = {}
+    for paf in sorted(glob.glob(os.path.join(glob.escape(workdir), "*.paf"))):
+        try:
+            with open(paf, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    match = PAF_QC_RE.match(line)
+                    if match:
+                        found[match.group(1)] = match.group(2).strip('"')
+        except OSError:
+            continue
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(offset)
+            for line in fh:
+                match = OUTPUT_QC1_RE.match(line)
+                if match:
+                    found[match.group(1)] = match.group(2).strip('"')
+    except OSError:
+        pass
+    return found
 
 
 def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -18,6 +18,7 @@ On a pool, the queue comes from the schedd (abflow.condor.night_queue): the jobs
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,8 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
                 failure = read_record(path)
                 if failure:
                     break
+        if failure is None and record is None:  # a file it needs could not be downloaded
+            failure = _download_failure(s.state_dir, night, ab)
         st = ABState(ab, "created", record, failure, qc, qc_failure)
         jobs = running.get(ab, [])
         in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
@@ -164,6 +167,19 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
         state_of[ab] = st.state
         out.append(st)
     return NightState(night, out, run, alive, queue)
+
+
+def _download_failure(state_dir: str, night: Night, ab: str) -> dict[str, Any] | None:
+    """The failed download of a file ``ab`` needs (its note), or None."""
+    from abflow.download import download_failure_path
+
+    for path in (*night.raw_inputs[ab], *night.cal_inputs[ab]):
+        if os.path.exists(path):
+            continue  # got it since (by hand, or a later run)
+        note = read_record(download_failure_path(state_dir, os.path.basename(path)))
+        if note is not None:
+            return note
+    return None
 
 
 def failure_summary(night: Night, names: Any = None, since: str | None = None) -> str:
