@@ -407,3 +407,29 @@ def test_dfos_job_files_for_con_run_with_bash_e_on_the_pool(pool, tmp_path, dfo,
         assert set(records(state)) == {s.name for s in specs}
         assert re.search(rf"^cal_QC {DATE} \S+$", status, re.M)
         assert {f"process_qc/{s.name}" for s in specs} <= done
+
+
+def test_a_dfos_night_written_by_hand_runs_from_its_jobs_night_on_the_pool(pool, tmp_path) -> None:
+    """The hand-written FORS2 night (tests/data/dfos_night; config.createAB says DRS_TYPE CON)
+    through createjob's JOBS_NIGHT on the pool, with stand-ins for the DFOS tools found through
+    the operator's PATH: every AB and its QC is an HTCondor job, processed once, although
+    processAB rewrites every AB."""
+    from test_dfos_dropin import DATE as NIGHT_DATE
+    from test_dfos_dropin import abflow as dfos_abflow
+    from test_dfos_dropin import calls, site
+
+    s = site(tmp_path, pool_env=["STANDIN_CALLS"])
+    assert dfos_abflow(s, "createjob", "-m", "CALIB", "-d", NIGHT_DATE).returncode == 0
+    proc = subprocess.run(
+        ["bash", "-e", str(Path(s["dfo"]["job_dir"], "JOBS_NIGHT"))], cwd=tmp_path,
+        env=s["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "DRS_TYPE CON (from profile condor)" in proc.stdout
+    assert f"vultur_exec_cascade for {NIGHT_DATE} done." in proc.stdout
+    every = sorted(p.name for p in Path(s["dfo"]["ab_dir"]).iterdir())
+    assert sorted(calls(s, "processAB")) == every and sorted(calls(s, "processQC")) == every
+    done = history(s["state"], 16)
+    assert sorted(ad["AbflowJob"] for ad in done) == sorted(
+        [f"process_ab/{ab}" for ab in every] + [f"process_qc/{ab}" for ab in every]
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SNAKEFILE
+from conftest import ROOT, SNAKEFILE, records
 
 from abflow.generate import make_dfo_tree
 
@@ -138,3 +138,198 @@ def test_jobs_night_with_dfos_processab_reprocesses_nothing(tmp_path) -> None:
     assert ab_jobs(dry) == 3
     for name in (FLAT1, ARC1, STD1):
         assert f"ab={name}" in dry.stdout
+
+
+# ----------------------------------------------------------------------------- 2. qualifiers
+def test_everything_createab_writes_is_accepted_without_a_warning(tmp_path) -> None:
+    s = site(tmp_path)
+    check = abflow(s, "check")
+    assert check.returncode == 0, check.stderr
+    assert "CALIB_2024-07-12: 8 ABs, 12 dependencies, 4 levels: OK" in check.stdout
+    assert "warning" not in check.stderr
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("MCALBI", "MCALIB"), ("RAWFLIE", "RAWFILE"), ("PRODUCT", "PRODUCTS"), ("mcalib", "MCALIB")],
+)
+def test_a_misspelt_qualifier_is_an_error_with_a_suggestion(tmp_path, written, meant) -> None:
+    s = site(tmp_path)
+    path = Path(s["dfo"]["ab_dir"], ARC1)
+    lines = path.read_text().splitlines()
+    n = next(i for i, ln in enumerate(lines) if ln.startswith(meant.upper() + " "))
+    lines[n] = written + lines[n][len(meant) :]
+    path.write_text("\n".join(lines) + "\n")
+    check = abflow(s, "check")
+    assert check.returncode == 2
+    assert f"{path}:{n + 1}: unknown qualifier {written!r}: did you mean {meant}?" in check.stderr
+    dry = snakemake(s, tmp_path, "-n")
+    assert dry.returncode != 0 and f"did you mean {meant}?" in dry.stdout + dry.stderr
+
+
+def test_an_unknown_qualifier_is_a_warning_or_on_request_an_error(tmp_path) -> None:
+    s = site(tmp_path)
+    for ab in Path(s["dfo"]["ab_dir"]).iterdir():
+        ab.write_text(ab.read_text() + "UPDATE_STAMP    2024-07-14T08:00:00\n")
+    check = abflow(s, "check")
+    assert check.returncode == 0 and "OK" in check.stdout
+    assert "unknown qualifier 'UPDATE_STAMP' (in 8 ABs): kept but not used" in check.stderr
+    strict = abflow(s, "check", "--config", "unknown_qualifiers=error")
+    assert strict.returncode == 2 and "unknown qualifier 'UPDATE_STAMP'" in strict.stderr
+
+
+# ----------------------------------------------------------------------------- 3. createjob -a
+def test_createjob_a_writes_the_sub_files_and_touches_nothing_else(tmp_path) -> None:
+    s = site(tmp_path)
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE).returncode == 0
+    job_dir, mon_dir = Path(s["dfo"]["job_dir"]), Path(s["dfo"]["mon_dir"])
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for d in (job_dir, mon_dir) for p in d.glob("*")
+                if p.is_file()}  # fmt: skip
+
+    before = snapshot()
+    sub = abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-a", FLAT1)
+    assert sub.returncode == 0, sub.stderr
+    after = snapshot()
+    new = sorted(os.path.basename(p) for p in set(after) - set(before))
+    assert new == [f"execAB_CALIB_{DATE}_sub", f"execQC_CALIB_{DATE}_sub"]
+    assert {p: after[p] for p in before} == before  # JOBS_NIGHT, downloads, DFO_STATUS, ...
+    exec_ab = (job_dir / f"execAB_CALIB_{DATE}_sub").read_text().splitlines()
+    body = [ln for ln in exec_ab if not ln.startswith("#")]
+    assert [ln.split("||")[2].split()[1] for ln in body] == [FLAT1, ARC1, STD1]
+    assert [ln.split("||")[3].strip() for ln in body] == ["", "1", "1 2"]  # the waits
+    assert "runs with:" in sub.stdout and f"subcascade={FLAT1}" in sub.stdout
+
+
+# ----------------------------------------------------------------------------- 4. DFOS config
+def test_dfos_config_values_are_read_and_their_origin_shown(tmp_path) -> None:
+    s = site(tmp_path)
+    check = abflow(s, "check")
+    config_dir = s["dfo"]["config_dir"]
+    assert f"drs_type = CON (from {config_dir}/config.createAB:3 DRS_TYPE)" in check.stdout
+    assert f"limits.jobs = 6 (from {config_dir}/config.createJob:2 MAX_JOBS)" in check.stdout
+    assert f"qc_mode = PAR (from {config_dir}/config.processQC:3 QCBQS_TYPE)" in check.stdout
+    assert f"inputs.GEN_CALDIR = {s['gen']} (from {config_dir}/config.createAB:5 GEN_CALDIR)" in (
+        check.stdout
+    )
+    # a value of the site's own configuration wins, and the difference is said
+    check = abflow(s, "check", "--config", "qc_mode=SER")
+    assert "QCBQS_TYPE = 'PAR' differs from qc_mode: 'SER'" in check.stdout
+
+
+# ----------------------------------------------------------------------------- 5. downloads
+@pytest.mark.slow
+def test_a_download_failing_for_good_fails_the_abs_that_need_it_by_name(tmp_path) -> None:
+    s = site(tmp_path, drs_type="CPL", retries={"download": 0})
+    (s["archive"] / "FO_MDRK_240710A_chip2.fits").unlink()  # the archive lost it
+    run = snakemake(s, tmp_path, "--cores", "2")
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    summary = out[out.index("abflow: 1 AB failed") :]
+    assert f"{ARC2} (download): download of FO_MDRK_240710A_chip2.fits failed" in summary
+    assert "NGAS error: file FO_MDRK_240710A_chip2.fits not found" in summary
+    assert "1 AB did not run" in summary and f"  {STD2} (waits for {ARC2})" in summary
+    assert set(records(s["state"])) == {BIAS1, BIAS2, FLAT1, FLAT2, ARC1, STD1}
+    assert abflow(s, "status").returncode == 0
+    page = Path(s["dfo"]["mon_dir"], f"status_{DATE}.html").read_text()
+    row = next(r for r in page.split("<tr") if ARC2 in r)
+    assert 'data-state="failed"' in row and "FO_MDRK_240710A_chip2.fits" in row
+
+
+# ----------------------------------------------------------------------------- 6. static inputs
+def test_static_calibrations_outside_the_cal_dir_are_read_only_inputs(tmp_path) -> None:
+    s = site(tmp_path)
+    assert abflow(s, "check").returncode == 0  # $GEN_CALDIR from config.createAB
+    (Path(s["dfo"]["config_dir"]) / "config.createAB").write_text("DRS_TYPE CON\n")
+    check = abflow(s, "check")  # no GEN_CALDIR anywhere: refused, saying what to do
+    assert check.returncode == 2 and "undefined variable $GEN_CALDIR" in check.stderr
+    check = abflow(s, "check", "--config", f"inputs={{GEN_CALDIR: {s['gen']}}}")
+    assert check.returncode == 0, check.stderr  # named in abflow's own configuration
+    # nothing is written there: a product under an input directory is refused
+    path = Path(s["dfo"]["ab_dir"], BIAS1)
+    path.write_text(path.read_text().replace("$DFS_PRODUCT/BIAS", "$GEN_CALDIR/BIAS"))
+    check = abflow(s, "check", "--config", f"inputs={{GEN_CALDIR: {s['gen']}}}")
+    assert check.returncode == 2 and "is outside the configured directories" in check.stderr
+
+
+# ----------------------------------------------------------------------------- 7. QC1 numbers
+@pytest.mark.slow
+def test_a_sites_qc1_numbers_reach_the_record_and_the_page(tmp_path) -> None:
+    s = site(tmp_path, drs_type="CPL", qc_mode="SER")
+    run = snakemake(s, tmp_path, "--cores", "2")
+    assert run.returncode == 0, run.stdout[-3000:]
+    qc = Path(s["state"], "records", "process_qc", f"{BIAS1}.json").read_text()
+    qc1 = yaml.safe_load(qc)["qc1"]
+    mean = f"{200 + len(BIAS1[: -len('.ab')]) % 7}.25"  # what the stand-in processQC writes
+    assert qc1 == {"QC.BIAS.MASTER.MEAN": mean, "QC.RON": "3.1", "NPRODUCTS": "1",
+                   "STATUS": "OK"}  # fmt: skip
+    page = Path(s["dfo"]["mon_dir"], f"status_{DATE}.html").read_text()
+    row = next(r for r in page.split("<tr") if BIAS1 in r)
+    assert f">QC.BIAS.MASTER.MEAN={mean}, QC.RON=3.1, NPRODUCTS=1 (+1)</td>" in row
+    assert "STATUS=OK" in row  # in the tooltip with every parameter
+
+
+# ----------------------------------------------------------------------------- 8. smaller gaps
+def test_jobs_auto_is_framed_by_dfomonitor_and_the_monitor_calls(tmp_path) -> None:
+    s = site(tmp_path)
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-F").returncode == 0
+    block = Path(s["dfo"]["job_dir"], "JOBS_AUTO").read_text().splitlines()
+    body = block[1:-1]
+    assert body[0] == "dfoMonitor -m -q" and body[-1] == "dfoMonitor -m -q"
+    assert body[1] == f"getStatusAB -d {DATE} -r &"
+    assert f"getStatusAB -d {DATE} -F" in body
+    ab_call = next(i for i, ln in enumerate(body) if "# execAB:" in ln)
+    assert body[ab_call + 1] == f'echo "vultur_exec_cascade for {DATE} done."'  # CON
+    assert body.index(f"getStatusAB -d {DATE} -F") > ab_call
+
+
+def test_createjob_r_names_the_job_file(tmp_path) -> None:
+    s = site(tmp_path)
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "JOBS_REPRO").returncode == 0
+    job_dir = Path(s["dfo"]["job_dir"])
+    assert (job_dir / "JOBS_REPRO").is_file() and not (job_dir / "JOBS_NIGHT").exists()
+    bad = abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "../x")
+    assert bad.returncode == 2 and "name a file in dfo.job_dir" in bad.stderr
+
+
+def test_par_exec_qc_runs_n_at_a_time_then_waits(tmp_path) -> None:
+    s = site(tmp_path, limits={"qc": 3})
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE).returncode == 0
+    lines = Path(s["dfo"]["job_dir"], f"execQC_CALIB_{DATE}").read_text().splitlines()
+    body = [ln for ln in lines if not ln.startswith("#")]
+    assert [ln.endswith("&") for ln in body] == [*[True] * 3, False] * 2 + [True, True, False]
+    assert body[3] == body[7] == body[10] == "wait"
+    assert body[0].startswith("processQC -a FORS2.")
+
+
+def test_exec_ab_says_it_is_a_record_and_how_to_leave_an_ab_out(tmp_path) -> None:
+    s = site(tmp_path)
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE).returncode == 0
+    head = Path(s["dfo"]["job_dir"], f"execAB_CALIB_{DATE}").read_text()
+    assert "editing this file changes nothing" in head and "`exclude`" in head
+    left = abflow(s, "check", "--config", f"exclude=[{FLAT1}]")
+    assert left.returncode == 0 and "CALIB_2024-07-12: 5 ABs" in left.stdout
+    for ab in (FLAT1, ARC1, STD1):
+        assert f"AB {ab} left out" in left.stderr
+
+
+def test_dfos_options_m_and_d_on_check_cascade_and_plan(tmp_path) -> None:
+    s = site(tmp_path)
+    s["config"].write_text(s["config"].read_text().replace(DATE, "2024-07-01"))
+    for command in ("check", "cascade", "plan"):
+        assert abflow(s, command).returncode == 2  # no AB list for the configured date
+        proc = abflow(s, command, "-m", "CALIB", "-d", DATE)
+        assert proc.returncode == 0, (command, proc.stderr)
+
+
+def test_a_missing_ab_file_is_refused_or_on_request_left_out(tmp_path) -> None:
+    s = site(tmp_path)
+    Path(s["dfo"]["ab_dir"], ARC2).unlink()
+    check = abflow(s, "check")
+    assert check.returncode == 2
+    assert f"AB_list_CALIB_{DATE}:6: AB {ARC2} is listed but" in check.stderr
+    assert "missing_abs: skip" in check.stderr
+    skip = abflow(s, "check", "--config", "missing_abs=skip")
+    assert skip.returncode == 0 and "CALIB_2024-07-12: 6 ABs" in skip.stdout
+    assert f"AB {ARC2} is listed but" in skip.stderr and f"AB {STD2} left out" in skip.stderr

@@ -169,6 +169,16 @@ def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> N
     text = Path(path).read_text()
     assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text
     assert f"exec {sys.executable} -m snakemake" in text
+    # what the job gets of the submitting environment: its PATH (the DFOS tools), its DFOS
+    # variables (the night's directories win), and what pool_env names; nothing else
+    with_env = resolve({"date": DATE, "dfo": dfo, "pool_env": ["SITE_TOKEN"]})
+    submitting = {"PATH": "/opt/dfos/bin:/usr/bin", "DFO_INSTRUMENT": "FORS2", "HOME": "/home/q",
+                  "DFO_RAW_DIR": "/elsewhere", "SITE_TOKEN": "t1", "OTHER": "x"}  # fmt: skip
+    text = wrapper_text(with_env, environ=submitting)
+    assert f"PATH={Path(sys.executable).parent}:/opt/dfos/bin:/usr/bin:" in text
+    assert "export DFO_INSTRUMENT=FORS2" in text and "export SITE_TOKEN=t1" in text
+    assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text and "/elsewhere" not in text
+    assert "OTHER" not in text and "/home/q" not in text
 
 
 def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None:

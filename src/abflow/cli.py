@@ -181,9 +181,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         _refresh_until_the_run_ends(night, args.interval, args.wait)
     if args.export:
         target = night.settings.status_export_dir
-        if not target:
-            print("abflow status: -F needs status_export_dir in the configuration", file=sys.stderr)
-            return 2
+        if not target:  # the final monitor call of a night must not fail it
+            print(
+                "abflow status: not exported (-F): set status_export_dir in the configuration",
+                file=sys.stderr,
+            )
+            return 0
         print(f"exported {export_page(night, target)}")
     return 0
 
@@ -195,17 +198,31 @@ def _refresh_until_the_run_ends(night: Night, interval: float, wait: float) -> N
     from abflow.runstate import process_alive, read_run
 
     s = night.settings
+    started = time.time()
     deadline = time.monotonic() + wait
+    next_page = time.monotonic() + interval
     seen = False
     while True:
         runs = [r for b in s.batches if (r := read_run(s.state_dir, b))]
         alive = any(process_alive(r) for r in runs)
-        seen = seen or alive
-        if (seen and not alive) or (not seen and time.monotonic() > deadline):
+        # a run seen alive, or one that came and went between two looks (it left records)
+        seen = seen or alive or _written_since(s.state_dir, started)
+        if not alive and (seen or time.monotonic() > deadline):
             break
-        time.sleep(interval)
-        write_page(night, pool_queue(night))
+        time.sleep(1.0)
+        if time.monotonic() >= next_page:
+            write_page(night, pool_queue(night))
+            next_page = time.monotonic() + interval
     print(f"wrote {write_page(night, pool_queue(night))}")
+
+
+def _written_since(state_dir: str, since: float) -> bool:
+    """True if a completion record or failure note was written after ``since`` (epoch s)."""
+    for sub in ("records", "failed"):
+        for root, _dirs, files in os.walk(os.path.join(state_dir, sub)):
+            if any(os.path.getmtime(os.path.join(root, f)) >= since for f in files):
+                return True
+    return False
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
@@ -263,7 +280,7 @@ def cmd_createjob(args: argparse.Namespace) -> int:
         subcascade = _ask_parent(night)
     if args.job_file and ("/" in args.job_file or args.job_file in (".", "..")):
         print(
-            f"abflow createjob: -r {args.job_file}: give a file name in dfo.job_dir",
+            f"abflow createjob: -r {args.job_file}: name a file in dfo.job_dir",
             file=sys.stderr,
         )
         return 2

@@ -57,11 +57,28 @@ def wrapper_path(settings: Settings) -> str:
     return os.path.join(settings.state_dir, "condor", "job-wrapper.sh")
 
 
-def wrapper_text(settings: Settings, python: str | None = None) -> str:
+def job_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a pool job gets of the submitting environment: the ``$DFO_*``/``$DFS_*`` variables
+    (the DFOS tools read them; the night's directories override them), the variables named in
+    ``pool_env``, and PATH (below)."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k.startswith(("DFO_", "DFS_"))}
+    env.update({k: environ[k] for k in settings.pool_env if k in environ})
+    env.update(settings.variables)
+    return env
+
+
+def wrapper_text(
+    settings: Settings, python: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
     """The job wrapper script: environment of the night, then ``python -m snakemake "$@"``."""
     python = python or sys.executable
-    env: dict[str, str] = dict(settings.variables)
+    environ = os.environ if environ is None else environ
+    env = job_environment(settings, environ)
     env["ABFLOW_PYTHON"] = python
+    # the DFOS tools of the commands (processAB, ngasClient, ...) as the operator's shell finds
+    # them: the submitting PATH (a filesystem shared at the same paths), after abflow's Python
+    path = ":".join(p for p in (os.path.dirname(python), environ.get("PATH", "")) if p)
     # the job imports the htcondor bindings (Snakemake loads every executor plugin), which warn
     # on an execute node without a condor_config of its own
     env["PYTHONWARNINGS"] = "ignore::UserWarning:htcondor2"
@@ -69,10 +86,11 @@ def wrapper_text(settings: Settings, python: str | None = None) -> str:
         "#!/bin/sh",
         "# abflow HTCondor job wrapper, written by the workflow for this night; do not edit.",
         "# The pool starts jobs with a bare environment (no PATH, maybe no HOME): give the job",
-        "# abflow's Python environment and the night's $DFO_* directories, then run Snakemake's",
-        "# job command (the plugin passes the arguments of `python -m snakemake ...`).",
+        "# abflow's Python environment, the submitting PATH, the $DFO_* variables and the",
+        "# night's directories, then run Snakemake's job command (the plugin passes the",
+        "# arguments of `python -m snakemake ...`).",
         "set -eu",
-        f"PATH={shlex.quote(os.path.dirname(python))}:${{PATH:-{SYSTEM_PATH}}}",
+        f"PATH={shlex.quote(path)}:${{PATH:-{SYSTEM_PATH}}}",
         f'HOME="${{HOME:-${{_CONDOR_SCRATCH_DIR:-{shlex.quote(settings.state_dir)}}}}}"',
         "export PATH HOME",
     ]

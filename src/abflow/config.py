@@ -218,6 +218,7 @@ class Settings:
     unknown_qualifiers: str = "warn"
     missing_abs: str = "refuse"
     exclude: tuple[str, ...] = ()
+    pool_env: tuple[str, ...] = ()  # environment variables handed to pool jobs
     # config key (dotted) -> where a value taken from a DFOS config file came from
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -371,6 +372,7 @@ def resolve(
         unknown_qualifiers=cfg["unknown_qualifiers"],
         missing_abs=cfg["missing_abs"],
         exclude=tuple(cfg["exclude"]),
+        pool_env=tuple(cfg["pool_env"]),
         sources=sources,
     )
 

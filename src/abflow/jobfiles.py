@@ -2,8 +2,8 @@
 
 For a mode and date this writes, in ``dfo.job_dir``:
 
-* ``execAB_<MODE>_<DATE>`` in the format of the DRS_TYPE: CPL ``processAB -a <AB>`` lines in
-  cascade order, INT the same with ``-l``, CON ``<id> || processAB || -a <AB> -u <user> ||
+* ``execAB_<MODE>_<DATE>`` in the format of the DRS_TYPE: CPL and INT ``processAB -a <AB>``
+  lines in cascade order, CON ``<id> || processAB || -a <AB> -u <user> ||
   <ids it waits for>`` (the format vultur_exec_cascade read);
 * ``execQC_<MODE>_<DATE>``: SER ``processQC -a <AB>`` lines, PAR the batch-queue line format,
   IMPLICIT no calls;
@@ -81,8 +81,8 @@ def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
     names = _abs(night, request)
     if drs == "CPL":
         return [f"processAB -a {ab}" for ab in names]
-    if drs == "INT":
-        return [f"processAB -a {ab} -l" for ab in names]
+    if drs == "INT":  # serial like CPL; the recipe fans out itself (§16.4)
+        return [f"processAB -a {ab}" for ab in names]
     ids = {ab: request.first_id + i for i, ab in enumerate(names)}
     lines = []
     for ab in names:
