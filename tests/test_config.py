@@ -38,6 +38,7 @@ def test_every_key_of_the_interface_contract_is_documented_with_a_default() -> N
         "process_ab_det",
         "mef_join",
         "monitor",
+        "dfo_monitor",
     }
     assert set(props["limits"]["properties"]) == {"downloads", "qc", "jobs"}
     for sub in ("dfo", "commands", "limits"):
