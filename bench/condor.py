@@ -87,9 +87,9 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
 
     from abflow.condor import run_constraint
     from abflow.config import load_settings
+    from abflow.layout import JobId
     from abflow.night import load_night
     from abflow.plan import critical_path, job_graph
-    from abflow.runstate import job_name
 
     wall = run_night(base, cfg)
     settings = load_settings(cfg)
@@ -102,7 +102,7 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
             projection=["AbflowJob", "QDate", "JobStartDate", "CompletionDate"],
         )
     }
-    key = {job_name(r["step"], r["ab"], r.get("det")): r for r in recs}
+    key = {JobId.of_record(r).name: r for r in recs}
     plan_key = {n: (f"{r['ab']}#{r['det']}" if "det" in r else r["ab"]) for n, r in key.items()}
     _jobs, deps = job_graph(night)
     durations = {plan_key[n]: float(r["duration_s"]) for n, r in key.items()}

@@ -62,12 +62,23 @@ def test_config_errors_exit_2_with_the_key(cfg, capsys) -> None:
     assert "drs_type: 'FAST' is not one of" in capsys.readouterr().err
 
 
-def test_cli_reads_the_running_nights_config_from_the_environment(cfg, monkeypatch, capsys):
-    from abflow.config import load_settings
+def test_a_run_configuration_is_a_file_and_no_environment_changes_a_command(
+    cfg, monkeypatch, capsys
+):
+    """Jobs name the run's configuration file on their command line; an abflow command reads
+    what it is given (--configfile), whatever the environment says."""
+    from abflow.config import load_settings, read_run_config, write_run_config
 
     settings = load_settings(cfg, ["mode=SCIENCE"])
-    monkeypatch.setenv("ABFLOW_CONFIG", json.dumps(settings.to_config()))
-    assert main(["check"]) == 2  # no AB_list_SCIENCE_<date>: proves the env config was used
+    monkeypatch.setenv("ABFLOW_CONFIG", json.dumps(settings.to_config()))  # the old way: ignored
+    assert main(["check", "--configfile", str(cfg)]) == 0
+    run_config = write_run_config(settings)
+    assert write_run_config(settings) == run_config  # once: the same configuration, one file
+    again = read_run_config(run_config)
+    for name in settings.__dataclass_fields__:  # the same settings (raw: resolved, notes said)
+        if name not in ("raw", "notes", "sources"):
+            assert getattr(again, name) == getattr(settings, name), name
+    assert main(["check", "--configfile", run_config]) == 2  # SCIENCE: no such AB list
     assert f"AB_list_SCIENCE_{DATE}: AB list does not exist" in capsys.readouterr().err
 
 

@@ -25,7 +25,7 @@ from conftest import DATE, ROOT, SNAKEFILE, all_step_records, example_config, re
 
 from abflow.condor import run_constraint
 from abflow.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
-from abflow.runstate import job_name
+from abflow.layout import JobId
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
@@ -137,7 +137,7 @@ def spans(log: Path) -> dict[str, list[tuple[float, float | None, str]]]:
 
 def job_names(state_dir: str) -> list[str]:
     """The name of every job that wrote a record (its AbflowJob on the pool)."""
-    return sorted(job_name(r["step"], r["ab"], r.get("det")) for r in all_step_records(state_dir))
+    return sorted(JobId.of_record(r).name for r in all_step_records(state_dir))
 
 
 def data_arrays(path: str) -> list[np.ndarray]:

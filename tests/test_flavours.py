@@ -168,7 +168,7 @@ def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> N
         assert "CONDOR_CONFIG" not in probe.stderr  # no bindings warning on execute nodes
     text = Path(path).read_text()
     assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text
-    assert f"exec {sys.executable} -m snakemake" in text
+    assert f'setsid {sys.executable} "$@" &' in text  # Snakemake's job, or abflow's directly
     # what the job gets of the submitting environment: its PATH (the DFOS tools), its DFOS
     # variables (the night's directories win), and what pool_env names; nothing else
     with_env = resolve({"date": DATE, "dfo": dfo, "pool_env": ["SITE_TOKEN"]})
@@ -179,6 +179,39 @@ def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> N
     assert "export DFO_INSTRUMENT=FORS2" in text and "export SITE_TOKEN=t1" in text
     assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text and "/elsewhere" not in text
     assert "OTHER" not in text and "/home/q" not in text
+
+
+def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, dfo) -> None:
+    """A pool job whose ad carries AbflowCommand runs `python -m abflow.job` straight away
+    (no second Snakemake): its record, log and benchmark are written as its rule declares."""
+    from abflow.condor import write_wrapper
+    from abflow.config import write_run_config
+    from abflow.layout import JobId, Step
+    from abflow.night import load_night
+    from abflow.rulefuncs import NightRules
+
+    write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo, "check_products": False,
+                        "commands": {"process_ab": "echo recipe ran on {ab}"}})  # fmt: skip
+    rules = NightRules(load_night(settings), write_run_config(settings))
+    ab = rules.night.names[0]
+    ad = tmp_path / ".job.ad"
+    command = rules.pool_command("process_ab")(type("W", (), {"ab": ab})(), 1)
+    ad.write_text(f'ClusterId = 7\nAbflowCommand = "{command}"\nJobStatus = 2\n')
+    wrapper = write_wrapper(settings)
+    proc = subprocess.run(
+        ["env", "-i", f"_CONDOR_JOB_AD={ad}", "/bin/sh", wrapper, sys.executable, "-m",
+         "snakemake", "--target-jobs", f"process_ab:ab={ab}", "--mode", "remote"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job = JobId(Step.PROCESS_AB, ab)
+    layout = settings.layout
+    assert json.loads(Path(layout.record(job)).read_text())["status"] == "SUCCESSFUL"
+    assert f"recipe ran on {ab}" in Path(layout.log(job)).read_text()
+    header, values = Path(layout.benchmark(job)).read_text().splitlines()
+    assert header.split("\t")[:2] == ["s", "h:m:s"] and float(values.split("\t")[0]) > 0
+    assert "Snakemake" not in proc.stderr  # no Snakemake ran on the execute node
 
 
 def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None:

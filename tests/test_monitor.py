@@ -17,6 +17,7 @@ from conftest import DATE, place_raw_files, run_snakemake, write_config
 from abflow.cli import main
 from abflow.config import resolve
 from abflow.generate import fan_cascade, write_night
+from abflow.layout import JobId, Step
 from abflow.monitor import PageRefresher, page_path, timeline_paths
 from abflow.night import load_night
 
@@ -158,7 +159,7 @@ def test_refresher_rewrites_the_page_at_its_interval_without_busy_waiting(dfo) -
 def test_export_copies_the_page_and_the_files_it_links(tmp_path, dfo) -> None:
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
     settings = resolve({"date": DATE, "dfo": dfo})
-    log = Path(settings.state_pattern("logs").format(ab=fan_cascade([1])[0].name))
+    log = Path(settings.layout.log(JobId(Step.PROCESS_AB, fan_cascade([1])[0].name)))
     log.parent.mkdir(parents=True)
     log.write_text("the log")
     cfg = write_config(tmp_path / "c.yaml", dfo, status_export_dir=str(tmp_path / "web"))

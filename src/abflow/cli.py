@@ -8,10 +8,8 @@ configuration of the abflow run that started the process, else ``config/config.y
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -110,26 +108,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run_download(args: argparse.Namespace) -> int:
-    """Run commands.download for one file of the running night (the download jobs call this)."""
-    from abflow.download import FetchError, run_download
-
-    settings = _settings(args)
-    try:
-        run_download(
-            settings,
-            args.dest,
-            args.log,
-            args.progress,
-            args.total,
-            echo=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except FetchError as exc:
-        print(f"abflow: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_process_qc(args: argparse.Namespace) -> int:
     """QC of one processed AB (abflow's processQC): QC1 numbers, PAF and PNG report."""
     from abflow.processab import ProcessError, load_ab
@@ -158,13 +136,6 @@ def cmd_example(args: argparse.Namespace) -> int:
     )
     print(f"archive {archive}: {written} frames written, {kept} already present")
     return 0
-
-
-def _rerun_key(value: str) -> str:
-    generation, sep, _ = value.partition(":")
-    if not sep or not generation.isdigit():
-        raise argparse.ArgumentTypeError(f"expected GENERATION:CHECKSUM, got {value!r}")
-    return value
 
 
 def _night_for(args: argparse.Namespace) -> Night:
@@ -298,36 +269,6 @@ def cmd_createjob(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run_step(args: argparse.Namespace) -> int:
-    """Run one step of one AB of the running night (the workflow's jobs call this)."""
-    from abflow.processab import load_ab
-    from abflow.runner import StepFailed, ab_step, run_step
-
-    settings = _settings(args)
-    if args.ab_date:  # one date of a multi-date run
-        settings = settings.for_date(args.ab_date)
-
-    def terminate(signum: int, _frame: object) -> None:  # Snakemake or abflow ends the job
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    ab = load_ab(settings.ab_file(args.ab), settings)
-    virtual = dict(item.split("=", 1) for item in args.virtual or ())
-    step = ab_step(settings, ab, args.step, args.parent or (), virtual, args.det)
-    if args.step in ("process_ab", "process_ab_det", "mef_join"):
-        generation, _, digest = args.rerun_key.partition(":")
-        step.info = {**step.info, "generation": int(generation), "ab_digest": digest}
-    try:
-        run_step(step, threads=args.threads)
-    except StepFailed as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if args.step in ("process_ab", "mef_join"):  # the AB's rerun requests were served
-        for request in glob.glob(os.path.join(settings.state_dir, "requests", f"{ab.name}.*")):
-            os.unlink(request)
-    return 0
-
-
 def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | None, str]:
     """The night store's jobs in the HTCondor queue, and what went wrong asking for them."""
     from abflow.condor import night_queue
@@ -422,12 +363,20 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ab_of(name: str) -> str:
+    from abflow.layout import JobId
+
+    try:
+        return JobId.parse(name).target
+    except ValueError:
+        return ""
+
+
 def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict | None) -> str:
     """Remove this night's jobs from the HTCondor queue (of its live run, if one holds the
     lock): jobs of other nights, or of other runs, stay. Returns what was done ("" without a
     pool)."""
     from abflow.condor import night_queue, remove_jobs, schedd
-    from abflow.runstate import parse_job_name
 
     try:
         queue = night_queue(settings.state_dir, args.schedd)
@@ -435,11 +384,7 @@ def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict 
             return ""
         night = load_night(settings)
         owner = (info or {}).get("owner")
-        mine = [
-            j
-            for j in queue
-            if parse_job_name(j.job)[1] in night and (not owner or j.owner == owner)
-        ]
+        mine = [j for j in queue if _ab_of(j.job) in night and (not owner or j.owner == owner)]
         removed = remove_jobs(schedd(args.schedd), mine, "abflow stop --now")
     except Exception as exc:
         return f"HTCondor: could not remove the night's jobs ({exc})"
@@ -588,17 +533,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_process_qc)
 
     p = sub.add_parser(
-        "run-download",
-        parents=[common],
-        help="fetch one file of the running night with commands.download (used by its jobs)",
-    )
-    p.add_argument("dest", help="local path of the file")
-    p.add_argument("--log", required=True, help="log file of the download")
-    p.add_argument("--progress", help="the night's download progress file")
-    p.add_argument("--total", type=int, default=0, help="downloads planned in this run")
-    p.set_defaults(func=cmd_run_download)
-
-    p = sub.add_parser(
         "example",
         parents=[common],
         help="generate the example night's synthetic raw frames into its archive",
@@ -674,28 +608,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_unlock)
 
-    p = sub.add_parser(
-        "run-step",
-        parents=[common],
-        help="run one step of one AB of the running night (used by the workflow's jobs)",
-    )
-    steps = ["process_ab", "process_qc", "process_ab_det", "mef_join"]
-    p.add_argument("step", choices=steps, help="which step")
-    p.add_argument("--det", type=int, help="detector number (process_ab_det)")
-    p.add_argument("ab", help="AB name")
-    p.add_argument("--parent", action="append", help="an AB it takes calibrations from")
-    p.add_argument(
-        "--virtual", action="append", metavar="VCAL=PRODUCT", help="where a virtual calibration is"
-    )
-    p.add_argument("--threads", type=int, default=1, help="cores given to the job")
-    p.add_argument("--ab-date", help="the AB's date, in a run of several dates")
-    p.add_argument(
-        "--rerun-key",
-        default="0:",
-        type=_rerun_key,
-        help="GENERATION:AB_CHECKSUM of this run of the AB (stored in its record)",
-    )
-    p.set_defaults(func=cmd_run_step)
     return parser
 
 

@@ -12,12 +12,14 @@ import string
 from collections.abc import Iterable, Mapping
 
 # Placeholders each command template may use (design.md §4).
+# {config} is the run's configuration file (every directory resolved; abflow commands take it
+# with --configfile).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
-    "process_ab": ("ab", "ab_file", "date", "mode", "threads"),
-    "process_qc": ("ab", "ab_file", "date", "mode", "threads"),
-    "process_ab_det": ("ab", "ab_file", "date", "mode", "threads", "det"),
-    "mef_join": ("ab", "ab_file", "date", "mode", "threads"),
-    "download": ("file", "dest", "date", "mode"),
+    "process_ab": ("ab", "ab_file", "date", "mode", "threads", "config"),
+    "process_qc": ("ab", "ab_file", "date", "mode", "threads", "config"),
+    "process_ab_det": ("ab", "ab_file", "date", "mode", "threads", "det", "config"),
+    "mef_join": ("ab", "ab_file", "date", "mode", "threads", "config"),
+    "download": ("file", "dest", "date", "mode", "config"),
     "monitor": ("date", "mode"),
     "dfo_monitor": ("date", "mode"),
 }

@@ -52,11 +52,6 @@ JOB_STATUS = {
 }
 
 
-def wrapper_path(settings: Settings) -> str:
-    """Where the run's job wrapper is written."""
-    return os.path.join(settings.state_dir, "condor", "job-wrapper.sh")
-
-
 def job_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What a pool job gets of the submitting environment: the ``$DFO_*``/``$DFS_*`` variables
     (the DFOS tools read them; the night's directories override them), the variables named in
@@ -71,7 +66,8 @@ def job_environment(settings: Settings, environ: Mapping[str, str] | None = None
 def wrapper_text(
     settings: Settings, python: str | None = None, environ: Mapping[str, str] | None = None
 ) -> str:
-    """The job wrapper script: environment of the night, then ``python -m snakemake "$@"``."""
+    """The job wrapper script: environment of the night, then the job (abflow's own, or
+    Snakemake's)."""
     python = python or sys.executable
     environ = os.environ if environ is None else environ
     env = job_environment(settings, environ)
@@ -100,12 +96,20 @@ def wrapper_text(
         "# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.",
         'case "${1:-}" in -*) ;; ?*) shift ;; esac',
         'if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi',
+        "# A job of abflow's carries its whole command line in its job ad (AbflowCommand): run",
+        "# it directly (python -m abflow.job), without a second Snakemake on the execute node;",
+        "# the submitting Snakemake checks its outputs. Anything else: Snakemake's own job.",
+        'if [ -n "${_CONDOR_JOB_AD:-}" ] && grep -q "^AbflowCommand = " "$_CONDOR_JOB_AD"; then',
+        '    set -- -m abflow.job --job-ad "$_CONDOR_JOB_AD"',
+        "else",
+        '    set -- -m snakemake "$@"',
+        "fi",
         "# HTCondor ends a removed job (condor_rm, abflow stop --now, a crashed run's successor)",
         "# with SIGTERM, on which Snakemake would first let the running recipe finish: run it in",
-        "# a process group of its own and end that group at once (abflow's run-step in it ends",
+        "# a process group of its own and end that group at once (the abflow job in it ends",
         "# the recipe's own group in turn).",
-        "command -v setsid >/dev/null 2>&1 || " + f'exec {shlex.quote(python)} -m snakemake "$@"',
-        f'setsid {shlex.quote(python)} -m snakemake "$@" &',
+        "command -v setsid >/dev/null 2>&1 || " + f'exec {shlex.quote(python)} "$@"',
+        f'setsid {shlex.quote(python)} "$@" &',
         "child=$!",
         """trap 'kill -s TERM -- "-$child" 2>/dev/null || true' TERM INT HUP""",
         "status=0",
@@ -118,7 +122,7 @@ def wrapper_text(
 
 def write_wrapper(settings: Settings, python: str | None = None) -> str:
     """Write the job wrapper (only if its content changed); return its path."""
-    path = wrapper_path(settings)
+    path = settings.layout.job_wrapper
     text = wrapper_text(settings, python)
     try:
         with open(path, encoding="utf-8") as fh:

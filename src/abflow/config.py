@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from abflow.commands import PLACEHOLDERS, check_template
+from abflow.layout import StateLayout
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -65,6 +65,8 @@ class ConfigError(ValueError):
 
 def load_schema() -> dict[str, Any]:
     """The configuration JSON Schema as a dict."""
+    import yaml
+
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
@@ -223,17 +225,20 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict)
 
     def to_config(self) -> dict[str, Any]:
-        """The configuration with every directory resolved (for jobs: ``$ABFLOW_CONFIG``)."""
+        """The configuration with every directory resolved: a complete, valid configuration
+        that means the same from any directory (the run configuration jobs are given)."""
         cfg = copy.deepcopy(self.raw)
         cfg["dfo"] = dict(self.dfo)
         cfg["inputs"] = dict(self.inputs)
         cfg["state_dir"] = self.state_dir
         cfg["archive"] = self.archive
+        cfg["status_export_dir"] = self.status_export_dir
         return cfg
 
-    def to_config_json(self) -> str:
-        """to_config() as compact JSON: the value of $ABFLOW_CONFIG for jobs."""
-        return json.dumps(self.to_config(), sort_keys=True, separators=(",", ":"))
+    @property
+    def layout(self) -> StateLayout:
+        """Where this night's state is kept (abflow.layout)."""
+        return StateLayout(self.state_dir)
 
     @property
     def batch_id(self) -> str:
@@ -271,31 +276,6 @@ class Settings:
         out.update(self.inputs)
         return out
 
-    def state_pattern(self, kind: str, step: str = "process_ab") -> str:
-        """Path pattern (with ``{ab}``) of one kind of per-AB state file of one step.
-
-        ``records``: completion records; ``failed``: failure notes; ``work``: working
-        directories; ``logs`` and ``benchmarks``. The process_ab step's records, failure notes
-        and working directories sit at the top of their directories, other steps' in a
-        sub-directory named after the step (``records/process_qc/<AB>.json``).
-        """
-        # mef_join writes the AB's own record and failure note (the AB is done when joined)
-        sub = () if step in ("process_ab", "mef_join") else (step,)
-        if kind in ("logs", "benchmarks", "work"):
-            sub = (step,) if kind != "work" or step != "process_ab" else ()
-        name = "{ab}/{det}" if step == "process_ab_det" else "{ab}"
-        suffix = {"records": ".json", "failed": ".json", "work": "", "logs": ".log"}
-        suffix["benchmarks"] = ".tsv"
-        return os.path.join(self.state_dir, kind, *sub, name + suffix[kind])
-
-    def record_path(self, ab: str, step: str = "process_ab", det: int | None = None) -> str:
-        """Completion record of ``step`` of AB ``ab`` (detector ``det`` for process_ab_det)."""
-        return self.state_pattern("records", step).format(ab=ab, det=det)
-
-    def workdir(self, ab: str, step: str = "process_ab", det: int | None = None) -> str:
-        """Working directory of ``step`` of AB ``ab`` (the command's current directory)."""
-        return self.state_pattern("work", step).format(ab=ab, det=det)
-
 
 def _resolve_dir(value: str, root: Path) -> str:
     path = Path(os.path.expanduser(os.path.expandvars(value)))
@@ -315,13 +295,16 @@ def resolve(
     root: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
     source: str = "config",
+    trusted: bool = False,
 ) -> Settings:
     """Validate ``config`` and resolve it into Settings.
 
     Directories: the config value, else the ``$DFO_*`` environment variable, else the example
-    tree. Relative paths are taken relative to ``root`` (the abflow checkout).
+    tree. Relative paths are taken relative to ``root`` (the abflow checkout). ``trusted``: a
+    run configuration abflow wrote itself (resolved, validated, DFOS files applied), read as it
+    is, without the schema (a job's start stays cheap).
     """
-    cfg = validate(config, source)
+    cfg = dict(config) if trusted else validate(config, source)
     root = Path(root) if root is not None else ROOT
     environ = os.environ if environ is None else environ
     dfo: dict[str, str] = {}
@@ -330,7 +313,7 @@ def resolve(
         dfo[key] = _resolve_dir(value, root)
     notes: list[str] = []
     sources: dict[str, str] = {}
-    if os.path.isdir(dfo["config_dir"]):
+    if os.path.isdir(dfo["config_dir"]) and not trusted:
         from abflow.legacy import apply_legacy, read_legacy
 
         values, problems = read_legacy(dfo["config_dir"])
@@ -420,6 +403,8 @@ def parse_dates(date: str | None, dates: Any, source: str = "config") -> list[st
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """Parse ``key=value`` items as Snakemake's ``--config`` does (values read as YAML)."""
+    import yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -432,24 +417,38 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def write_run_config(settings: Settings) -> str:
+    """Write the run's configuration (settings.to_config(), every directory resolved) into the
+    state directory, once: the file is named by its checksum, so the same configuration is the
+    same file, from any process. Returns its path, which every job's command line names."""
+    from abflow.fsutil import atomic_write_text
+
+    text = json.dumps(settings.to_config(), sort_keys=True, indent=1) + "\n"
+    checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = settings.layout.run_config(checksum)
+    if not os.path.exists(path):
+        atomic_write_text(path, text)
+    return path
+
+
+def read_run_config(path: str | os.PathLike[str]) -> Settings:
+    """The Settings of a run configuration written by write_run_config (not validated again)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"cannot read the run configuration: {exc}"], str(path)) from None
+    return resolve(data, source=str(path), trusted=True)
+
+
 def load_settings(
     configfile: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
 ) -> Settings:
-    """Read a config file, apply ``key=value`` overrides, resolve.
+    """Read a config file (default ``config/config.yaml``), apply ``key=value`` overrides,
+    resolve."""
+    import yaml
 
-    Without ``configfile``: the configuration of the abflow run that started this process
-    (``$ABFLOW_CONFIG``, JSON, set for every job's command), else ``config/config.yaml``.
-    """
-    env_config = os.environ.get("ABFLOW_CONFIG")
-    if not configfile and env_config:
-        try:
-            data = json.loads(env_config)
-        except ValueError:
-            raise ConfigError(["$ABFLOW_CONFIG is not valid JSON"], "environment") from None
-        merged = normalize(data)
-        _deep_update(merged, normalize(parse_overrides(overrides)))
-        return resolve(merged, source="$ABFLOW_CONFIG")
     path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
     try:
         with open(path, encoding="utf-8") as fh:

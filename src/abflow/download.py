@@ -38,6 +38,7 @@ from abflow.fsutil import (
     atomic_write_json,
     atomic_write_with,
 )
+from abflow.layout import JobId, Step
 from abflow.runner import now_iso
 from abflow.runstate import stop_requested
 
@@ -224,23 +225,18 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
     return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
 
 
-def download_records_dir(state_dir: str) -> str:
-    """Where the records of finished downloads are written, one ``<file>.json`` each.
-
-    Kept apart from ``<state_dir>/records/``, which holds the AB jobs' completion records only.
-    """
-    return os.path.join(state_dir, "downloads", "records")
-
-
-def download_record_path(state_dir: str, name: str) -> str:
-    """Where the record of a finished download of archive file ``name`` is written."""
-    return os.path.join(download_records_dir(state_dir), name + ".json")
+def download_job(settings: Settings, dest: str) -> JobId:
+    """The download job of ``dest`` (a path below dfo.raw_dir or dfo.cal_dir)."""
+    raw = settings.dfo["raw_dir"].rstrip("/") + "/"
+    if dest.startswith(raw):
+        return JobId(Step.DOWNLOAD_RAW, dest[len(raw) :])
+    return JobId(Step.DOWNLOAD_MCAL, os.path.relpath(dest, settings.dfo["cal_dir"]))
 
 
-def download_failure_path(state_dir: str, name: str) -> str:
-    """Where a failed download of archive file ``name`` is noted (until it succeeds): the ABs
-    that need the file are FAILED on the page and in the summary, with the archive's answer."""
-    return os.path.join(state_dir, "failed", "downloads", name + ".json")
+def download_failure(settings: Settings, dest: str) -> str:
+    """Where a failed download of ``dest`` is noted (until it succeeds): the ABs that need the
+    file are FAILED on the page and in the summary, with the archive's answer."""
+    return settings.layout.failure(download_job(settings, dest))
 
 
 def run_download(
@@ -250,6 +246,7 @@ def run_download(
     progress_file: str | None = None,
     total: int = 0,
     echo: Callable[[str], None] = print,
+    config: str = "",
 ) -> int:
     """Fetch ``dest`` with ``commands.download``; return its size or raise FetchError.
 
@@ -265,11 +262,10 @@ def run_download(
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     command = fill(
         settings.commands["download"],
-        {"file": name, "dest": dest, "date": settings.date, "mode": settings.mode},
-    )
-    env = dict(os.environ)
-    env.update(settings.variables)
-    env["ABFLOW_CONFIG"] = settings.to_config_json()
+        {"file": name, "dest": dest, "date": settings.date, "mode": settings.mode,
+         "config": config},
+    )  # fmt: skip
+    env = {**os.environ, **settings.variables}
     t0 = time.monotonic()
     started = now_iso()
     with open(log_path, "w", encoding="utf-8") as log:
@@ -289,7 +285,7 @@ def run_download(
         why = f"exit {proc.returncode}" if proc.returncode != 0 else "no file written"
         answer = answer or ["(nothing printed)"]
         atomic_write_json(
-            download_failure_path(settings.state_dir, name),
+            download_failure(settings, dest),
             {"step": "download", "file": name, "dest": dest, "status": "FAILED",
              "reason": f"download of {name} failed ({why}): {answer[-1]}", "log": log_path,
              "log_tail": answer, "end": now_iso(), "host": socket.gethostname()},
@@ -302,17 +298,14 @@ def run_download(
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"# done: {size} bytes in {seconds:.2f} s\n")
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(download_failure_path(settings.state_dir, name))
+        os.unlink(download_failure(settings, dest))
     atomic_write_json(
-        download_record_path(settings.state_dir, name),
+        settings.layout.record(download_job(settings, dest)),
         {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,
          "end": now_iso(), "duration_s": round(seconds, 3), "host": socket.gethostname()},
     )  # fmt: skip
     if progress_file:
         line = record_progress(progress_file, name, size, total)
         echo(line)
-        progress_log = os.path.join(settings.state_dir, "logs", "downloads.log")
-        os.makedirs(os.path.dirname(progress_log), exist_ok=True)
-        with open(progress_log, "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+        append_line(settings.layout.progress_log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
     return size

@@ -1,4 +1,9 @@
-"""The start and the end of a run (the workflow's onstart, onsuccess and onerror handlers).
+"""The start and the end of a run (the workflow's common.smk and its onstart, onsuccess and
+onerror handlers).
+
+Prepare (while Snakemake reads the Snakefile): the flavour from the profile, the validated
+settings, the Night, the rules' lookups, the run configuration file every job names, the
+HTCondor job wrapper, and what the run says about itself at its start.
 
 Start: refuse a flavour the executor cannot run, take the lock of every date, and take over
 from a crashed run: its HTCondor jobs are removed from the queue (and gone) and its local
@@ -15,6 +20,7 @@ import contextlib
 import glob
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from abflow.fsutil import atomic_write_json
@@ -29,9 +35,60 @@ class StartRefused(RuntimeError):
     """The run must not start (the message says why and what to do)."""
 
 
-def start_run(
-    night: Any, owns_marker: Callable[[str], bool], executor: str, warn: Log
-) -> dict[str, Any]:
+@dataclass
+class Prepared:
+    """What the workflow's rules are wired to."""
+
+    settings: Any  # abflow.config.Settings
+    rules: Any  # abflow.rulefuncs.NightRules
+    run_config: str  # the run configuration file (abflow.config.write_run_config)
+    job_wrapper: str  # the HTCondor job wrapper (abflow.condor)
+    owner: str  # AbflowOwner of this run's HTCondor jobs
+    messages: list[tuple[str, str]]  # (level, text) to say at the start
+
+
+def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
+    """Everything the rules need, from Snakemake's config and workflow. Raises StartRefused
+    (the problems in the configuration or the night, each with file and line)."""
+    from abflow.condor import owner_id, write_wrapper
+    from abflow.config import ConfigError, resolve, write_run_config
+    from abflow.flavour import decide, describe, executor_problem, read_profiles
+    from abflow.night import NightError, load_night
+    from abflow.rulefuncs import NightRules
+
+    profiles = read_profiles()
+    flavour = decide(config, workflow.config_settings.config, profiles)
+    if flavour.problem:
+        raise StartRefused(flavour.problem)
+    try:
+        settings = resolve(flavour.config, root=workflow.basedir)
+        night = load_night(settings)
+        run_config = write_run_config(settings)
+        rules = NightRules(night, run_config, remote=workflow.remote_exec)
+    except (ConfigError, NightError, ValueError) as exc:
+        raise StartRefused(str(exc)) from None
+    problem = executor_problem(settings.drs_type, profiles.executor) or (
+        f"cannot download: {rules.download_problem()}" if rules.download_problem() else ""
+    )
+    if problem:
+        raise StartRefused(problem)
+    cores = workflow.resource_settings.cores or 1  # none is given for a remote executor
+    rules.ab_threads = rules.threads_for(cores)
+    limits = rules.resource_limits()
+    for name, value in limits.items():
+        if name not in workflow.global_resources:
+            workflow.register_resource(name, value)
+    how = describe(
+        settings.drs_type, flavour.source, limits.get("ab_jobs", 0),
+        workflow.resource_settings.cores, workflow.resource_settings.nodes, profiles.executor,
+    )  # fmt: skip
+    messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
+    messages.append(("info", f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"))
+    messages += [("warning", str(w)) for w in night.warnings]
+    return Prepared(settings, rules, run_config, write_wrapper(settings), owner_id(), messages)
+
+
+def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
     """Take the locks of the run and clean up after a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
     from abflow.flavour import executor_problem, is_remote
@@ -58,7 +115,7 @@ def start_run(
             warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
                  ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
     if run["replaced"]:
-        for job in end_orphans(settings.state_dir, owns_marker):
+        for job in end_orphans(settings.state_dir, owns):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
     return run
 
@@ -82,7 +139,7 @@ def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
     its held timeout but leaves them in the queue); then remove every job of this run still
     queued. Returns the jobs noted ("" jobs where no pool answers)."""
     from abflow.condor import pool_configured, queued_jobs, remove_jobs, schedd
-    from abflow.runstate import parse_job_name
+    from abflow.layout import JobId
 
     settings = night.settings
     if not pool_configured():
@@ -94,14 +151,18 @@ def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
         return []
     noted = []
     for job in jobs:
-        step, ab, det = parse_job_name(job.job)
-        if job.status != "held" or ab not in night:
+        try:
+            held = JobId.parse(job.job)
+        except ValueError:
             continue
-        path = settings.state_pattern("failed", step).format(ab=ab, det=det)
+        if job.status != "held" or held.target not in night:
+            continue
+        path = settings.layout.failure(held)
         err = sorted(glob.glob(os.path.join(jobdir, "*", f"*_{job.cluster}.err"))) if jobdir else []
+        ab, det = held.target, held.det
         atomic_write_json(
             path,
-            {"ab": ab, "step": step, **({"det": det} if det is not None else {}),
+            {"ab": ab, "step": held.step.value, **({"det": det} if det is not None else {}),
              "status": "FAILED", "end": now_iso(), "host": job.host, "cluster": job.cluster,
              "reason": f"HTCondor job {job.cluster} held: {job.hold_reason}",
              "log": err[0] if err else "", "log_tail": [job.hold_reason]},

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from abflow import __version__
 from abflow.fsutil import atomic_write_text
+from abflow.layout import JobId, Step
 from abflow.night import Night
 from abflow.status import STATES, ABState, NightState, night_state
 
@@ -148,7 +149,7 @@ def render(state: NightState, link: Link) -> str:
     for i, item in enumerate(state.abs, start=1):
         ab = night.ab_objects[item.ab]
         rec = item.record or item.failure or {}
-        log = str(rec.get("log") or s.state_pattern("logs").format(ab=item.ab))
+        log = str(rec.get("log") or s.layout.log(JobId(Step.PROCESS_AB, item.ab)))
         results = (item.qc or {}).get("results") or {}
         qc_links = " ".join(
             x for x in (a(results.get("png"), "PNG"), a(results.get("paf"), "PAF")) if x

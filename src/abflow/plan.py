@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from abflow.fsutil import iter_json_objects
+from abflow.layout import JobId, Step
 from abflow.night import Night
 from abflow.runner import read_record
 
@@ -282,11 +283,10 @@ def lower_bound(
 def recorded_duration(settings: Any, record: Mapping[str, Any]) -> float:
     """How long a finished job took: its Snakemake benchmark (the whole job command), else the
     duration of its command in the completion record."""
-    step = str(record.get("step", ""))
-    rule = "process_ab_det" if step == "process_ab_det" else "process_ab"
-    bench = settings.state_pattern("benchmarks", rule).format(
-        ab=record.get("ab"), det=record.get("det")
-    )
+    try:
+        bench = settings.layout.benchmark(JobId.of_record(record))
+    except (KeyError, ValueError):
+        return float(record["duration_s"])
     try:
         with open(bench, encoding="utf-8") as fh:
             header, values = fh.read().splitlines()[:2]
@@ -305,18 +305,16 @@ def benchmark_table(settings: Any, record_paths: Sequence[str]) -> str:
         rec = read_record(path)
         if not rec:
             continue
-        jobs = [(rec, "process_ab")]
+        jobs = [rec]
         if rec.get("step") == "mef_join":
-            det_dir = os.path.dirname(settings.state_pattern("records", "process_ab_det"))
-            det_dir = det_dir.format(ab=rec["ab"])
+            first = settings.layout.record(JobId(Step.PROCESS_AB_DET, str(rec["ab"]), 1))
+            det_dir = os.path.dirname(first)
             for name in sorted(os.listdir(det_dir) if os.path.isdir(det_dir) else []):
                 det = read_record(os.path.join(det_dir, name))
                 if det:
-                    jobs.append((det, "process_ab_det"))
-        for job, rule in jobs:
-            bench = settings.state_pattern("benchmarks", rule).format(
-                ab=job.get("ab"), det=job.get("det")
-            )
+                    jobs.append(det)
+        for job in jobs:
+            bench = settings.layout.benchmark(JobId.of_record(job))
             try:
                 with open(bench, encoding="utf-8") as fh:
                     header, values = fh.read().splitlines()[:2]

@@ -24,6 +24,7 @@ from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fits import read_header
 from abflow.fsutil import atomic_move, atomic_write_chunks, atomic_write_text
+from abflow.layout import JobId, Step
 from abflow.night import find_existing_product, path_policy
 
 ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
@@ -284,7 +285,8 @@ def process_ab(
         log(f"{ab.name}: RECIPE {ab.recipe or 'none'}: nothing to run")
         return []
     step = "process_ab" if det is None else "process_ab_det"
-    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.workdir(ab.name, step, det)
+    job = JobId(Step(step), ab.name, det)
+    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.layout.work(job)
     options = recipe_options(ab, det_option)
     products = run_recipe(ab, settings, workdir, threads, options, log)
     if det is not None:
@@ -310,7 +312,7 @@ def mef_join(
     products: list[Product] = []
     workdirs = []
     for det in range(1, n + 1):
-        workdir = settings.workdir(ab.name, "process_ab_det", det)
+        workdir = settings.layout.work(JobId(Step.PROCESS_AB_DET, ab.name, det))
         outdir = os.path.join(workdir, "out")
         found = list_products(outdir) if os.path.isdir(outdir) else []
         if not found:

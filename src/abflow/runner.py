@@ -1,10 +1,14 @@
 """Run one step of one AB (a shell command) and write its completion record.
 
-Used by the workflow's scripts: each AB job runs its command in the AB's own, freshly emptied
-working directory, appends the command's output to the job log, and on success writes the
-completion record atomically. A failed step writes no record (so Snakemake treats the job as
-failed and its children do not start) but a failure note beside the records, for the summary and
-the status page; a later success removes the note.
+A job (abflow.job) runs its AB's command here: in the step's own, freshly emptied working
+directory, with the command's output appended to the job log; on success the completion record
+is written atomically. A failed step writes no record (so Snakemake treats the job as failed
+and its children do not start) but a failure note beside the records, for the summary and the
+status page; a later success removes the note.
+
+The command sees the ``$DFO_*`` directories and ``$ABFLOW_AB``, ``$ABFLOW_WORKDIR``,
+``$ABFLOW_INPUTS`` (where the AB's virtual calibrations are), ``$ABFLOW_RESULTS`` (a JSON file it
+may write, copied into the record under ``results``) and, for a detector job, ``$ABFLOW_DET``.
 """
 
 from __future__ import annotations
@@ -23,14 +27,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from abflow.ab import AB
 from abflow.commands import fill
 from abflow.config import Settings
 from abflow.fsutil import atomic_write_json, read_json_object
-from abflow.runstate import job_name, note_command, running_marker, stop_requested
+from abflow.layout import JobId
+from abflow.layout import Step as StepName
+from abflow.runstate import note_command, running_marker, stop_requested
 
 LOG_TAIL_LINES = 20
+RESULTS_FILE = "abflow_results.json"
+STEPS = ("process_ab", "process_qc", "process_ab_det", "mef_join")
 
 
 class StepFailed(RuntimeError):
@@ -56,89 +65,66 @@ class Step:
     values: Mapping[str, object] = field(default_factory=dict)
     state_dir: str = ""
 
-
-STEPS = ("process_ab", "process_qc", "process_ab_det", "mef_join")
-RESULTS_FILE = "abflow_results.json"
+    @property
+    def job(self) -> JobId:
+        """The job this step is."""
+        det = self.values.get("det")
+        return JobId(StepName(self.step), self.ab, int(det) if det is not None else None)  # type: ignore[arg-type]
 
 
 def ab_step(
     settings: Settings,
     ab: AB,
-    step: str = "process_ab",
+    job: JobId,
     parents: Sequence[str] = (),
     virtual: Mapping[str, str] | None = None,
-    det: int | None = None,
+    record: str = "",
+    log: str = "",
+    config: str = "",
 ) -> Step:
-    """One step of ``ab``: process_ab, process_qc, or for a multi-detector AB process_ab_det
-    (detector ``det``) and mef_join. Returns command template, paths and environment.
+    """The step ``job`` of ``ab``: its command template, paths and environment.
 
     ``parents`` are the ABs it takes calibrations from and ``virtual`` maps each of its
-    ``MCALIB VIRTUAL`` paths to the real product (both from the Night). The command sees the
-    ``$DFO_*`` directories, ``$ABFLOW_CONFIG`` (the run's configuration), ``$ABFLOW_WORKDIR``,
-    ``$ABFLOW_INPUTS`` (where the virtual calibrations are) and ``$ABFLOW_RESULTS``: a JSON
-    file the command may write, copied into the completion record under ``results``.
+    ``MCALIB VIRTUAL`` paths to the real product (both from the Night); ``record`` and ``log``
+    the paths its rule declares (default: the layout's); ``config`` the run configuration file
+    (the ``{config}`` placeholder).
     """
-    if step not in STEPS:
-        raise ValueError(f"unknown step {step!r}")
-    if (step == "process_ab_det") != (det is not None):
-        raise ValueError("a detector number is given exactly for process_ab_det")
-    names = {"ab": ab.name, "det": det}
-    workdir = settings.workdir(ab.name, step, det)
+    if job.step.value not in STEPS:
+        raise ValueError(f"unknown step {job.step!r}")
+    layout = settings.layout
+    workdir = layout.work(job)
     env = dict(settings.variables)
     env.update(
-        {
-            "ABFLOW_CONFIG": settings.to_config_json(),
-            "ABFLOW_AB": ab.name,
-            "ABFLOW_WORKDIR": workdir,
-            "ABFLOW_INPUTS": os.path.join(workdir, "abflow_inputs.json"),
-            "ABFLOW_RESULTS": os.path.join(workdir, RESULTS_FILE),
-        }
+        ABFLOW_AB=ab.name,
+        ABFLOW_WORKDIR=workdir,
+        ABFLOW_INPUTS=os.path.join(workdir, "abflow_inputs.json"),
+        ABFLOW_RESULTS=os.path.join(workdir, RESULTS_FILE),
     )
-    makes_products = step in ("process_ab", "mef_join") and ab.runs_recipe
+    makes_products = job.step in (StepName.PROCESS_AB, StepName.MEF_JOIN) and ab.runs_recipe
+    date = ab.date or settings.date
     values: dict[str, object] = {
-        "ab": ab.name,
-        "ab_file": ab.path,
-        "date": ab.date or settings.date,
-        "mode": settings.mode,
-    }
-    if det is not None:
-        values["det"] = det
-        env["ABFLOW_DET"] = str(det)
+        "ab": ab.name, "ab_file": ab.path, "date": date, "mode": settings.mode, "config": config,
+    }  # fmt: skip
+    if job.det is not None:
+        values["det"] = job.det
+        env["ABFLOW_DET"] = str(job.det)
+    info = {"batch": settings.batch_id, "date": date, "mode": settings.mode,
+            "recipe": ab.recipe, "raw_type": ab.raw_type, "parents": list(parents),
+            **({"det": job.det} if job.det is not None else {})}  # fmt: skip
     return Step(
-        ab=ab.name,
-        step=step,
-        command=settings.commands[step],
-        values=values,
-        workdir=workdir,
-        log_path=settings.state_pattern("logs", step).format(**names),
-        record_path=settings.record_path(ab.name, step, det),
-        failed_path=settings.state_pattern("failed", step).format(**names),
-        env=env,
+        ab=ab.name, step=job.step.value, command=settings.commands[job.step.value],
+        values=values, workdir=workdir, log_path=log or layout.log(job),
+        record_path=record or layout.record(job), failed_path=layout.failure(job), env=env,
         products=[(f.path, f.tag) for f in ab.products] if makes_products else [],
-        check_products=makes_products and settings.check_products,
-        info={
-            "batch": settings.batch_id,
-            "date": ab.date or settings.date,
-            "mode": settings.mode,
-            "recipe": ab.recipe,
-            "raw_type": ab.raw_type,
-            "parents": list(parents),
-            **({"det": det} if det is not None else {}),
-        },
+        check_products=makes_products and settings.check_products, info=info,
         files={"abflow_inputs.json": {"ab": ab.name, "virtual": dict(virtual or {})}},
         state_dir=settings.state_dir,
-    )
+    )  # fmt: skip
 
 
 def now_iso() -> str:
     """The current time, local, ISO 8601 with milliseconds and UTC offset."""
     return _dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
-
-
-def _prepare_workdir(workdir: str) -> None:
-    if os.path.isdir(workdir):
-        shutil.rmtree(workdir)
-    os.makedirs(workdir)
 
 
 def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -154,6 +140,19 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
     return data.splitlines()[-lines:]
 
 
+@dataclass
+class _Outcome:
+    """How a step's command ended."""
+
+    start: str
+    end: str
+    duration: float
+    host: str
+    command: str
+    returncode: int
+    output_from: int  # where this run's output starts in the log
+
+
 def run_step(step: Step, threads: int = 1) -> dict[str, object]:
     """Run ``step`` with ``threads`` cores; return the completion record, or raise StepFailed.
 
@@ -166,99 +165,109 @@ def run_step(step: Step, threads: int = 1) -> dict[str, object]:
             f"{step.step} of AB {step.ab} not started: the night is stopping (abflow stop; "
             "the next run starts it)"
         )
-    _prepare_workdir(step.workdir)
-    for name, content in step.files.items():
-        atomic_write_json(os.path.join(step.workdir, name), content)
-    os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in step.env.items()})
-    env["OMP_NUM_THREADS"] = str(threads)
-    start = now_iso()
-    t0 = time.monotonic()
-    host = socket.gethostname()
-    marker = job_name(step.step, step.ab, step.values.get("det"))  # type: ignore[arg-type]
-    with (
-        (
-            running_marker(step.state_dir, marker) if step.state_dir else contextlib.nullcontext({})
-        ) as mark,
-        open(step.log_path, "a", encoding="utf-8") as log,
-    ):
-        log.write(
-            f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
-            f"# workdir {step.workdir}\n# command {command}\n"
-        )
-        log.flush()
-        output_from = log.tell()  # where this run's command output starts in the log
-        # its own process group: a crashed run's successor can end the command with all its
-        # children, and this job ends them when Snakemake or abflow stop ends it
-        proc = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=step.workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if mark:
-            note_command(mark, proc.pid)
-        try:
-            proc.wait()
-        except BaseException:
-            end_process_group(proc)
-            log.write(f"# {now_iso()} interrupted: the command was ended\n")
-            raise
-        end = now_iso()
-        duration = round(time.monotonic() - t0, 3)
-        products, missing = _check_products(step.products)
-        ok = proc.returncode == 0 and not (step.check_products and missing)
-        if proc.returncode != 0:
-            reason = _describe_exit(proc.returncode)
-        elif not ok:
-            reason = f"command exited 0 but {len(missing)} expected product(s) are missing: " + (
-                ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            )
-        else:
-            reason = ""
-        log.write(f"# end {end} ({duration} s) exit {proc.returncode}")
-        log.write(f" FAILED: {reason}\n" if not ok else " SUCCESSFUL\n")
-    results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
-    record: dict[str, object] = {
-        "ab": step.ab,
-        "step": step.step,
-        "status": "SUCCESSFUL" if ok else "FAILED",
-        "start": start,
-        "end": end,
-        "duration_s": duration,
-        "host": host,
-        "command": command,
-        "threads": threads,
-        "exit_code": proc.returncode,
-        "workdir": step.workdir,
-        "log": step.log_path,
-        "products": products,
-        "missing_products": missing,
-        **step.info,
-    }
-    if results is not None:
-        record["results"] = results
-    if step.step == "process_qc":
-        qc1 = site_qc1(step.workdir, step.log_path, output_from)
-        if qc1:
-            record["qc1"] = qc1
-    if not ok:
-        record["reason"] = reason
-        record["log_tail"] = tail(step.log_path)
+    _prepare_workdir(step)
+    outcome = _run_command(step, command, threads)
+    record = _record(step, outcome, threads)
+    if record["status"] != "SUCCESSFUL":
         atomic_write_json(step.failed_path, record)
-        excerpt = "\n".join(f"    {line}" for line in record["log_tail"])
+        excerpt = "\n".join(f"    {line}" for line in record["log_tail"])  # type: ignore[union-attr]
         raise StepFailed(
-            f"{step.step} of AB {step.ab} FAILED: {reason}\n  log: {step.log_path}\n"
+            f"{step.step} of AB {step.ab} FAILED: {record['reason']}\n  log: {step.log_path}\n"
             f"  last lines:\n{excerpt}"
         )
     atomic_write_json(step.record_path, record)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(step.failed_path)
+    return record
+
+
+def _prepare_workdir(step: Step) -> None:
+    """A fresh working directory with the step's input files, and the log's directory."""
+    if os.path.isdir(step.workdir):
+        shutil.rmtree(step.workdir)
+    os.makedirs(step.workdir)
+    for name, content in step.files.items():
+        atomic_write_json(os.path.join(step.workdir, name), content)
+    os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
+
+
+def _run_command(step: Step, command: str, threads: int) -> _Outcome:
+    """Run the command (marked as running) with its output in the log; how it ended."""
+    env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
+    env["OMP_NUM_THREADS"] = str(threads)
+    start, t0, host = now_iso(), time.monotonic(), socket.gethostname()
+    marking = (
+        running_marker(step.state_dir, step.job) if step.state_dir else contextlib.nullcontext({})
+    )
+    with marking as mark, open(step.log_path, "a", encoding="utf-8") as log:
+        log.write(
+            f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
+            f"# workdir {step.workdir}\n# command {command}\n"
+        )
+        log.flush()
+        output_from = log.tell()
+        returncode = _wait_for(_start(command, step.workdir, env, log), mark, log)
+        end, duration = now_iso(), round(time.monotonic() - t0, 3)
+        reason = _failure_reason(step, returncode)
+        log.write(f"# end {end} ({duration} s) exit {returncode}")
+        log.write(f" FAILED: {reason}\n" if reason else " SUCCESSFUL\n")
+    return _Outcome(start, end, duration, host, command, returncode, output_from)
+
+
+def _start(command: str, cwd: str, env: Mapping[str, str], log: IO[str]) -> subprocess.Popen:
+    """The command in its own process group: a crashed run's successor can end it with all
+    its children, and the job ends them when Snakemake or abflow stop ends the job."""
+    return subprocess.Popen(
+        command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for(proc: subprocess.Popen, mark: dict[str, Any], log: IO[str]) -> int:
+    """The command's exit status; if the job is interrupted, the command is ended first."""
+    if mark:
+        note_command(mark, proc.pid)
+    try:
+        return proc.wait()
+    except BaseException:
+        end_process_group(proc)
+        log.write(f"# {now_iso()} interrupted: the command was ended\n")
+        raise
+
+
+def _failure_reason(step: Step, returncode: int) -> str:
+    """Why the step failed ("" if it did not)."""
+    if returncode != 0:
+        return _describe_exit(returncode)
+    _found, missing = _check_products(step.products)
+    if step.check_products and missing:
+        return f"command exited 0 but {len(missing)} expected product(s) are missing: " + (
+            ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        )
+    return ""
+
+
+def _record(step: Step, outcome: _Outcome, threads: int) -> dict[str, object]:
+    """The step's completion record (or failure note)."""
+    products, missing = _check_products(step.products)
+    reason = _failure_reason(step, outcome.returncode)
+    record: dict[str, object] = {
+        "ab": step.ab, "step": step.step, "status": "FAILED" if reason else "SUCCESSFUL",
+        "start": outcome.start, "end": outcome.end, "duration_s": outcome.duration,
+        "host": outcome.host, "command": outcome.command, "threads": threads,
+        "exit_code": outcome.returncode, "workdir": step.workdir, "log": step.log_path,
+        "products": products, "missing_products": missing, **step.info,
+    }  # fmt: skip
+    results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
+    if results is not None:
+        record["results"] = results
+    if step.step == "process_qc":
+        qc1 = site_qc1(step.workdir, step.log_path, outcome.output_from)
+        if qc1:
+            record["qc1"] = qc1
+    if reason:
+        record["reason"] = reason
+        record["log_tail"] = tail(step.log_path)
     return record
 
 
@@ -276,24 +285,23 @@ def site_qc1(workdir: str, log_path: str, offset: int = 0) -> dict[str, str]:
     """
     found: dict[str, str] = {}
     for paf in sorted(glob.glob(os.path.join(glob.escape(workdir), "*.paf"))):
-        try:
-            with open(paf, encoding="utf-8", errors="replace") as fh:
-                for line in fh:
-                    match = PAF_QC_RE.match(line)
-                    if match:
-                        found[match.group(1)] = match.group(2).strip('"')
-        except OSError:
-            continue
+        found.update(_matches(paf, PAF_QC_RE))
+    found.update(_matches(log_path, OUTPUT_QC1_RE, offset))
+    return found
+
+
+def _matches(path: str, pattern: re.Pattern[str], offset: int = 0) -> dict[str, str]:
+    out: dict[str, str] = {}
     try:
-        with open(log_path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             fh.seek(offset)
             for line in fh:
-                match = OUTPUT_QC1_RE.match(line)
+                match = pattern.match(line)
                 if match:
-                    found[match.group(1)] = match.group(2).strip('"')
+                    out[match.group(1)] = match.group(2).strip('"')
     except OSError:
         pass
-    return found
+    return out
 
 
 def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -1,16 +1,20 @@
 """State of a running night: who runs it (the run lock), which jobs run, whether to stop.
 
-The workflow's ``onstart`` handler takes the lock of every batch (``<MODE>_<DATE>``) of the run:
-``<state_dir>/runs/<batch>.json`` names the Snakemake process (pid, host, start, command),
-created exclusively, so a second run of the same date is refused while the first is alive, from
-whatever working directory. ``onsuccess``/``onerror`` release it. A lock whose process is gone
-(a crash, SIGKILL, a reboot) is stale: a run on the same host takes it over and first ends the
-crashed run's orphaned jobs; a lock held from another host is cleared with ``abflow unlock``.
+The workflow's ``onstart`` handler takes the lock of every batch (``<MODE>_<DATE>``) of the run
+(abflow.layout: ``runs/<batch>.json``), naming the Snakemake process (pid, host, start,
+command), created exclusively, so a second run of the same date is refused while the first is
+alive, from whatever working directory. ``onsuccess``/``onerror`` release it. A lock whose
+process is gone (a crash, SIGKILL, a reboot) is stale: a run on the same host takes it over and
+first ends the crashed run's orphaned jobs; a lock held from another host is cleared with
+``abflow unlock``.
 
-Every job marks itself in ``<state_dir>/running/`` while its command runs (pid of the job and
-process group of its command). ``abflow stop`` writes ``<state_dir>/STOP``: jobs that have not
+Every job marks itself (``running/<job name>.json``) while its command runs: its pid, its start
+and the process group of its command. ``abflow stop`` writes the STOP flag: jobs that have not
 started yet then end at once without running their command (their ABs are not marked done),
 running ones finish, and Snakemake ends when nothing is left; the next run removes the flag.
+
+Processes are inspected with psutil, by the readers only (the Snakemake process, the ``abflow``
+commands): a job writes its marker without importing it.
 """
 
 from __future__ import annotations
@@ -20,46 +24,30 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from abflow.fsutil import atomic_write_json, iter_json_objects, read_json_object
+from abflow.layout import JobId, StateLayout
+
+# a pid is the same process if it started no later than this after what was recorded
+START_SLACK = 2.0
 
 
 class RunLocked(RuntimeError):
     """Another live run holds the lock of a batch of this run."""
 
 
-def run_file(state_dir: str, batch: str) -> str:
-    """The lock of ``batch``: where the Snakemake process running it is registered."""
-    return os.path.join(state_dir, "runs", f"{batch}.json")
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None if there is no such process."""
+    import psutil
 
-
-def stop_file(state_dir: str) -> str:
-    """The flag ``abflow stop`` writes."""
-    return os.path.join(state_dir, "STOP")
-
-
-def running_dir(state_dir: str) -> str:
-    """Markers of the jobs whose command is running."""
-    return os.path.join(state_dir, "running")
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
         return None
-
-
-def process_start(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks since boot), to tell it from a later reuse of the pid."""
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
 
 
 def describe_run(info: dict[str, Any]) -> str:
@@ -98,6 +86,7 @@ def register_run(
     process gone, on this host) is taken over; the returned info lists such crashed runs under
     ``replaced`` so the caller can say so and end their orphaned jobs.
     """
+    layout = StateLayout(state_dir)
     batches = [batches] if isinstance(batches, str) else list(batches)
     pid = os.getpid()
     info: dict[str, Any] = {
@@ -114,15 +103,15 @@ def register_run(
     taken: list[str] = []
     try:
         for batch in batches:
-            _take_lock(run_file(state_dir, batch), batch, info, replaced)
+            _take_lock(layout.lock(batch), batch, info, replaced)
             taken.append(batch)
     except BaseException:
         for batch in taken:
             with suppress(FileNotFoundError):
-                os.unlink(run_file(state_dir, batch))
+                os.unlink(layout.lock(batch))
         raise
     with suppress(FileNotFoundError):
-        os.unlink(stop_file(state_dir))
+        os.unlink(layout.stop_flag)
     return {**info, "replaced": replaced}
 
 
@@ -159,69 +148,55 @@ def unregister_run(state_dir: str, batches: list[str] | str) -> None:
         info = read_run(state_dir, batch)
         if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
             with suppress(FileNotFoundError):
-                os.unlink(run_file(state_dir, batch))
+                os.unlink(StateLayout(state_dir).lock(batch))
 
 
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
     """The run holding the lock of ``batch``, or None."""
-    return read_json_object(run_file(state_dir, batch))
+    return read_json_object(StateLayout(state_dir).lock(batch))
 
 
 def remove_lock(state_dir: str, batch: str) -> dict[str, Any] | None:
     """Remove the lock of ``batch`` (``abflow unlock``); return what it held."""
     info = read_run(state_dir, batch)
     with suppress(FileNotFoundError):
-        os.unlink(run_file(state_dir, batch))
+        os.unlink(StateLayout(state_dir).lock(batch))
     return info
 
 
 def process_alive(info: dict[str, Any]) -> bool:
     """True if the process ``info`` names runs (on this host; other hosts count as alive).
 
-    A pid that now belongs to a later process (different start time) is not alive, nor is a
-    zombie (ended, not reaped yet).
+    A pid that now belongs to a process started later than recorded (``proc_start``, or the
+    ``start`` time of a job marker) is not alive, nor is a zombie (ended, not reaped yet).
     """
+    import psutil
+
     if info.get("host") != socket.gethostname():
         return True
     try:
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(int(info["pid"]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = proc.create_time()
+    except psutil.NoSuchProcess:
         return False
-    except (PermissionError, KeyError, ValueError, TypeError):
+    except (psutil.Error, KeyError, ValueError, TypeError):
         return True
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True
-    if fields[0] == "Z":
-        return False
-    started = info.get("proc_start")
-    return not (started and len(fields) > 19 and fields[19] != started)
-
-
-def job_name(step: str, ab: str, det: int | str | None = None) -> str:
-    """The name of one job of a night: ``<step>/<AB>`` or ``<step>/<AB>.<det>`` (its running
-    marker, and the AbflowJob attribute of its HTCondor job)."""
-    return f"{step}/{ab}" + (f".{det}" if det is not None else "")
-
-
-def parse_job_name(name: str) -> tuple[str, str, int | None]:
-    """(step, AB, detector or None) of a job name made by job_name()."""
-    step, _, target = name.partition("/")
-    if target.endswith(".ab"):
-        return step, target, None
-    ab, _, det = target.rpartition(".")
-    return step, ab, int(det) if det.isdigit() else None
+    recorded = info.get("proc_start", info.get("start"))
+    if isinstance(recorded, int | float):
+        return started <= float(recorded) + START_SLACK
+    return True
 
 
 def stop_requested(state_dir: str) -> bool:
     """True if ``abflow stop`` asked the night to stop."""
-    return os.path.exists(stop_file(state_dir))
+    return os.path.exists(StateLayout(state_dir).stop_flag)
 
 
 def request_stop(state_dir: str, reason: str = "abflow stop") -> None:
     """Ask the running night to start no new job."""
-    atomic_write_json(stop_file(state_dir), {"reason": reason, "time": time.time()})
+    atomic_write_json(StateLayout(state_dir).stop_flag, {"reason": reason, "time": time.time()})
 
 
 def interrupt(info: dict[str, Any]) -> bool:
@@ -239,26 +214,30 @@ def interrupt(info: dict[str, Any]) -> bool:
 class RunningJob:
     """A job whose command is running."""
 
-    name: str
+    job: JobId
     host: str
     pid: int
     start: float
     pgid: int | None = None
     path: str = ""
 
+    @property
+    def name(self) -> str:
+        """The job's name (``<step>/<AB>[.<det>]``)."""
+        return self.job.name
+
 
 @contextmanager
-def running_marker(state_dir: str, name: str) -> Iterator[dict[str, Any]]:
-    """Mark the job ``name`` as running for the duration of the ``with`` block.
+def running_marker(state_dir: str, job: JobId) -> Iterator[dict[str, Any]]:
+    """Mark ``job`` as running for the duration of the ``with`` block.
 
     Yields the marker's content; :func:`note_command` adds the process group of the command.
     """
-    path = os.path.join(running_dir(state_dir), name + ".json")
+    path = StateLayout(state_dir).marker(job)
     content: dict[str, Any] = {
-        "name": name,
+        "name": job.name,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "proc_start": process_start(os.getpid()),
         "start": time.time(),
         "path": path,
     }
@@ -276,19 +255,21 @@ def note_command(marker: dict[str, Any], pgid: int) -> None:
     atomic_write_json(marker["path"], marker)
 
 
-def end_orphans(state_dir: str, belongs: Any, grace: float = 10.0) -> list[RunningJob]:
+def end_orphans(
+    state_dir: str, belongs: Callable[[JobId], bool], grace: float = 10.0
+) -> list[RunningJob]:
     """End the jobs a crashed run left running on this host; return them.
 
-    ``belongs(name)`` says whether a job marker belongs to this run's ABs (other dates may be
-    running from the same state directory). Each orphan's command process group gets SIGTERM,
-    then SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed.
+    ``belongs(job)`` says whether a job belongs to this run's ABs (other dates may be running
+    from the same state directory). Each orphan's command process group gets SIGTERM, then
+    SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed.
     """
     here = socket.gethostname()
     orphans = []
     for job in running_jobs(state_dir):
-        if job.host != here or not belongs(job.name):
+        if job.host != here or not belongs(job.job):
             continue
-        info = {"pid": job.pid, "host": job.host}
+        info = {"pid": job.pid, "host": job.host, "start": job.start}
         if process_alive(info) or job.pgid:
             orphans.append(job)
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -308,7 +289,7 @@ def end_orphans(state_dir: str, belongs: Any, grace: float = 10.0) -> list[Runni
 
 def _group_alive(job: RunningJob) -> bool:
     """True while the job process or any process of its command's group exists."""
-    if process_alive({"pid": job.pid, "host": socket.gethostname()}):
+    if process_alive({"pid": job.pid, "host": socket.gethostname(), "start": job.start}):
         return True
     if job.pgid:
         try:
@@ -322,11 +303,11 @@ def _group_alive(job: RunningJob) -> bool:
 def running_jobs(state_dir: str) -> list[RunningJob]:
     """The jobs marked as running, oldest first."""
     out = []
-    for path, data in iter_json_objects(running_dir(state_dir)):
+    for path, data in iter_json_objects(StateLayout(state_dir).running_dir):
         try:
             out.append(
                 RunningJob(
-                    data["name"],
+                    JobId.parse(str(data["name"])),
                     data["host"],
                     int(data["pid"]),
                     float(data["start"]),

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from abflow.layout import JobId, Step
 from abflow.night import Night
 from abflow.runner import read_record
 from abflow.runstate import process_alive, read_run, running_jobs
@@ -114,24 +115,20 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     pooled = queue_by_ab(queue or [])
     running: dict[str, list[tuple[str, str, float]]] = {}
     for job in running_jobs(s.state_dir):
-        step, _, rest = job.name.partition("/")
-        ab = rest if rest in night else rest.rsplit(".", 1)[0]
-        running.setdefault(ab, []).append((step, job.host, job.start))
+        running.setdefault(job.job.target, []).append((job.job.step.value, job.host, job.start))
     out: list[ABState] = []
     state_of: dict[str, str] = {}
     for ab in night.names:
-        record = read_record(s.record_path(ab))
-        failure = read_record(s.state_pattern("failed").format(ab=ab))
-        qc = read_record(s.record_path(ab, "process_qc"))
-        qc_failure = read_record(s.state_pattern("failed", "process_qc").format(ab=ab))
+        layout, own, qc_job = s.layout, JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
+        record, failure = read_record(layout.record(own)), read_record(layout.failure(own))
+        qc, qc_failure = read_record(layout.record(qc_job)), read_record(layout.failure(qc_job))
         if failure is None and night.detectors(ab) > 1:
             for det in range(1, night.detectors(ab) + 1):
-                path = s.state_pattern("failed", "process_ab_det").format(ab=ab, det=det)
-                failure = read_record(path)
+                failure = read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
                 if failure:
                     break
         if failure is None and record is None:  # a file it needs could not be downloaded
-            failure = _download_failure(s.state_dir, night, ab)
+            failure = _download_failure(night, ab)
         st = ABState(ab, "created", record, failure, qc, qc_failure)
         jobs = running.get(ab, [])
         in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
@@ -169,14 +166,14 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     return NightState(night, out, run, alive, queue)
 
 
-def _download_failure(state_dir: str, night: Night, ab: str) -> dict[str, Any] | None:
+def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
     """The failed download of a file ``ab`` needs (its note), or None."""
-    from abflow.download import download_failure_path
+    from abflow.download import download_failure
 
     for path in (*night.raw_inputs[ab], *night.cal_inputs[ab]):
         if os.path.exists(path):
             continue  # got it since (by hand, or a later run)
-        note = read_record(download_failure_path(state_dir, os.path.basename(path)))
+        note = read_record(download_failure(night.settings, path))
         if note is not None:
             return note
     return None

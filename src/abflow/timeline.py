@@ -15,7 +15,6 @@ import json
 import os
 from dataclasses import dataclass
 
-from abflow.download import download_records_dir
 from abflow.fsutil import iter_json_objects
 from abflow.night import Night
 from abflow.plan import (
@@ -57,7 +56,7 @@ def collect(night: Night) -> list[dict]:
     s = night.settings
     out = []
     records = os.path.join(s.state_dir, "records")
-    for path, rec in iter_json_objects(records, download_records_dir(s.state_dir)):
+    for path, rec in iter_json_objects(records, s.layout.download_records_dir):
         if "start" not in rec or "end" not in rec:
             continue
         step = str(rec.get("step", ""))

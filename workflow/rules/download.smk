@@ -6,51 +6,51 @@ rule download_raw:
     output:
         RAW_OUTPUT,
     log:
-        RULES.raw_log_pattern,
+        RULES.pattern("logs", "download_raw"),
     wildcard_constraints:
         file=FILE_WILDCARD,
-    priority: RULES.get_raw_download_priority
+    priority: RULES.download_priority("raw_dir")
     retries: SETTINGS.raw["retries"]["download"]
     conda:
         "../../environment.yml"
     resources:
         download=1,
     params:
-        command=RULES.get_raw_download_command,
+        command=RULES.command("download_raw"),
     shell:
-        "{params.command}"
+        "{params.command} --log {log:q}"
 
 
 rule download_mcal:
     output:
         RULES.cal_pattern,
     log:
-        RULES.cal_log_pattern,
+        RULES.pattern("logs", "download_mcal"),
     wildcard_constraints:
         file=FILE_WILDCARD,
-    priority: RULES.get_cal_download_priority
+    priority: RULES.download_priority("cal_dir")
     retries: SETTINGS.raw["retries"]["download"]
     conda:
         "../../environment.yml"
     resources:
         download=1,
     params:
-        command=RULES.get_cal_download_command,
+        command=RULES.command("download_mcal"),
     shell:
-        "{params.command}"
+        "{params.command} --log {log:q}"
 
 
 # FULL_RAWDOWNLOAD: every AB to run waits for this flag, made once all downloads are done.
 rule wait_for_downloads:
     input:
-        RULES.barrier_inputs(),
+        RULES.downloads_done_inputs(),
     output:
-        temp(RULES.barrier),
+        temp(SETTINGS.layout.downloads_done_flag(SETTINGS.batch_id)),
     log:
-        RULES.barrier_log,
+        SETTINGS.layout.downloads_done_log(SETTINGS.batch_id),
     conda:
         "../../environment.yml"
     params:
-        planned=len(RULES.barrier_inputs()),
+        planned=len(RULES.downloads_done_inputs()),
     shell:
         "echo all {params.planned} downloads done > {log:q} && touch {output:q}"

@@ -2,6 +2,8 @@
 # and the local copies of its raw files and REAL calibrations. A multi-detector AB (MEF factor
 # n > 1, not under DRS_TYPE INT) runs as n process_ab_det jobs (commands.process_ab_det, {det} =
 # 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
+# Every job runs `python -m abflow.job` (abflow/job.py), given the record and the log its rule
+# declares; the paths are the state layout's (abflow/layout.py).
 
 
 rule process_ab:
@@ -9,11 +11,11 @@ rule process_ab:
         # parents (records), data (downloads), detectors (a join's), rerun (a rerun request)
         unpack(RULES.get_ab_inputs),
     output:
-        record=RULES.record_pattern,
+        record=RULES.pattern("records", "process_ab"),
     log:
-        RULES.log_pattern,
+        RULES.pattern("logs", "process_ab"),
     benchmark:
-        RULES.benchmark_pattern
+        RULES.pattern("benchmarks", "process_ab")
     priority: RULES.get_priority
     conda:
         "../../environment.yml"
@@ -24,10 +26,11 @@ rule process_ab:
         classad_AbflowRun=RUN_TAG,
         classad_AbflowOwner=RUN_OWNER,
         classad_AbflowJob=RULES.job_tag("process_ab"),
+        classad_AbflowCommand=RULES.pool_command("process_ab"),
     params:
-        command=RULES.get_process_command,
+        command=RULES.command("process_ab"),
     shell:
-        "{params.command} --threads {threads}"
+        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"
 
 
 rule process_ab_det:
@@ -35,11 +38,11 @@ rule process_ab_det:
         # parents (records), data (downloads), rerun (a rerun request); no detectors
         unpack(RULES.get_ab_inputs),
     output:
-        record=RULES.det_record_pattern,
+        record=RULES.pattern("records", "process_ab_det"),
     log:
-        RULES.det_log_pattern,
+        RULES.pattern("logs", "process_ab_det"),
     benchmark:
-        RULES.det_benchmark_pattern
+        RULES.pattern("benchmarks", "process_ab_det")
     wildcard_constraints:
         det=r"[1-9][0-9]*",
     priority: RULES.get_det_priority
@@ -52,7 +55,8 @@ rule process_ab_det:
         classad_AbflowRun=RUN_TAG,
         classad_AbflowOwner=RUN_OWNER,
         classad_AbflowJob=RULES.job_tag("process_ab_det"),
+        classad_AbflowCommand=RULES.pool_command("process_ab_det"),
     params:
-        command=RULES.get_det_command,
+        command=RULES.command("process_ab_det"),
     shell:
-        "{params.command} --threads {threads}"
+        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"

@@ -8,9 +8,9 @@ rule process_qc:
         # record (the AB's), raw (its raw files under CAL_CLEANUP)
         unpack(RULES.get_qc_inputs),
     output:
-        record=RULES.qc_record_pattern,
+        record=RULES.pattern("records", "process_qc"),
     log:
-        RULES.qc_log_pattern,
+        RULES.pattern("logs", "process_qc"),
     conda:
         "../../environment.yml"
     resources:
@@ -19,7 +19,8 @@ rule process_qc:
         classad_AbflowRun=RUN_TAG,
         classad_AbflowOwner=RUN_OWNER,
         classad_AbflowJob=RULES.job_tag("process_qc"),
+        classad_AbflowCommand=RULES.pool_command("process_qc"),
     params:
-        command=RULES.get_qc_command,
+        command=RULES.command("process_qc"),
     shell:
-        "{params.command}"
+        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"

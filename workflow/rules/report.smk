@@ -6,12 +6,12 @@ rule summarize_benchmarks:
         records=RULES.final_records(),
     output:
         table=report(
-            RULES.benchmark_table_path,
+            SETTINGS.layout.benchmark_table(SETTINGS.batch_id),
             caption="../report/benchmarks.rst",
             category="Benchmarks",
         ),
     log:
-        RULES.benchmark_table_log,
+        SETTINGS.layout.benchmark_table_log(SETTINGS.batch_id),
     conda:
         "../../environment.yml"
     params:
