@@ -1,7 +1,7 @@
 # abflow: a night of DFOS Association Blocks as a Snakemake calibration cascade.
 #
 # Table of contents only: configuration, includes, the default target. The cascade itself is
-# read once from the night's AB list and AB files by abflow.night.load_night (common.smk).
+# read once from the night's AB list and AB files by abflow.model.night.load_night (common.smk).
 import os
 
 from snakemake.utils import min_version

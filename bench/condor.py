@@ -85,11 +85,11 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
     import htcondor2
     from conftest import all_step_records
 
-    from abflow.condor import run_constraint
-    from abflow.config import load_settings
-    from abflow.layout import JobId
-    from abflow.night import load_night
-    from abflow.plan import critical_path, job_graph
+    from abflow.model.config import load_settings
+    from abflow.model.night import load_night
+    from abflow.model.plan import critical_path, job_graph
+    from abflow.run.condor import run_constraint
+    from abflow.state.layout import JobId
 
     wall = run_night(base, cfg)
     settings = load_settings(cfg)
@@ -133,7 +133,7 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
 def cascade_night(tmp: Path, seconds: float) -> Path:
     from conftest import write_config
 
-    from abflow.generate import fan_cascade, make_dfo_tree, write_night
+    from abflow.example.generate import fan_cascade, make_dfo_tree, write_night
 
     dfo = make_dfo_tree(tmp / "dfo")
     write_night(fan_cascade([1, 3, 6]), dfo["ab_dir"], dfo["mon_dir"], DATE)

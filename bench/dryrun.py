@@ -1,6 +1,7 @@
 """Dry-run cost of abflow against a bare Snakefile with the same DAG, measured in the same run.
 
-For each size N a bias/flat/science-shaped night of N ABs is generated (abflow.generate) in a
+For each size N a bias/flat/science-shaped night of N ABs is generated
+(abflow.example.generate) in a
 temporary DFOS tree, its raw files missing (so every AB has download jobs) and QC on (SER).
 Two dry-runs (`snakemake -n`) of the same DAG are timed:
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from abflow.generate import calib_night, make_dfo_tree, write_night
+from abflow.example.generate import calib_night, make_dfo_tree, write_night
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "2013-02-12"

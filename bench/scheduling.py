@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from abflow.config import resolve
-from abflow.generate import ABSpec, ab_name, make_dfo_tree, write_night
-from abflow.night import load_night
-from abflow.plan import job_graph, job_priorities, list_schedule, optimal_unit_makespan
+from abflow.example.generate import ABSpec, ab_name, make_dfo_tree, write_night
+from abflow.model.config import resolve
+from abflow.model.night import load_night
+from abflow.model.plan import job_graph, job_priorities, list_schedule, optimal_unit_makespan
 
 ROOT = Path(__file__).resolve().parents[1]
 DATE = "2013-02-12"

@@ -74,7 +74,7 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def dfo(tmp_path: Path) -> dict[str, str]:
     """A fresh DFOS directory tree under tmp_path (directories created)."""
-    from abflow.generate import make_dfo_tree
+    from abflow.example.generate import make_dfo_tree
 
     return make_dfo_tree(tmp_path / "dfo")
 
@@ -102,8 +102,8 @@ def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:
 
 def place_raw_files(dfo: dict[str, str]) -> int:
     """Create every RAWFILE of the night's ABs in $DFO_RAW_DIR (no download jobs); return count."""
-    from abflow.config import resolve
-    from abflow.night import load_night
+    from abflow.model.config import resolve
+    from abflow.model.night import load_night
 
     night = load_night(resolve({"date": DATE, "dfo": dfo}))
     paths = {p for ab in night.names for p in night.raw_inputs[ab]}
@@ -204,7 +204,7 @@ def example_config(base: Path, archive: Path | None = None) -> tuple[Path, dict[
     DFOS tree under ``base`` (the raw-frame archive too, unless ``archive`` is given)."""
     import shutil
 
-    from abflow.generate import make_dfo_tree
+    from abflow.example.generate import make_dfo_tree
 
     dfo = make_dfo_tree(base / "dfo")
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

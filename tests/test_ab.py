@@ -1,4 +1,4 @@
-"""Unit tests of the AB parser (abflow.ab)."""
+"""Unit tests of the AB parser (abflow.model.ab)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from abflow.ab import PathPolicy, parse_ab, read_ab, stem
+from abflow.model.ab import PathPolicy, parse_ab, read_ab, stem
 
 ROOT = Path(__file__).resolve().parents[1]
 VARS = {

@@ -17,11 +17,11 @@ from conftest import run_snakemake, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abflow.ab import Problem, parse_ab, read_ab
 from abflow.cli import main
-from abflow.config import resolve
-from abflow.generate import make_dfo_tree
-from abflow.night import NightError, load_night
+from abflow.example.generate import make_dfo_tree
+from abflow.model.ab import Problem, parse_ab, read_ab
+from abflow.model.config import resolve
+from abflow.model.night import NightError, load_night
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 CORPUS_DATE = "2013-02-13"

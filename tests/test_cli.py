@@ -10,7 +10,7 @@ import pytest
 from conftest import DATE, write_config
 
 from abflow.cli import main
-from abflow.generate import ABSpec, fan_cascade, write_night
+from abflow.example.generate import ABSpec, fan_cascade, write_night
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_a_run_configuration_is_a_file_and_no_environment_changes_a_command(
 ):
     """Jobs name the run's configuration file on their command line; an abflow command reads
     what it is given (--configfile), whatever the environment says."""
-    from abflow.config import load_settings, read_run_config, write_run_config
+    from abflow.model.config import load_settings, read_run_config, write_run_config
 
     settings = load_settings(cfg, ["mode=SCIENCE"])
     monkeypatch.setenv("ABFLOW_CONFIG", json.dumps(settings.to_config()))  # the old way: ignored

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from conftest import DATE, ROOT, SNAKEFILE, all_step_records, example_config, records, write_config
 
-from abflow.condor import run_constraint
-from abflow.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
-from abflow.layout import JobId
+from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
+from abflow.run.condor import run_constraint
+from abflow.state.layout import JobId
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
@@ -141,7 +141,7 @@ def job_names(state_dir: str) -> list[str]:
 
 
 def data_arrays(path: str) -> list[np.ndarray]:
-    from abflow.fits import iter_hdus, read_data
+    from abflow.example.fits import iter_hdus, read_data
 
     return [read_data(path, i) for i, hdu in enumerate(iter_hdus(path)) if hdu.data_size]
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from abflow.commands import TemplateError, check_template, fill
-from abflow.config import DFO_DIRS, ConfigError, load_schema, load_settings, normalize, resolve
+from abflow.model.commands import TemplateError, check_template, fill
+from abflow.model.config import (
+    DFO_DIRS,
+    ConfigError,
+    load_schema,
+    load_settings,
+    normalize,
+    resolve,
+)
 
 
 def test_every_key_of_the_interface_contract_is_documented_with_a_default() -> None:

@@ -15,10 +15,10 @@ import yaml
 from conftest import DATE, ROOT, records, write_config
 
 from abflow.cli import main
-from abflow.config import load_settings, resolve
-from abflow.generate import ABSpec, fan_cascade, write_night
-from abflow.jobfiles import JobRequest, build, exec_ab_lines
-from abflow.night import load_night
+from abflow.example.generate import ABSpec, fan_cascade, write_night
+from abflow.model.config import load_settings, resolve
+from abflow.model.night import load_night
+from abflow.views.jobfiles import JobRequest, build, exec_ab_lines
 
 GOLDEN = ROOT / "tests" / "data" / "golden" / "createjob"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import ROOT, SNAKEFILE, records
 
-from abflow.generate import make_dfo_tree
+from abflow.example.generate import make_dfo_tree
 
 DATE = "2024-07-12"
 NIGHT = ROOT / "tests" / "data" / "dfos_night"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DATE, ROOT, records, run_snakemake, write_config
 
-from abflow.generate import ABSpec, fan_cascade, write_night
+from abflow.example.generate import ABSpec, fan_cascade, write_night
 
 pytestmark = pytest.mark.slow
 

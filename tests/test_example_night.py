@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import DATE, example_config, records, run_snakemake
 
-from abflow.fits import read_data, read_header
+from abflow.example.fits import read_data, read_header
 
 pytestmark = [
     pytest.mark.esorex,

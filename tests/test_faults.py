@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import DATE, ROOT, SNAKEFILE, records, run_snakemake, write_config
 
-from abflow.generate import fan_cascade, write_night
+from abflow.example.generate import fan_cascade, write_night
 
 pytestmark = pytest.mark.slow
 

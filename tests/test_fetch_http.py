@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from abflow.config import ConfigError, resolve
-from abflow.download import FetchError, fetch_http
+from abflow.job.fetch import FetchError, fetch_http
+from abflow.model.config import ConfigError, resolve
 
 DATA = os.urandom(300_000)
 MD5 = base64.b64encode(hashlib.md5(DATA).digest()).decode()

@@ -1,4 +1,4 @@
-"""Tests of abflow.fits: round trips, card formatting, block layout, reading foreign files."""
+"""Tests of abflow.example.fits: round trips, card formatting, block layout, reading foreign files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abflow import fits
-from abflow.fits import BLOCK, Hdu, iter_hdus, list_extensions, read_data, read_header, write_fits
+from abflow.example import fits
+from abflow.example.fits import (
+    BLOCK,
+    Hdu,
+    iter_hdus,
+    list_extensions,
+    read_data,
+    read_header,
+    write_fits,
+)
 
 # --------------------------------------------------------------------------------------------
 # helpers

@@ -25,10 +25,10 @@ from conftest import (
     write_config,
 )
 
-from abflow.config import resolve
-from abflow.generate import ABSpec, ab_name, fan_cascade, write_night
-from abflow.night import load_night
-from abflow.plan import job_graph, optimal_unit_makespan
+from abflow.example.generate import ABSpec, ab_name, fan_cascade, write_night
+from abflow.model.config import resolve
+from abflow.model.night import load_night
+from abflow.model.plan import job_graph, optimal_unit_makespan
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def test_every_profile_entry_is_commented() -> None:
 
 
 def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> None:
-    from abflow.condor import wrapper_text, write_wrapper
+    from abflow.run.condor import wrapper_text, write_wrapper
 
     settings = resolve({"date": DATE, "dfo": dfo})
     path = write_wrapper(settings)
@@ -184,11 +184,11 @@ def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> N
 def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, dfo) -> None:
     """A pool job whose ad carries AbflowCommand runs `python -m abflow.job` straight away
     (no second Snakemake): its record, log and benchmark are written as its rule declares."""
-    from abflow.condor import write_wrapper
-    from abflow.config import write_run_config
-    from abflow.layout import JobId, Step
-    from abflow.night import load_night
-    from abflow.rulefuncs import NightRules
+    from abflow.model.config import write_run_config
+    from abflow.model.night import load_night
+    from abflow.run.condor import write_wrapper
+    from abflow.run.rules import NightRules
+    from abflow.state.layout import JobId, Step
 
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
     settings = resolve({"date": DATE, "dfo": dfo, "check_products": False,
@@ -217,7 +217,7 @@ def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, 
 def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None:
     """HTCondor ends a removed job with SIGTERM, on which Snakemake alone would let its running
     job finish: through the wrapper the job's commands end within seconds."""
-    from abflow.condor import write_wrapper
+    from abflow.run.condor import write_wrapper
 
     wrapper = write_wrapper(resolve({"date": DATE, "dfo": dfo}))
     marker = tmp_path / "started"
@@ -243,7 +243,7 @@ def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None
 def test_condor_constraints_select_one_store_and_one_run() -> None:
     """The constraints abflow's queue queries and removals use (a live pool checks what they
     select: tests/test_condor.py)."""
-    from abflow.condor import run_constraint
+    from abflow.run.condor import run_constraint
 
     assert run_constraint("/night/a") == 'AbflowRun == "/night/a"'
     both = 'AbflowRun == "/night/a" && AbflowOwner == "vm:42"'

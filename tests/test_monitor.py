@@ -15,11 +15,11 @@ import pytest
 from conftest import DATE, place_raw_files, run_snakemake, write_config
 
 from abflow.cli import main
-from abflow.config import resolve
-from abflow.generate import fan_cascade, write_night
-from abflow.layout import JobId, Step
-from abflow.monitor import PageRefresher, page_path, timeline_paths
-from abflow.night import load_night
+from abflow.example.generate import fan_cascade, write_night
+from abflow.model.config import resolve
+from abflow.model.night import load_night
+from abflow.state.layout import JobId, Step
+from abflow.views.monitor import PageRefresher, page_path, timeline_paths
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE = os.environ.get("ABFLOW_REQUIRE_TOOLS") == "1"  # set by .ci/run: no silent skips

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import DATE
 
-from abflow.config import resolve
-from abflow.generate import ABSpec, ab_text, calib_night, fan_cascade, write_night
-from abflow.night import NightError, load_night
+from abflow.example.generate import ABSpec, ab_text, calib_night, fan_cascade, write_night
+from abflow.model.config import resolve
+from abflow.model.night import NightError, load_night
 
 
 def settings_for(dfo: dict[str, str], **extra):

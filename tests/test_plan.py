@@ -10,10 +10,10 @@ import yaml
 from conftest import DATE, intervals, place_raw_files, run_snakemake, waves, write_config
 
 from abflow.cli import main
-from abflow.config import resolve
-from abflow.generate import ABSpec, ab_name, fan_cascade, write_night
-from abflow.night import load_night
-from abflow.plan import (
+from abflow.example.generate import ABSpec, ab_name, fan_cascade, write_night
+from abflow.model.config import resolve
+from abflow.model.night import load_night
+from abflow.model.plan import (
     critical_path,
     history_durations,
     job_graph,

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import DATE
 
-from abflow.ab import parse_ab
-from abflow.config import resolve
-from abflow.fits import Hdu, write_fits
-from abflow.processab import (
+from abflow.example.fits import Hdu, write_fits
+from abflow.example.processab import (
     ProcessError,
     Product,
     assign_products,
@@ -22,6 +20,8 @@ from abflow.processab import (
     virtual_map,
     write_sof,
 )
+from abflow.model.ab import parse_ab
+from abflow.model.config import resolve
 
 AB_TEXT = f"""\
 RECIPE uves_cal_mdark
@@ -125,7 +125,7 @@ def test_failing_recipe_moves_nothing_and_says_why(setup, tmp_path, monkeypatch)
         f"touch $d/{out_product}\nkill -SEGV $$\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr("abflow.processab.ESOREX", str(fake))
+    monkeypatch.setattr("abflow.example.processab.ESOREX", str(fake))
     with pytest.raises(ProcessError) as info:
         process_ab(str(ab_file), settings, workdir=str(tmp_path / "work"))
     assert "uves_cal_mdark failed" in str(info.value) and "exit -11" in str(info.value)
@@ -142,12 +142,12 @@ def test_exit_zero_without_the_expected_products_fails(setup, tmp_path, monkeypa
     Path(ab.path).write_text(AB_TEXT)
     fake = tmp_path / "fake-esorex"
     fake.write_text(
-        "#!/usr/bin/env python3\nimport sys\nfrom abflow.fits import Hdu, write_fits\n"
+        "#!/usr/bin/env python3\nimport sys\nfrom abflow.example.fits import Hdu, write_fits\n"
         "d=[a.split('=',1)[1] for a in sys.argv if a.startswith('--output-dir=')][0]\n"
         "write_fits(d+'/r.UVES.X_tpl_0000.fits', Hdu({'ESO PRO CATG': 'MASTER_DARK_BLUE'}))\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr("abflow.processab.ESOREX", str(fake))
+    monkeypatch.setattr("abflow.example.processab.ESOREX", str(fake))
     with pytest.raises(ProcessError, match=r"r.UVES.X_tpl_0001.fits \(QC_TABLE\)"):
         process_ab(ab.path, settings, workdir=str(tmp_path / "work"))
     assert not os.path.exists(ab.products[0].path)
@@ -156,6 +156,6 @@ def test_exit_zero_without_the_expected_products_fails(setup, tmp_path, monkeypa
 def test_fits_product_catg_is_read(tmp_path) -> None:
     path = tmp_path / "p.fits"
     write_fits(path, Hdu({"ESO PRO CATG": "MASTER_BIAS"}))
-    from abflow.processab import list_products
+    from abflow.example.processab import list_products
 
     assert list_products(str(tmp_path)) == [Product(str(path), "MASTER_BIAS")]

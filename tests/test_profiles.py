@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import DATE, ROOT, SNAKEFILE, write_config
 
-from abflow.flavour import ProfileSettings, decide, executor_problem, read_profiles
-from abflow.generate import ABSpec, ab_name, write_night
+from abflow.example.generate import ABSpec, ab_name, write_night
+from abflow.run.flavour import ProfileSettings, decide, executor_problem, read_profiles
 
 SNAKEMAKE = "/venv/bin/snakemake"  # what sys.argv[0] looks like for the console script
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import DATE
 
-from abflow.ab import parse_ab
-from abflow.config import resolve
-from abflow.fits import Hdu, write_fits
-from abflow.qc import HOT_SIGMA, QCError, image_stats, process_qc
+from abflow.example.fits import Hdu, write_fits
+from abflow.example.qc import HOT_SIGMA, QCError, image_stats, process_qc
+from abflow.model.ab import parse_ab
+from abflow.model.config import resolve
 
 
 def test_image_stats_on_a_known_image() -> None:

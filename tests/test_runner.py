@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from abflow.runner import Step, StepFailed, read_record, run_step
+from abflow.job.runner import StepFailed, StepRun, run_step
+from abflow.state.fsutil import read_json_object as read_record
 
 
-def make_step(tmp_path: Path, command: str, **kw) -> Step:
-    return Step(
+def make_step(tmp_path: Path, command: str, **kw) -> StepRun:
+    return StepRun(
         ab="A.ab",
         step="process_ab",
         command=command,

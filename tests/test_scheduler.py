@@ -11,7 +11,7 @@ import pytest
 from conftest import DATE, run_snakemake, write_config
 from snakemake_interface_scheduler_plugins.tests import TestSchedulerBase
 
-from abflow.generate import fan_cascade, write_night
+from abflow.example.generate import fan_cascade, write_night
 from snakemake_scheduler_plugin_abflow import Scheduler, SchedulerSettings
 
 

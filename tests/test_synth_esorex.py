@@ -1,4 +1,4 @@
-"""Synthetic raw frames (abflow.synth), and real ESO recipes run on them through esorex.
+"""Synthetic raw frames (abflow.example.synth), and real ESO recipes run on them through esorex.
 
 The tests marked ``esorex`` run the Debian ``esorex`` command with the GIRAFFE, UVES and MUSE
 plugins (packages esorex, cpl-plugin-giraf, cpl-plugin-uves, cpl-plugin-muse).
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abflow.fits import list_extensions, read_data, read_header
-from abflow.synth import (
+from abflow.example.fits import list_extensions, read_data, read_header
+from abflow.example.synth import (
     MUSE_FLAT_QUADRANT,
     MUSE_NIFU,
     RAW_TAGS,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DATE, intervals, place_raw_files, records, run_snakemake, waves, write_config
 
-from abflow.generate import fan_cascade, write_night
+from abflow.example.generate import fan_cascade, write_night
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
 """abflow's Snakemake scheduler plugin: run the night the way ``abflow plan`` predicts.
 
 Select with ``--scheduler abflow`` (the profiles do). It starts ready jobs in priority order
-(abflow's priorities: highest level first, see abflow.plan.job_priorities) and, unlike the greedy
-and ILP schedulers, it keeps a slot free for a higher-priority AB job that is about to become
+(abflow's priorities: highest level first, see abflow.model.plan.job_priorities) and, unlike the
+greedy and ILP schedulers, it keeps a slot free for a higher-priority AB job that is about to become
 ready: one whose remaining prerequisites are all running and expected to end within the
 horizon. Jobs of equal length end a fraction of a second apart; without the reservation the
 first freed slot goes to whatever job with slack is ready at that instant, and the critical

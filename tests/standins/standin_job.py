@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from abflow.ab import read_ab
+from abflow.model.ab import read_ab
 
 
 def note(log: str, text: str) -> None:

@@ -1,11 +1,11 @@
-# Load the night once and wire abflow's lookups into the rules (abflow.lifecycle.prepare: the
+# Load the night once and wire abflow's lookups into the rules (abflow.run.lifecycle.prepare: the
 # flavour from the profile, the settings, the Night, the run configuration file every job names).
 import functools
 
-from abflow.lifecycle import StartRefused, finish_run, prepare, start_run
-from abflow.flavour import is_remote
-from abflow.monitor import PageRefresher, pool_queue
-from abflow.rulefuncs import AB_WILDCARD, FILE_WILDCARD
+from abflow.run.lifecycle import StartRefused, finish_run, prepare, start_run
+from abflow.run.flavour import is_remote
+from abflow.views.monitor import PageRefresher, pool_queue
+from abflow.run.rules import AB_WILDCARD, FILE_WILDCARD
 
 try:
     PREPARED = prepare(config, workflow)

@@ -2,8 +2,8 @@
 # and the local copies of its raw files and REAL calibrations. A multi-detector AB (MEF factor
 # n > 1, not under DRS_TYPE INT) runs as n process_ab_det jobs (commands.process_ab_det, {det} =
 # 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
-# Every job runs `python -m abflow.job` (abflow/job.py), given the record and the log its rule
-# declares; the paths are the state layout's (abflow/layout.py).
+# Every job runs `python -m abflow.job` (abflow/job/), given the record and the log its rule
+# declares; the paths are the state layout's (abflow/state/layout.py).
 
 
 rule process_ab:

@@ -1,0 +1,120 @@
+"""A download job: ``commands.download`` for one file of the night.
+
+The command (``ngasClient -f {file}``, or the example's ``abflow fetch {file} {dest}``:
+abflow.job.fetch) runs in the destination directory with its output in the job's log. A
+failed download leaves nothing under the file's name and a failure note naming the file and
+the archive's last words (the ABs needing the file are FAILED with it); a finished one a
+record (bytes, start, end, host) and a line of the night's download progress.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from abflow.job import shell
+from abflow.state.fsutil import append_line, atomic_write_json, remove_file
+from abflow.state.layout import JobId, StateLayout, Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from abflow.job.command import JobCommand
+
+
+class DownloadFailed(RuntimeError):
+    """The download failed; the message names the file and the archive's answer."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def record_progress(progress_file: str, name: str, size: int, total: int) -> str:
+    """Append one finished download to the night's progress file; return the progress line."""
+    append_line(progress_file, f"{size} {name}")
+    done = 0
+    done_bytes = 0
+    with open(progress_file, encoding="utf-8") as fh:
+        for line in fh:
+            nbytes, _, _ = line.partition(" ")
+            if nbytes.isdigit():
+                done += 1
+                done_bytes += int(nbytes)
+    return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
+
+
+def download_job(dfo: Mapping[str, str], dest: str) -> JobId:
+    """The download job of ``dest`` (a path below dfo.raw_dir or dfo.cal_dir)."""
+    raw = dfo["raw_dir"].rstrip("/") + "/"
+    if dest.startswith(raw):
+        return JobId(Step.DOWNLOAD_RAW, dest[len(raw) :])
+    return JobId(Step.DOWNLOAD_MCAL, os.path.relpath(dest, dfo["cal_dir"]))
+
+
+def download_failure(layout: StateLayout, dfo: Mapping[str, str], dest: str) -> str:
+    """Where a failed download of ``dest`` is noted (until it succeeds): the ABs that need the
+    file are FAILED on the page and in the summary, with the archive's answer."""
+    return layout.failure(download_job(dfo, dest))
+
+
+def run_download(command: JobCommand, echo: Callable[[str], None] = print) -> int:
+    """Fetch the file of a download job with its command (``--run``, into ``--dest``); return
+    its size, or raise DownloadFailed."""
+    job, dest, layout = command.job, command.dest, StateLayout(command.state_dir)
+    name = os.path.basename(dest)
+    if os.path.exists(layout.stop_flag):
+        raise DownloadFailed(f"download of {name} not started: the night is stopping (abflow stop)")
+    directory = os.path.dirname(dest)
+    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(command.log) or ".", exist_ok=True)
+    t0, started = time.monotonic(), shell.now_iso()
+    with open(command.log, "w", encoding="utf-8") as log:
+        log.write(f"# abflow download {name}\n# command {command.run}\n")
+        log.flush()
+        env = {**os.environ, **dict(command.env)}
+        returncode = shell.wait(shell.start(command.run, directory, env, log.fileno()))
+    seconds = time.monotonic() - t0
+    size = os.path.getsize(dest) if os.path.isfile(dest) else -1
+    if returncode != 0 or size <= 0:
+        _failed(layout.failure(job), dest, command.log,
+                f"exit {returncode}" if returncode else "no file written")  # fmt: skip
+    with open(command.log, "a", encoding="utf-8") as log:
+        log.write(f"# done: {size} bytes in {seconds:.2f} s\n")
+    remove_file(layout.failure(job))
+    atomic_write_json(
+        layout.record(job),
+        {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,
+         "end": shell.now_iso(), "duration_s": round(seconds, 3), "host": shell.hostname()},
+    )  # fmt: skip
+    if command.progress:
+        line = record_progress(command.progress, name, size, command.total)
+        echo(line)
+        append_line(layout.progress_log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
+    return size
+
+
+def _failed(note: str, dest: str, log_path: str, why: str) -> None:
+    """Remove what is left of ``dest``, write the failure ``note``, raise DownloadFailed."""
+    name = os.path.basename(dest)
+    if os.path.lexists(dest):
+        os.unlink(dest)
+    with open(log_path, encoding="utf-8", errors="replace") as fh:
+        answer = [line.rstrip() for line in fh if not line.startswith("# ")][-5:]
+    answer = answer or ["(nothing printed)"]
+    atomic_write_json(
+        note,
+        {"step": "download", "file": name, "dest": dest, "status": "FAILED",
+         "reason": f"download of {name} failed ({why}): {answer[-1]}", "log": log_path,
+         "log_tail": answer, "end": shell.now_iso(), "host": shell.hostname()},
+    )  # fmt: skip
+    raise DownloadFailed(
+        f"download of {name} failed ({why}); the archive's answer:\n"
+        + "\n".join(f"    {line}" for line in answer)
+        + f"\n  log: {log_path}"
+    )

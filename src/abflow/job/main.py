@@ -1,0 +1,125 @@
+"""What ``python -m abflow.job`` does: read the command line (abflow.job.command) and the run
+configuration (abflow.job.runconfig), then run the step: an AB's command (abflow.job.runner)
+or a download (abflow.job.download).
+
+Everything a job imports is chosen to start fast: no schema, no YAML, no Snakemake, no
+subprocess, no dataclasses (bench/fanout.py measures the CPU a job costs beside its command).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from abflow.job.command import JobCommand
+from abflow.state.layout import StateLayout, Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from abflow.job.runner import StepRun
+
+
+def ab_step(command: JobCommand) -> StepRun:
+    """The :class:`abflow.job.runner.StepRun` of an AB job: its command, its paths (the rule's
+    record and log, the layout's working directory and failure note), its environment and what
+    its record says."""
+    from abflow.job.runner import INPUTS_FILE, RESULTS_FILE, StepRun
+
+    job, layout = command.job, StateLayout(command.state_dir)
+    workdir = layout.work(job)
+    env = dict(command.env)
+    env.update(ABFLOW_AB=job.target, ABFLOW_WORKDIR=workdir,
+               ABFLOW_INPUTS=os.path.join(workdir, INPUTS_FILE),
+               ABFLOW_RESULTS=os.path.join(workdir, RESULTS_FILE))  # fmt: skip
+    info: dict[str, object] = {
+        "batch": command.batch, "date": command.date, "mode": command.mode,
+        "recipe": command.recipe, "raw_type": command.raw_type, "parents": list(command.parents),
+    }  # fmt: skip
+    if job.det is not None:
+        info["det"] = job.det
+        env["ABFLOW_DET"] = str(job.det)
+    if job.step is not Step.PROCESS_QC:
+        generation, _, digest = command.rerun_key.partition(":")
+        info.update(generation=int(generation), ab_digest=digest)
+    return StepRun(
+        ab=job.target, step=job.step.value, command=command.run, workdir=workdir,
+        log_path=command.log or layout.log(job), record_path=command.record or layout.record(job),
+        failed_path=layout.failure(job), env=env, products=command.products,
+        check_products=bool(command.products), info=info,
+        files={INPUTS_FILE: {"ab": job.target, "virtual": dict(command.virtual)}},
+        values={"det": job.det} if job.det is not None else {}, state_dir=command.state_dir,
+    )  # fmt: skip
+
+
+def run(command: JobCommand) -> int:
+    """Run the job; its exit status (a failure is explained on stderr and in its log)."""
+    if command.job.step.is_download:
+        from abflow.job.download import DownloadFailed, run_download
+
+        try:
+            run_download(command, echo=lambda line: print(line, file=sys.stderr, flush=True))
+        except DownloadFailed as exc:
+            print(f"abflow: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    from abflow.job.runner import StepFailed, run_step
+
+    try:
+        run_step(ab_step(command), threads=command.threads)
+    except StepFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if command.job.step in (Step.PROCESS_AB, Step.MEF_JOIN):  # its rerun requests were served
+        for request in StateLayout(command.state_dir).requests_of(command.job.target):
+            os.unlink(request)
+    return 0
+
+
+BENCHMARK_HEADER = (
+    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+)
+
+
+def write_benchmark(path: str, seconds: float) -> None:
+    """Snakemake's benchmark of a job that no Snakemake ran (its command's resource usage)."""
+    import resource
+
+    from abflow.state.fsutil import atomic_write_text
+
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    h, rem = divmod(int(seconds), 3600)
+    values = [
+        f"{seconds:.4f}", f"{h}:{rem // 60:02d}:{rem % 60:02d}", f"{use.ru_maxrss / 1024:.2f}",
+        "-", "-", "-", f"{use.ru_inblock * 512 / 2**20:.2f}",
+        f"{use.ru_oublock * 512 / 2**20:.2f}", "-", f"{use.ru_utime + use.ru_stime:.2f}",
+    ]  # fmt: skip
+    atomic_write_text(path, BENCHMARK_HEADER + "\n" + "\t".join(values) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m abflow.job``: run one job of a night (``--job-ad FILE``: the one an HTCondor
+    job ad carries)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(args) == 2 and args[0] == "--job-ad":
+            command = JobCommand.from_job_ad(args[1])
+        else:
+            command = JobCommand.parse(args)
+    except (OSError, ValueError) as exc:
+        print(f"python -m abflow.job: {exc}", file=sys.stderr)
+        return 2
+
+    def terminate(signum: int, _frame: object) -> None:  # Snakemake, HTCondor or abflow ends it
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    from abflow.job.shell import on_terminate
+
+    on_terminate(terminate)
+    t0 = time.monotonic()
+    status = run(command)
+    if status == 0 and command.benchmark:
+        write_benchmark(command.benchmark, time.monotonic() - t0)
+    return status

@@ -1,0 +1,310 @@
+"""Run one step of one AB (a shell command) and write its completion record.
+
+A job (abflow.job.main) runs its AB's command here: in the step's own, freshly emptied working
+directory, with the command's output appended to the job log, marked as running meanwhile
+(``running/<job>.json``: read by abflow.state.runstate); on success the completion record is
+written atomically. A failed step writes no record (so Snakemake treats the job as failed and
+its children do not start) but a failure note beside the records, for the summary and the
+status page; a later success removes the note.
+
+The command sees the ``$DFO_*`` directories and ``$ABFLOW_AB``, ``$ABFLOW_WORKDIR``,
+``$ABFLOW_INPUTS`` (where the AB's virtual calibrations are), ``$ABFLOW_RESULTS`` (a JSON file it
+may write, copied into the record under ``results``) and, for a detector job, ``$ABFLOW_DET``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from abflow.job import shell
+from abflow.state.fsutil import atomic_write_json, remove_file, remove_tree
+from abflow.state.layout import JobId, StateLayout
+from abflow.state.layout import Step as StepName
+
+TYPE_CHECKING = False  # (a job imports this module: only what it needs at once)
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+LOG_TAIL_LINES = 20
+RESULTS_FILE = "abflow_results.json"
+INPUTS_FILE = "abflow_inputs.json"
+
+
+class StepFailed(RuntimeError):
+    """The step's command failed or did not leave its expected products."""
+
+
+class StepRun:
+    """What to run for one AB step and where to put the results (a plain class: a job builds
+    one at its start)."""
+
+    __slots__ = (
+        "ab",
+        "check_products",
+        "command",
+        "env",
+        "failed_path",
+        "files",
+        "info",
+        "log_path",
+        "products",
+        "record_path",
+        "state_dir",
+        "step",
+        "values",
+        "workdir",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        ab: str,
+        step: str,
+        command: str,  # the shell command line, filled (abflow.model.commands.fill)
+        workdir: str,
+        log_path: str,
+        record_path: str,
+        failed_path: str,
+        env: Mapping[str, str] | None = None,
+        products: Sequence[tuple[str, str]] = (),
+        check_products: bool = True,
+        info: Mapping[str, object] | None = None,
+        files: Mapping[str, object] | None = None,
+        values: Mapping[str, object] | None = None,
+        state_dir: str = "",
+    ) -> None:
+        self.ab, self.step, self.command, self.workdir = ab, step, command, workdir
+        self.log_path, self.record_path, self.failed_path = log_path, record_path, failed_path
+        self.env = dict(env or {})
+        self.products = list(products)
+        self.check_products = check_products
+        self.info = dict(info or {})
+        self.files = dict(files or {})
+        self.values = dict(values or {})
+        self.state_dir = state_dir
+
+    @property
+    def job(self) -> JobId:
+        """The job this step is."""
+        det = self.values.get("det")
+        return JobId(StepName(self.step), self.ab, int(det) if det is not None else None)  # type: ignore[call-overload]
+
+
+def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a text file (empty if it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:]
+
+
+class _Outcome:
+    """How a step's command ended."""
+
+    __slots__ = ("command", "duration", "end", "host", "output_from", "returncode", "start")
+
+    def __init__(self, start: str, end: str, duration: float, host: str, command: str,
+                 returncode: int, output_from: int) -> None:  # fmt: skip
+        self.start, self.end, self.duration, self.host = start, end, duration, host
+        self.command, self.returncode = command, returncode
+        self.output_from = output_from  # where this run's output starts in the log
+
+
+def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
+    """Run ``step`` with ``threads`` cores (OMP_NUM_THREADS); return the completion record, or
+    raise StepFailed."""
+    command = step.command
+    if step.state_dir and os.path.exists(StateLayout(step.state_dir).stop_flag):
+        raise StepFailed(
+            f"{step.step} of AB {step.ab} not started: the night is stopping (abflow stop; "
+            "the next run starts it)"
+        )
+    _prepare_workdir(step)
+    outcome = _run_command(step, command, threads)
+    record = _record(step, outcome, threads)
+    if record["status"] != "SUCCESSFUL":
+        atomic_write_json(step.failed_path, record)
+        excerpt = "\n".join(f"    {line}" for line in record["log_tail"])  # type: ignore[union-attr]
+        raise StepFailed(
+            f"{step.step} of AB {step.ab} FAILED: {record['reason']}\n  log: {step.log_path}\n"
+            f"  last lines:\n{excerpt}"
+        )
+    atomic_write_json(step.record_path, record)
+    remove_file(step.failed_path)
+    return record
+
+
+def _prepare_workdir(step: StepRun) -> None:
+    """A fresh working directory with the step's input files, and the log's directory."""
+    remove_tree(step.workdir)
+    os.makedirs(step.workdir)
+    for name, content in step.files.items():
+        atomic_write_json(os.path.join(step.workdir, name), content, durable=False)
+    os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
+
+
+class RunningMarker:
+    """``running/<job>.json`` while the job's command runs (abflow.state.runstate reads the
+    markers: who runs what, to end a crashed run's orphans); none without a state directory."""
+
+    __slots__ = ("content", "path")
+
+    def __init__(self, state_dir: str, job: JobId) -> None:
+        self.path = StateLayout(state_dir).marker(job) if state_dir else ""
+        self.content: dict[str, object] = {
+            "name": job.name, "host": shell.hostname(), "pid": os.getpid(),
+            "start": time.time(), "path": self.path,
+        }  # fmt: skip
+
+    def __enter__(self) -> RunningMarker:
+        if self.path:  # not durable: a crash leaves a stale marker, which readers recognise
+            atomic_write_json(self.path, self.content, durable=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path:
+            remove_file(self.path)
+
+    def note_command(self, pgid: int) -> None:
+        """Record the process group the job's command runs in (to end orphans)."""
+        self.content["pgid"] = pgid
+        if self.path:
+            atomic_write_json(self.path, self.content, durable=False)
+
+
+def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
+    """Run the command (marked as running) with its output in the log; how it ended."""
+    env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
+    env["OMP_NUM_THREADS"] = str(threads)
+    start, t0, host = shell.now_iso(), time.monotonic(), shell.hostname()
+    with RunningMarker(step.state_dir, step.job) as marker, \
+            open(step.log_path, "a", encoding="utf-8") as log:  # fmt: skip
+        log.write(
+            f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
+            f"# workdir {step.workdir}\n# command {command}\n"
+        )
+        log.flush()
+        output_from = log.tell()
+        pid = shell.start(command, step.workdir, env, log.fileno())
+        marker.note_command(pid)
+        try:
+            returncode = shell.wait(pid)
+        except BaseException:
+            log.write(f"# {shell.now_iso()} interrupted: the command was ended\n")
+            raise
+        end, duration = shell.now_iso(), round(time.monotonic() - t0, 3)
+        reason = _failure_reason(step, returncode)
+        log.write(f"# end {end} ({duration} s) exit {returncode}")
+        log.write(f" FAILED: {reason}\n" if reason else " SUCCESSFUL\n")
+    return _Outcome(start, end, duration, host, command, returncode, output_from)
+
+
+def _failure_reason(step: StepRun, returncode: int) -> str:
+    """Why the step failed ("" if it did not)."""
+    if returncode != 0:
+        return shell.describe_exit(returncode)
+    _found, missing = _check_products(step.products)
+    if step.check_products and missing:
+        return f"command exited 0 but {len(missing)} expected product(s) are missing: " + (
+            ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        )
+    return ""
+
+
+def _record(step: StepRun, outcome: _Outcome, threads: int) -> dict[str, object]:
+    """The step's completion record (or failure note)."""
+    products, missing = _check_products(step.products)
+    reason = _failure_reason(step, outcome.returncode)
+    record: dict[str, object] = {
+        "ab": step.ab, "step": step.step, "status": "FAILED" if reason else "SUCCESSFUL",
+        "start": outcome.start, "end": outcome.end, "duration_s": outcome.duration,
+        "host": outcome.host, "command": outcome.command, "threads": threads,
+        "exit_code": outcome.returncode, "workdir": step.workdir, "log": step.log_path,
+        "products": products, "missing_products": missing, **step.info,
+    }  # fmt: skip
+    results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
+    if results is not None:
+        record["results"] = results
+    if step.step == StepName.PROCESS_QC:
+        qc1 = site_qc1(step.workdir, step.log_path, outcome.output_from)
+        if qc1:
+            record["qc1"] = qc1
+    if reason:
+        record["reason"] = reason
+        record["log_tail"] = tail(step.log_path)
+    return record
+
+
+PAF_QC = r"^\s*(QC\.[A-Za-z0-9_.-]+)\s+(.*?)\s*(?:;.*)?$"
+OUTPUT_QC1 = r"^\s*QC1\s+([A-Za-z0-9_.:-]+)\s*(?:=\s*)?(\S.*?)\s*$"
+
+
+def site_qc1(workdir: str, log_path: str, offset: int = 0) -> dict[str, str]:
+    """The QC1 parameters a site's processQC handed over, by name (see README: QC1 numbers).
+
+    Two ways, both read: the ESO PAF files (``*.paf``) the command leaves in its working
+    directory, each ``QC.<NAME> <value>`` line; and the command's output (its log from
+    ``offset``), each line ``QC1 <NAME> <value>`` (or ``QC1 <NAME> = <value>``). Values are kept
+    as written (quotes removed); a name given twice keeps its last value.
+    """
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(workdir))
+    except OSError:
+        names = []
+    for name in names:
+        if name.endswith(".paf") and not name.startswith("."):
+            found.update(_matches(os.path.join(workdir, name), PAF_QC))
+    found.update(_matches(log_path, OUTPUT_QC1, offset))
+    return found
+
+
+def _matches(path: str, pattern: str, offset: int = 0) -> dict[str, str]:
+    import re
+
+    compiled = re.compile(pattern)
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(offset)
+            for line in fh:
+                match = compiled.match(line)
+                if match:
+                    out[match.group(1)] = match.group(2).strip('"')
+    except OSError:
+        pass
+    return out
+
+
+def _read_results(path: str) -> object | None:
+    if not os.path.exists(path):
+        return None
+    import json  # only where a command wrote results
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"error": f"unreadable {RESULTS_FILE}: {exc}"}
+
+
+def _check_products(
+    expected: Sequence[tuple[str, str]],
+) -> tuple[list[dict[str, object]], list[str]]:
+    found: list[dict[str, object]] = []
+    missing: list[str] = []
+    for path, tag in expected:
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            missing.append(path)
+            continue
+        found.append({"path": path, "tag": tag, "bytes": size})
+    return found, missing

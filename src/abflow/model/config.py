@@ -1,0 +1,474 @@
+"""abflow configuration: validation against the schema, defaults, and resolved settings.
+
+The same code serves the Snakefile (which passes Snakemake's ``config`` dict) and the ``abflow``
+CLI (which reads ``--configfile`` and ``--config key=value``). The JSON Schema in
+``workflow/schemas/config.schema.yaml`` documents and defaults every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abflow.model.commands import PLACEHOLDERS, check_template
+from abflow.state.layout import StateLayout
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/abflow
+
+
+def find_root() -> Path:
+    """The abflow checkout: ``$ABFLOW_ROOT``, else the directory above ``src/`` with a Snakefile."""
+    env = os.environ.get("ABFLOW_ROOT")
+    if env:
+        return Path(env).resolve()
+    candidate = PACKAGE_DIR.parents[1]
+    if (candidate / "Snakefile").is_file():
+        return candidate
+    return Path.cwd()
+
+
+ROOT = find_root()
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+if not SCHEMA_PATH.is_file():  # installed without a checkout: the packaged copy
+    SCHEMA_PATH = PACKAGE_DIR / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIGFILE = ROOT / "config" / "config.yaml"
+EXAMPLE_DIR = ROOT / "resources" / "example"
+
+# config key in `dfo` -> (environment variable, sub-directory of the example tree)
+DFO_DIRS: dict[str, tuple[str, str]] = {
+    "ab_dir": ("DFO_AB_DIR", "ab"),
+    "mon_dir": ("DFO_MON_DIR", "mon"),
+    "job_dir": ("DFO_JOB_DIR", "jobs"),
+    "raw_dir": ("DFO_RAW_DIR", "raw"),
+    "cal_dir": ("DFO_CAL_DIR", "cal"),
+    "log_dir": ("DFO_LOG_DIR", "logs"),
+    "product_dir": ("DFS_PRODUCT", "products"),
+    "config_dir": ("DFO_CONFIG_DIR", "config"),
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+    def __init__(self, problems: Sequence[str], source: str = "config") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({source}):\n{lines}")
+
+
+def load_schema() -> dict[str, Any]:
+    """The configuration JSON Schema as a dict."""
+    import yaml
+
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _normalize_value(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return normalize(value)
+    if isinstance(value, list):
+        return [_normalize_value(v) for v in value]
+    return value
+
+
+def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy ``config`` with YAML dates turned into ``YYYY-MM-DD`` strings and dotted keys nested.
+
+    ``--config limits.jobs=2`` (Snakemake or CLI) arrives as the key ``limits.jobs``; it becomes
+    ``{"limits": {"jobs": 2}}``, merged into any existing ``limits`` mapping.
+    """
+    out: dict[str, Any] = {}
+    dotted: list[tuple[str, Any]] = []
+    for key, value in config.items():
+        if isinstance(key, str) and "." in key:
+            dotted.append((key, value))
+        else:
+            out[key] = _normalize_value(value)
+    for key, value in dotted:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[leaf] = _normalize_value(value)
+    return out
+
+
+def _coerce(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
+    """Turn strings into the numbers/booleans the schema asks for.
+
+    Snakemake reads nested ``--config`` values (``limits={jobs: 4}``) as strings.
+    """
+    for key, sub in schema.get("properties", {}).items():
+        value = instance.get(key)
+        kind = sub.get("type")
+        if isinstance(value, dict) and kind == "object":
+            _coerce(sub, value)
+        elif isinstance(value, str):
+            text = value.strip()
+            try:
+                if kind == "integer" and text.lstrip("+-").isdigit():
+                    instance[key] = int(text)
+                elif kind == "number":
+                    instance[key] = float(text)
+                elif kind == "boolean" and text.lower() in ("true", "false"):
+                    instance[key] = text.lower() == "true"
+            except ValueError:
+                pass
+
+
+def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[key])
+
+
+def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` against the schema and return a copy with all defaults filled.
+
+    Raises ConfigError listing every problem (with the key path of each).
+    """
+    import jsonschema
+
+    schema = load_schema()
+    instance = normalize(config)
+    _coerce(schema, instance)
+    _fill_defaults(schema, instance)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        if err.validator == "required":
+            problems.append(f"{where}: {err.message} (set it in the config file or --config)")
+        elif err.validator == "additionalProperties":
+            problems.append(f"{where}: {err.message} (check the spelling against the schema)")
+        else:
+            problems.append(f"{where}: {err.message}")
+    for step in PLACEHOLDERS:
+        template = instance.get("commands", {}).get(step)
+        if isinstance(template, str):
+            why = check_template(step, template)
+            if why:
+                problems.append(why)
+    archive = instance.get("archive")
+    if isinstance(archive, str) and "://" in archive:
+        why = check_archive_url(archive)
+        if why:
+            problems.append(f"archive: {why}")
+    if problems:
+        raise ConfigError(problems, source)
+    return instance
+
+
+def check_archive_url(url: str) -> str | None:
+    """Why ``url`` is not a usable archive URL template, or None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.replace("{file}", "x"))
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r}: only http:// and https:// archives are supported"
+    if not parts.netloc:
+        return f"{url!r}: no host in the URL"
+    if url.count("{file}") != 1:
+        return f"{url!r}: the URL template must contain {{file}} exactly once"
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated configuration with every directory resolved to an absolute path."""
+
+    mode: str
+    date: str
+    dfo: dict[str, str]
+    state_dir: str
+    drs_type: str
+    qc_mode: str
+    commands: dict[str, str]
+    limits: dict[str, int]
+    full_rawdownload: bool
+    cal_cleanup: bool
+    mef_factor: int
+    subcascade: str
+    check_products: bool
+    archive: str
+    fetch: dict[str, float]
+    plugin: str
+    status_export_dir: str
+    root: str
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    notes: tuple[str, ...] = ()
+    dates: tuple[str, ...] = ()
+    inputs: dict[str, str] = field(default_factory=dict)  # read-only input roots by name
+    unknown_qualifiers: str = "warn"
+    missing_abs: str = "refuse"
+    exclude: tuple[str, ...] = ()
+    pool_env: tuple[str, ...] = ()  # environment variables handed to pool jobs
+    # config key (dotted) -> where a value taken from a DFOS config file came from
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def to_config(self) -> dict[str, Any]:
+        """The configuration with every directory resolved: a complete, valid configuration
+        that means the same from any directory (the run configuration jobs are given)."""
+        cfg = copy.deepcopy(self.raw)
+        cfg["date"] = self.date  # a run of several dates: its first (what {date} of a download is)
+        cfg["dfo"] = dict(self.dfo)
+        cfg["inputs"] = dict(self.inputs)
+        cfg["state_dir"] = self.state_dir
+        cfg["archive"] = self.archive
+        cfg["status_export_dir"] = self.status_export_dir
+        return cfg
+
+    @property
+    def layout(self) -> StateLayout:
+        """Where this night's state is kept (abflow.state.layout)."""
+        return StateLayout(self.state_dir)
+
+    @property
+    def batch_id(self) -> str:
+        """DFOS BATCH_ID of the night: ``<MODE>_<DATE>``; ``<MODE>_<FIRST>..<LAST>`` for a run of
+        several dates."""
+        if len(self.dates) > 1:
+            return f"{self.mode}_{self.dates[0]}..{self.dates[-1]}"
+        return f"{self.mode}_{self.date}"
+
+    @property
+    def batches(self) -> list[str]:
+        """The BATCH_ID of every date of the run (one for a single night)."""
+        return [f"{self.mode}_{d}" for d in self.dates or (self.date,)]
+
+    def for_date(self, date: str) -> Settings:
+        """These settings for the single night of ``date`` (one date of a multi-date run)."""
+        import dataclasses
+
+        return dataclasses.replace(self, date=date, dates=(date,))
+
+    @property
+    def ab_list_path(self) -> str:
+        """The night's AB list, ``<mon_dir>/AB_list_<MODE>_<DATE>``."""
+        return os.path.join(self.dfo["mon_dir"], f"AB_list_{self.mode}_{self.date}")
+
+    def ab_file(self, ab: str) -> str:
+        """Path of the AB file named ``ab`` in the AB directory."""
+        return os.path.join(self.dfo["ab_dir"], ab)
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The ``$DFO_*``/``$DFS_*`` names expanded in AB paths, from the resolved directories."""
+        out = {env: self.dfo[key] for key, (env, _sub) in DFO_DIRS.items()}
+        out["DFS_LOG"] = self.dfo["log_dir"]
+        out.update(self.inputs)
+        return out
+
+
+def _resolve_dir(value: str, root: Path) -> str:
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    if not path.is_absolute():
+        path = root / path
+    return os.path.normpath(str(path))
+
+
+def _resolve_archive(value: str, root: Path) -> str:
+    if "://" in value:
+        return value
+    return _resolve_dir(value or str(EXAMPLE_DIR / "archive"), root)
+
+
+def resolve(
+    config: Mapping[str, Any],
+    root: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    source: str = "config",
+    trusted: bool = False,
+) -> Settings:
+    """Validate ``config`` and resolve it into Settings.
+
+    Directories: the config value, else the ``$DFO_*`` environment variable, else the example
+    tree. Relative paths are taken relative to ``root`` (the abflow checkout). ``trusted``: a
+    run configuration abflow wrote itself (resolved, validated, DFOS files applied), read as it
+    is, without the schema (a job's start stays cheap).
+    """
+    cfg = dict(config) if trusted else validate(config, source)
+    root = Path(root) if root is not None else ROOT
+    environ = os.environ if environ is None else environ
+    dfo: dict[str, str] = {}
+    for key, (env, sub) in DFO_DIRS.items():
+        value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
+        dfo[key] = _resolve_dir(value, root)
+    notes: list[str] = []
+    sources: dict[str, str] = {}
+    if os.path.isdir(dfo["config_dir"]) and not trusted:
+        from abflow.model.legacy import apply_legacy, read_legacy
+
+        values, problems = read_legacy(dfo["config_dir"])
+        if problems:
+            raise ConfigError([str(p) for p in problems], "DFOS configuration")
+        notes, sources = apply_legacy(normalize(config), cfg, values)
+        cfg = validate(cfg, f"{source} with {dfo['config_dir']}")
+    dates = parse_dates(cfg.get("date"), cfg.get("dates"), source)
+    state_dir = (
+        _resolve_dir(cfg["state_dir"], root)
+        if cfg["state_dir"]
+        else os.path.join(dfo["job_dir"], "abflow")
+    )
+    return Settings(
+        mode=cfg["mode"],
+        date=dates[0],
+        dates=tuple(dates),
+        dfo=dfo,
+        state_dir=state_dir,
+        drs_type=cfg["drs_type"],
+        qc_mode=cfg["qc_mode"],
+        commands=dict(cfg["commands"]),
+        limits=dict(cfg["limits"]),
+        full_rawdownload=cfg["full_rawdownload"],
+        cal_cleanup=cfg["cal_cleanup"],
+        mef_factor=cfg["mef_factor"],
+        subcascade=cfg["subcascade"],
+        check_products=cfg["check_products"],
+        archive=_resolve_archive(cfg["archive"], root),
+        fetch=dict(cfg["fetch"]),
+        plugin=cfg["plugin"],
+        status_export_dir=_resolve_dir(cfg["status_export_dir"], root)
+        if cfg["status_export_dir"]
+        else "",
+        root=str(root),
+        raw=cfg,
+        notes=tuple(notes),
+        inputs={name: _resolve_dir(path, root) for name, path in cfg["inputs"].items()},
+        unknown_qualifiers=cfg["unknown_qualifiers"],
+        missing_abs=cfg["missing_abs"],
+        exclude=tuple(cfg["exclude"]),
+        pool_env=tuple(cfg["pool_env"]),
+        sources=sources,
+    )
+
+
+MAX_DATES = 3660
+
+
+def parse_dates(date: str | None, dates: Any, source: str = "config") -> list[str]:
+    """The dates of a run: ``dates`` (a list, or an inclusive range ``A..B``), else ``[date]``.
+
+    Every date must be a real calendar date, given once; a range must not end before it starts.
+    """
+    if not dates:
+        if not date:
+            raise ConfigError(
+                ["date: no date given (set `date: YYYY-MM-DD`, or `dates` for several)"], source
+            )
+        items = [date]
+    elif isinstance(dates, str) and ".." in dates:
+        first, last = dates.split("..", 1)
+        try:
+            start, end = _dt.date.fromisoformat(first), _dt.date.fromisoformat(last)
+        except ValueError as exc:
+            raise ConfigError([f"dates: {dates!r}: {exc}"], source) from None
+        if end < start:
+            raise ConfigError([f"dates: the range {dates!r} ends before it starts"], source)
+        if (end - start).days >= MAX_DATES:
+            raise ConfigError([f"dates: {dates!r} spans more than {MAX_DATES} dates"], source)
+        items = [(start + _dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    else:
+        items = [dates] if isinstance(dates, str) else list(dates)
+    problems = []
+    for item in items:
+        try:
+            _dt.date.fromisoformat(item)
+        except ValueError:
+            problems.append(f"dates: {item!r} is not a calendar date (YYYY-MM-DD)")
+    repeated = sorted({d for d in items if items.count(d) > 1})
+    if repeated:
+        problems.append(f"dates: {', '.join(repeated)} given more than once")
+    if problems:
+        raise ConfigError(problems, source)
+    return items
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` items as Snakemake's ``--config`` does (values read as YAML)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError([f"--config {item!r}: expected key=value"], "command line")
+        try:
+            out[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def write_run_config(settings: Settings) -> str:
+    """Write the run's configuration (settings.to_config(), every directory resolved) into the
+    state directory, once: the file is named by its checksum, so the same configuration is the
+    same file, from any process. Returns its path, which every job's command line names."""
+    from abflow.state.fsutil import atomic_write_text
+
+    text = json.dumps(settings.to_config(), sort_keys=True, indent=1) + "\n"
+    checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = settings.layout.run_config(checksum)
+    if not os.path.exists(path):
+        atomic_write_text(path, text)
+    return path
+
+
+def read_run_config(path: str | os.PathLike[str]) -> Settings:
+    """The Settings of a run configuration written by write_run_config (not validated again)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"cannot read the run configuration: {exc}"], str(path)) from None
+    return resolve(data, source=str(path), trusted=True)
+
+
+def load_settings(
+    configfile: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+) -> Settings:
+    """Read a config file (default ``config/config.yaml``), apply ``key=value`` overrides,
+    resolve."""
+    import yaml
+
+    path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"], str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of keys"], str(path))
+    merged = normalize(data)
+    over = normalize(parse_overrides(overrides))
+    _deep_update(merged, over)
+    return resolve(merged, source=str(path))
+
+
+def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value

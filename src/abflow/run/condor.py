@@ -1,0 +1,265 @@
+"""HTCondor side of abflow: the job wrapper, and finding or removing a night's jobs.
+
+On a pool, the htcondor executor plugin submits each Snakemake job with ``getenv = False``;
+the job then runs as an ordinary user with a bare environment (no PATH, maybe no HOME), where
+neither ``abflow`` nor Snakemake's scheduler work. The workflow therefore writes, for each run,
+a small job wrapper (the plugin's ``job_wrapper`` resource) that sets PATH, HOME and the
+``$DFO_*`` directories of the night and runs Snakemake with the submitting Python.
+
+Every job abflow submits carries three ClassAd attributes (the job rules' ``classad_*``
+resources), so that abflow finds exactly the jobs of one run in a shared queue:
+
+* ``AbflowRun = "<state_dir>"``: the night store the job writes into;
+* ``AbflowOwner = "<host>:<pid>"``: the Snakemake process that submitted it (the run holding
+  the night's lock), so ``abflow stop --now`` and the takeover of a crashed run's lock remove
+  that run's jobs and no other;
+* ``AbflowJob = "<step>/<AB>[.<det>]"``: which AB the job processes (the running-marker name),
+  for ``abflow watch`` and the status page, and for the failure note of a held job.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from abflow.job.command import ENTRY as JOB_ENTRY
+from abflow.model.config import Settings
+from abflow.state.fsutil import atomic_write_text
+
+CLASSAD = "AbflowRun"
+OWNER = "AbflowOwner"
+JOB = "AbflowJob"
+PROJECTION = [
+    "ClusterId", "JobStatus", "HoldReason", "EnteredCurrentStatus", CLASSAD, OWNER, JOB,
+    "RemoteHost", "JobStartDate",
+]  # fmt: skip
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# HTCondor JobStatus codes
+JOB_STATUS = {
+    1: "idle",
+    2: "running",
+    3: "removed",
+    4: "completed",
+    5: "held",
+    6: "transferring",
+    7: "suspended",
+}
+
+
+def job_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a pool job gets of the submitting environment: the ``$DFO_*``/``$DFS_*`` variables
+    (the DFOS tools read them; the night's directories override them), the variables named in
+    ``pool_env``, and PATH (below)."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k.startswith(("DFO_", "DFS_"))}
+    env.update({k: environ[k] for k in settings.pool_env if k in environ})
+    env.update(settings.variables)
+    return env
+
+
+def wrapper_text(
+    settings: Settings, python: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """The job wrapper script: environment of the night, then the job (abflow's own, or
+    Snakemake's)."""
+    python = python or sys.executable
+    environ = os.environ if environ is None else environ
+    env = job_environment(settings, environ)
+    env["ABFLOW_PYTHON"] = python
+    # the DFOS tools of the commands (processAB, ngasClient, ...) as the operator's shell finds
+    # them: the submitting PATH (a filesystem shared at the same paths), after abflow's Python
+    path = ":".join(p for p in (os.path.dirname(python), environ.get("PATH", "")) if p)
+    # the job imports the htcondor bindings (Snakemake loads every executor plugin), which warn
+    # on an execute node without a condor_config of its own
+    env["PYTHONWARNINGS"] = "ignore::UserWarning:htcondor2"
+    lines = [
+        "#!/bin/sh",
+        "# abflow HTCondor job wrapper, written by the workflow for this night; do not edit.",
+        "# The pool starts jobs with a bare environment (no PATH, maybe no HOME): give the job",
+        "# abflow's Python environment, the submitting PATH, the $DFO_* variables and the",
+        "# night's directories, then run Snakemake's job command (the plugin passes the",
+        "# arguments of `python -m snakemake ...`).",
+        "set -eu",
+        f"PATH={shlex.quote(path)}:${{PATH:-{SYSTEM_PATH}}}",
+        f'HOME="${{HOME:-${{_CONDOR_SCRATCH_DIR:-{shlex.quote(settings.state_dir)}}}}}"',
+        "export PATH HOME",
+    ]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    lines += [
+        "# The plugin passes Snakemake's job command, `<python> -m snakemake ARGS`, and strips",
+        "# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.",
+        'case "${1:-}" in -*) ;; ?*) shift ;; esac',
+        'if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi',
+        "# A job of abflow's carries its whole command line in its job ad (AbflowCommand): run",
+        "# it directly (python -m abflow.job), without a second Snakemake on the execute node;",
+        "# the submitting Snakemake checks its outputs. Anything else: Snakemake's own job.",
+        'if [ -n "${_CONDOR_JOB_AD:-}" ] && grep -q "^AbflowCommand = " "$_CONDOR_JOB_AD"; then',
+        f'    set -- {shlex.quote(JOB_ENTRY)} --job-ad "$_CONDOR_JOB_AD"',
+        "else",
+        '    set -- -m snakemake "$@"',
+        "fi",
+        "# HTCondor ends a removed job (condor_rm, abflow stop --now, a crashed run's successor)",
+        "# with SIGTERM, on which Snakemake would first let the running recipe finish: run it in",
+        "# a process group of its own and end that group at once (the abflow job in it ends",
+        "# the recipe's own group in turn).",
+        "command -v setsid >/dev/null 2>&1 || " + f'exec {shlex.quote(python)} "$@"',
+        f'setsid {shlex.quote(python)} "$@" &',
+        "child=$!",
+        """trap 'kill -s TERM -- "-$child" 2>/dev/null || true' TERM INT HUP""",
+        "status=0",
+        'wait "$child" || status=$?',
+        'while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done',
+        'exit "$status"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_wrapper(settings: Settings, python: str | None = None) -> str:
+    """Write the job wrapper (only if its content changed); return its path."""
+    path = settings.layout.job_wrapper
+    text = wrapper_text(settings, python)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == text and os.access(path, os.X_OK):
+                return path
+    except OSError:
+        pass
+    atomic_write_text(path, text, mode=0o755)
+    return path
+
+
+def owner_id(host: str | None = None, pid: int | None = None) -> str:
+    """``<host>:<pid>`` of a Snakemake process (this one by default): the AbflowOwner tag."""
+    return f"{host or socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_constraint(state_dir: str, owner: str | None = None) -> str:
+    """ClassAd constraint selecting the jobs of the night store ``state_dir`` (of one
+    submitting run ``owner``, if given)."""
+    text = f"{CLASSAD} == {_quoted(state_dir)}"
+    return text + (f" && {OWNER} == {_quoted(owner)}" if owner else "")
+
+
+class ScheddLike(Protocol):
+    """The part of ``htcondor2.Schedd`` abflow uses."""
+
+    def query(self, constraint: str = ..., projection: list[str] = ...) -> Iterable[Any]: ...
+
+    def act(self, action: Any, job_spec: Any, reason: str | None = ...) -> Any: ...
+
+
+def pool_configured() -> bool:
+    """True if the HTCondor bindings have a pool to talk to (a condor_config)."""
+    path = os.environ.get("CONDOR_CONFIG", "")
+    if path:
+        return path == "ONLY_ENV" or os.path.isfile(path)
+    return os.path.isfile("/etc/condor/condor_config")
+
+
+def schedd(name: str | None = None) -> ScheddLike:
+    """The local schedd, or the one named ``name`` (e.g. ``user@host``) via the collector."""
+    import htcondor2
+
+    if not name:
+        return htcondor2.Schedd()
+    ad = htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, name)
+    return htcondor2.Schedd(ad)
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One of abflow's jobs in the HTCondor queue."""
+
+    cluster: int
+    job: str  # <step>/<AB>[.<det>] (AbflowJob)
+    status: str  # idle, running, held, ...
+    hold_reason: str = ""
+    owner: str = ""
+    since: float = 0.0  # when it entered its current status (epoch seconds)
+    host: str = ""  # where it runs
+
+    @property
+    def step(self) -> str:
+        """The job's step (process_ab, process_ab_det, process_qc)."""
+        return self.job.partition("/")[0]
+
+    @property
+    def target(self) -> str:
+        """``<AB>`` or ``<AB>.<det>``: what the job processes."""
+        return self.job.partition("/")[2]
+
+
+def _job(ad: Mapping[str, Any]) -> QueuedJob:
+    host = str(ad.get("RemoteHost", "") or "")
+    return QueuedJob(
+        int(ad.get("ClusterId", 0)),
+        str(ad.get(JOB, "") or ""),
+        JOB_STATUS.get(int(ad.get("JobStatus", 0)), "unknown"),
+        str(ad.get("HoldReason", "") or ""),
+        str(ad.get(OWNER, "") or ""),
+        float(ad.get("EnteredCurrentStatus", 0) or 0),
+        host.rpartition("@")[2],
+    )
+
+
+def queued_jobs(sd: ScheddLike, state_dir: str, owner: str | None = None) -> list[QueuedJob]:
+    """The jobs of the night store ``state_dir`` (of run ``owner``) in the queue of ``sd``."""
+    ads = sd.query(constraint=run_constraint(state_dir, owner), projection=PROJECTION)
+    return sorted((_job(ad) for ad in ads), key=lambda j: j.cluster)
+
+
+def remove_jobs(
+    sd: ScheddLike, jobs: Iterable[QueuedJob], reason: str = "removed by abflow", wait: float = 0.0
+) -> list[QueuedJob]:
+    """Remove ``jobs`` from the queue (held ones included); return those removed. With
+    ``wait``, wait up to that many seconds until they have left the queue (a running job
+    leaves only once its starter has ended it)."""
+    import htcondor2
+
+    todo = [j for j in jobs if j.status != "removed"]
+    if todo:
+        sd.act(htcondor2.JobAction.Remove, [f"{j.cluster}.0" for j in todo], reason=reason)
+    ids = {j.cluster for j in jobs}
+    deadline = time.monotonic() + wait
+    while ids and time.monotonic() < deadline:
+        ads = sd.query(constraint=" || ".join(f"ClusterId == {c}" for c in ids),
+                       projection=["ClusterId"])  # fmt: skip
+        if not list(ads):
+            break
+        time.sleep(0.5)
+    return todo
+
+
+def queue_summary(jobs: Iterable[QueuedJob]) -> Mapping[str, int]:
+    """Jobs per status."""
+    return Counter(j.status for j in jobs)
+
+
+def queue_by_ab(jobs: Iterable[QueuedJob]) -> dict[str, list[QueuedJob]]:
+    """The queued jobs of each AB (a multi-detector AB may have several)."""
+    out: dict[str, list[QueuedJob]] = {}
+    for job in jobs:
+        target = job.target
+        out.setdefault(target, []).append(job)
+        if "." in target and not target.endswith(".ab"):  # <AB>.<det>
+            out.setdefault(target.rsplit(".", 1)[0], []).append(job)
+    return out
+
+
+def night_queue(state_dir: str, schedd_name: str | None = None) -> list[QueuedJob] | None:
+    """abflow's jobs of the night store ``state_dir`` in the queue, or None where no pool is
+    configured (nothing to ask). Raises when a configured pool does not answer."""
+    if not (schedd_name or pool_configured()):
+        return None
+    return queued_jobs(schedd(schedd_name), state_dir)

@@ -1,0 +1,205 @@
+"""The start and the end of a run (the workflow's common.smk and its onstart, onsuccess and
+onerror handlers).
+
+Prepare (while Snakemake reads the Snakefile): the flavour from the profile, the validated
+settings, the Night, the rules' lookups, the run configuration file every job names, the
+HTCondor job wrapper, and what the run says about itself at its start.
+
+Start: refuse a flavour the executor cannot run, take the lock of every date, and take over
+from a crashed run: its HTCondor jobs are removed from the queue (and gone) and its local
+orphans ended before anything of this run starts, so no AB runs twice at once.
+
+End: the timeline and the final monitor page of every date; on a pool, a failure note for every
+job of this run that HTCondor held (with the hold reason) and the removal of whatever of this
+run is left in the queue; the summary of what failed and what did not run; the locks released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from abflow.job.shell import now_iso
+from abflow.state.fsutil import atomic_write_json
+
+Log = Callable[[str], None]
+# seconds to wait for a crashed run's running pool jobs to be ended by their starters
+TAKEOVER_WAIT = 120.0
+
+
+class StartRefused(RuntimeError):
+    """The run must not start (the message says why and what to do)."""
+
+
+@dataclass
+class Prepared:
+    """What the workflow's rules are wired to."""
+
+    settings: Any  # abflow.model.config.Settings
+    rules: Any  # abflow.run.rules.NightRules
+    run_config: str  # the run configuration file (abflow.model.config.write_run_config)
+    job_wrapper: str  # the HTCondor job wrapper (abflow.run.condor)
+    owner: str  # AbflowOwner of this run's HTCondor jobs
+    messages: list[tuple[str, str]]  # (level, text) to say at the start
+
+
+def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
+    """Everything the rules need, from Snakemake's config and workflow. Raises StartRefused
+    (the problems in the configuration or the night, each with file and line)."""
+    from abflow.model.config import ConfigError, resolve, write_run_config
+    from abflow.model.night import NightError, load_night
+    from abflow.run.condor import owner_id, write_wrapper
+    from abflow.run.flavour import decide, describe, executor_problem, read_profiles
+    from abflow.run.rules import NightRules
+
+    profiles = read_profiles()
+    flavour = decide(config, workflow.config_settings.config, profiles)
+    if flavour.problem:
+        raise StartRefused(flavour.problem)
+    try:
+        settings = resolve(flavour.config, root=workflow.basedir)
+        night = load_night(settings)
+        run_config = write_run_config(settings)
+        rules = NightRules(night, run_config, remote=workflow.remote_exec)
+    except (ConfigError, NightError, ValueError) as exc:
+        raise StartRefused(str(exc)) from None
+    problem = executor_problem(settings.drs_type, profiles.executor) or (
+        f"cannot download: {rules.download_problem()}" if rules.download_problem() else ""
+    )
+    if problem:
+        raise StartRefused(problem)
+    cores = workflow.resource_settings.cores or 1  # none is given for a remote executor
+    rules.ab_threads = rules.threads_for(cores)
+    limits = rules.resource_limits()
+    for name, value in limits.items():
+        if name not in workflow.global_resources:
+            workflow.register_resource(name, value)
+    how = describe(
+        settings.drs_type, flavour.source, limits.get("ab_jobs", 0),
+        workflow.resource_settings.cores, workflow.resource_settings.nodes, profiles.executor,
+    )  # fmt: skip
+    messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
+    messages.append(("info", f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"))
+    messages += [("warning", str(w)) for w in night.warnings]
+    return Prepared(settings, rules, run_config, write_wrapper(settings), owner_id(), messages)
+
+
+def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
+    """Take the locks of the run and clean up after a crashed predecessor; return the lock
+    info (with ``since``, the start time). Raises StartRefused."""
+    from abflow.run.flavour import executor_problem, is_remote
+    from abflow.state.runstate import RunLocked, describe_run, end_orphans, register_run
+
+    settings = night.settings
+    problem = executor_problem(settings.drs_type, executor)
+    if problem:
+        raise StartRefused(problem)
+    try:
+        run = register_run(settings.state_dir, night.batch_ids(), executor=executor)
+    except RunLocked as exc:
+        raise StartRefused(str(exc)) from None
+    run["since"] = now_iso()
+    for crashed in run["replaced"]:
+        warn(
+            f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) ended "
+            "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
+        )
+    owners = {c.get("owner") for c in run["replaced"] if is_remote(str(c.get("executor", "")))}
+    for owner in sorted(o for o in owners if o):
+        removed = _remove_pool_jobs(settings.state_dir, str(owner), TAKEOVER_WAIT)
+        if removed:
+            warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
+                 ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
+    if run["replaced"]:
+        for job in end_orphans(settings.state_dir, owns):
+            warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
+    return run
+
+
+def _remove_pool_jobs(state_dir: str, owner: str, wait: float) -> list[Any]:
+    """Remove the queued jobs of run ``owner``; [] where no pool answers."""
+    from abflow.run.condor import pool_configured, queued_jobs, remove_jobs, schedd
+
+    if not pool_configured():
+        return []
+    try:
+        sd = schedd()
+        jobs = queued_jobs(sd, state_dir, owner)
+        return remove_jobs(sd, jobs, "abflow: the run that submitted it is gone", wait=wait)
+    except Exception:  # no pool reachable: nothing of it can still run there
+        return []
+
+
+def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
+    """Failure notes for this run's jobs that HTCondor holds (the plugin gives up on them after
+    its held timeout but leaves them in the queue); then remove every job of this run still
+    queued. Returns the jobs noted ("" jobs where no pool answers)."""
+    from abflow.run.condor import pool_configured, queued_jobs, remove_jobs, schedd
+    from abflow.state.layout import JobId
+
+    settings = night.settings
+    if not pool_configured():
+        return []
+    try:
+        sd = schedd()
+        jobs = queued_jobs(sd, settings.state_dir, owner)
+    except Exception:
+        return []
+    noted = []
+    for job in jobs:
+        try:
+            held = JobId.parse(job.job)
+        except ValueError:
+            continue
+        if job.status != "held" or held.target not in night:
+            continue
+        path = settings.layout.failure(held)
+        err = sorted(glob.glob(os.path.join(jobdir, "*", f"*_{job.cluster}.err"))) if jobdir else []
+        ab, det = held.target, held.det
+        atomic_write_json(
+            path,
+            {"ab": ab, "step": held.step.value, **({"det": det} if det is not None else {}),
+             "status": "FAILED", "end": now_iso(), "host": job.host, "cluster": job.cluster,
+             "reason": f"HTCondor job {job.cluster} held: {job.hold_reason}",
+             "log": err[0] if err else "", "log_tail": [job.hold_reason]},
+        )  # fmt: skip
+        noted.append(job.job)
+    with contextlib.suppress(Exception):  # the end of a run must not fail on the pool
+        remove_jobs(sd, jobs, "abflow: the run ended")
+    return noted
+
+
+def finish_run(
+    night: Any,
+    refresher: Any,
+    run: dict[str, Any],
+    names: Iterable[str] | None = None,
+    jobdir: str = "",
+) -> str:
+    """End of a run: held jobs noted and leftovers removed (on a pool), timeline and final page
+    of every date, the run's locks released. Returns the summary of what failed since the
+    run's start among the ABs ``names`` of the run ("" if nothing did)."""
+    from abflow.run.flavour import is_remote
+    from abflow.state.runstate import unregister_run
+    from abflow.views.monitor import timeline_paths
+    from abflow.views.status import failure_summary
+    from abflow.views.timeline import draw
+
+    if run and is_remote(str(run.get("executor", ""))):
+        note_held_jobs(night, str(run.get("owner", "")), jobdir)
+    for part in night.nights():
+        try:
+            draw(part, *timeline_paths(part))
+        except Exception as exc:  # a chart must never fail the night
+            print(f"abflow: could not draw the timeline: {exc}", flush=True)
+    refresher.stop()
+    try:
+        summary = failure_summary(night, names, run.get("since") if run else None)
+    except Exception as exc:  # the summary must never hide the run's own errors
+        summary = f"abflow: could not summarise the failures: {exc}"
+    unregister_run(night.settings.state_dir, night.batch_ids())
+    return summary

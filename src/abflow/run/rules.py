@@ -1,0 +1,465 @@
+"""Input functions, params and resources for the workflow's rules, read off the Night.
+
+``workflow/rules/common.smk`` builds one :class:`NightRules` and wires its methods into the
+generic rules; every lookup is a dictionary access, so the DAG of a large night stays cheap to
+build. Nothing here re-derives the cascade: it reads :class:`abflow.model.night.Night`, what this
+run does (:class:`RunScope`: its ABs, downloads and reruns), and the state layout
+(abflow.state.layout).
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import shlex
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from snakemake.io import ancient
+
+from abflow.job.command import JobCommand
+from abflow.model.commands import fill
+from abflow.model.config import Settings
+from abflow.model.night import Night
+from abflow.model.plan import job_priorities
+from abflow.state.fsutil import atomic_write_text
+from abflow.state.fsutil import read_json_object as read_record
+from abflow.state.layout import JobId, Step
+
+# wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
+# has validated every name; a simple pattern keeps wildcard matching cheap)
+AB_WILDCARD = r"[^/]+\.ab"
+# Downloadable files: archive files under dfo.raw_dir / dfo.cal_dir (no records or logs match)
+FILE_WILDCARD = r"[^/].*\.(?:fits|tfits)(?:\.fz|\.gz|\.Z)?"
+
+# Snakemake looks up the signature of every input/params/priority/threads callable once per job
+# (inspect.signature, ~60 us each, a third of the DAG-building time of a large night). It takes
+# a precomputed signature from this attribute instead (snakemake.common.get_function_params).
+_SNAKEMAKE_SIGNATURE_ATTR = "_overwrite_params"
+
+
+def rule_function(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a NightRules method as a callable handed to Snakemake rules."""
+    method._abflow_rule_function = True  # type: ignore[attr-defined]
+    return method
+
+
+def _with_cached_signature(bound: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return bound(*args, **kwargs)
+
+    call.__name__ = bound.__name__
+    call.__doc__ = bound.__doc__
+    setattr(call, _SNAKEMAKE_SIGNATURE_ATTR, inspect.signature(bound).parameters)
+    return call
+
+
+def ab_edited(record: dict[str, Any], digest: str) -> bool:
+    """True if the AB changed what its processing depends on since ``record`` was written.
+
+    Records store the AB's processing digest (abflow.model.ab.processing_digest, ``p...``); one
+    written by an older abflow holds a checksum of the whole file, which cannot tell bookkeeping
+    from edits: it counts as unchanged.
+    """
+    old = str(record.get("ab_digest") or "")
+    return old.startswith("p") and old != digest
+
+
+class RunScope:
+    """What this run does: its ABs (a subcascade, else the night; those without a record, or
+    asked to rerun), the downloads they need, and their rerun keys.
+
+    ``remote``: this process is one job of a run (on an HTCondor execute node), which only runs
+    its target job; what reruns was decided by the submitting run.
+    """
+
+    def __init__(self, night: Night, remote: bool = False) -> None:
+        self.night, self.remote = night, remote
+        self.settings: Settings = night.settings
+        self.layout = self.settings.layout
+        self.subcascade = self._subcascade()
+        self.subcascade_set = frozenset(self.subcascade)
+        self.names = self.subcascade or night.names
+        self.to_run = frozenset(
+            n for n in self.names
+            if n in self.subcascade_set or not os.path.exists(self.record(n))
+        )  # fmt: skip
+        self.priority = job_priorities(night)
+        self.download_priority: dict[str, int] = {}
+        self.planned_downloads = self._planned_downloads()
+        self._rerun_keys: dict[str, str] = {}
+
+    def record(self, ab: str) -> str:
+        """Completion record of ``ab``."""
+        return self.layout.record(JobId(Step.PROCESS_AB, ab))
+
+    def _subcascade(self) -> list[str]:
+        name = self.settings.subcascade
+        if not name:
+            return []
+        if name not in self.night:
+            known = ", ".join(self.night.names[:5])
+            raise ValueError(
+                f"subcascade={name}: no such AB in {self.settings.ab_list_path} "
+                f"(first ABs: {known}{' ...' if len(self.night) > 5 else ''})"
+            )
+        return self.night.descendants(name)
+
+    def _planned_downloads(self) -> dict[str, str]:
+        """Missing inputs of the ABs to run, in cascade order: path -> ``raw`` or ``cal``.
+
+        Only they take their raw files and calibrations as inputs (so files of finished ABs
+        are neither downloaded again nor a reason to rerun; an AB rerun for another reason
+        fetches what it misses itself, as DFOS processAB does). A download takes the priority
+        of the first AB needing it.
+        """
+        planned: dict[str, str] = {}
+        for name in self.night.names:
+            if name not in self.to_run:
+                continue
+            # a split AB's detector jobs (all of equal priority) read the files
+            wanted = max(self.priority[name], self.priority.get(f"{name}#1", 0))
+            for kind, paths in (
+                ("raw", self.night.raw_inputs[name]),
+                ("cal", self.night.cal_inputs[name]),
+            ):
+                for path in paths:
+                    if path not in planned and not os.path.exists(path):
+                        planned[path] = kind
+                    if path in planned:
+                        old = self.download_priority.get(path, wanted)
+                        self.download_priority[path] = max(old, wanted)
+        return planned
+
+    def rerun_key(self, ab: str) -> str:
+        """``<generation>:<AB checksum>`` of this run of ``ab`` (stored in its record).
+
+        The generation counts explicit reruns: the one in the AB's completion record, plus one
+        for an AB of the requested subcascade.
+        """
+        key = self._rerun_keys.get(ab)
+        if key is None:
+            record = read_record(self.record(ab))
+            try:
+                generation = int(record.get("generation", 0)) if record else 0
+            except (TypeError, ValueError):
+                generation = 0
+            if ab in self.subcascade_set:
+                generation += 1
+            key = self._rerun_keys[ab] = f"{generation}:{self.night.ab_objects[ab].digest}"
+        return key
+
+    def rerun_request(self, ab: str) -> list[str]:
+        """A rerun request, for an AB with a completion record that must run again.
+
+        That is an AB of the requested subcascade, or one whose AB file changed since its record
+        was written. The request is a file newer than the record (its name holds the new
+        generation and the AB's checksum), written here if missing, so Snakemake's mtime
+        trigger reruns the AB's first jobs whatever it remembers in the working directory (it
+        works from any directory, also without metadata). Harmless in a dry-run: the request
+        matters only while the same condition holds, and the job removes it when it succeeds.
+        """
+        if self.remote:
+            return []  # decided (and requested) by the submitting run
+        record = read_record(self.record(ab))
+        if record is None:
+            return []
+        generation, _, digest = self.rerun_key(ab).partition(":")
+        if ab not in self.subcascade_set and not ab_edited(record, digest):
+            return []
+        request = self.layout.request(ab, f"g{generation}-{digest}")
+        if not os.path.exists(request):
+            atomic_write_text(request, f"rerun {ab} as generation {generation}, AB {digest}\n")
+        return [request]
+
+
+class _Command(ABC):
+    """A job's shell command, rendered only when Snakemake formats it (and then once).
+
+    Not a plain value, so Snakemake's ``params`` rerun trigger ignores it: switching profile,
+    interpreter or command templates does not rerun a processed night (explicit reruns go
+    through the rerun key).
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self) -> None:
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:  # Snakemake formats a job's command several times
+            self._text = " ".join(shlex.quote(w) for w in self.words())
+        return self._text
+
+    @abstractmethod
+    def words(self) -> list[str]:
+        """The command line."""
+
+
+class JobLine(_Command):
+    """The command line of one job (abflow.job.command), without what its rule appends
+    (record, log, threads); made when Snakemake formats the job's shell command, not before."""
+
+    __slots__ = ("job", "rules", "threads")
+
+    def __init__(self, rules: NightRules, job: JobId, threads: int) -> None:
+        super().__init__()
+        self.rules, self.job, self.threads = rules, job, threads
+
+    def words(self) -> list[str]:
+        """The command line."""
+        return self.rules.job_command(self.job, self.threads).argv(with_paths=False)
+
+    def __repr__(self) -> str:
+        return f"<command of {self.job.name}>"
+
+
+class NightRules:
+    """What the generic rules need to know about each job of a Night."""
+
+    def __init__(
+        self, night: Night, run_config: str, run_token: str = "", remote: bool = False
+    ) -> None:
+        self.night = night
+        self.settings: Settings = night.settings
+        self.layout = self.settings.layout
+        self.run_config = run_config
+        self.scope = RunScope(night, remote)
+        s = self.settings
+        self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
+        self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
+        token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        self.progress_file = self.layout.progress(token)
+        self.with_qc = s.qc_mode != "IMPLICIT"
+        self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
+        self.ab_threads = 1
+        self.job_env = tuple(sorted(s.variables.items()))  # every job's $DFO_* directories
+        self._parent_records = {
+            name: [self.scope.record(p) for p in parents] for name, parents in night.parents.items()
+        }
+        for name, member in inspect.getmembers(type(self), inspect.isfunction):
+            if getattr(member, "_abflow_rule_function", False):
+                setattr(self, name, _with_cached_signature(getattr(self, name)))
+
+    @property
+    def to_run(self) -> frozenset[str]:
+        """The ABs this run processes."""
+        return self.scope.to_run
+
+    def pattern(self, kind: str, rule: str) -> str:
+        """The layout's path pattern of one kind of file of a rule's jobs."""
+        return self.layout.pattern(kind, rule)
+
+    def owns(self, job: JobId) -> bool:
+        """True if ``job`` belongs to this night."""
+        return job.target in self.night
+
+    # ----- what rule all asks for ------------------------------------------------------------
+    def final_records(self) -> list[str]:
+        """Completion records of the ABs of this run (the subcascade, else the night)."""
+        return [self.scope.record(n) for n in self.scope.names]
+
+    def final_targets(self) -> list[str]:
+        """What ``rule all`` asks for: records, QC records and the benchmark table."""
+        targets = [*self.final_records(), self.layout.benchmark_table(self.settings.batch_id)]
+        if self.with_qc:
+            targets += [
+                self.layout.record(JobId(Step.PROCESS_QC, n))
+                for n in self.scope.names
+                if self.night.ab_objects[n].runs_recipe
+            ]
+        return targets
+
+    def download_problem(self) -> str | None:
+        """Why the planned downloads cannot work (checked before anything runs), or None."""
+        from abflow.job.fetch import check_archive, uses_builtin_client
+
+        if self.scope.planned_downloads and uses_builtin_client(self.settings):
+            return check_archive(self.settings)
+        return None
+
+    def downloads_done_inputs(self) -> list[str]:
+        """What the FULL_RAWDOWNLOAD flag waits for: every download this run makes."""
+        return list(self.scope.planned_downloads)
+
+    # ----- input functions ---------------------------------------------------------------
+    @rule_function
+    def get_ab_inputs(self, wildcards: Any) -> dict[str, list[str]]:
+        """All inputs of a process_ab or process_ab_det job, named, in one call (``unpack``):
+        the parents' records, the files it waits for, a join's detector records, a rerun
+        request. Snakemake calls each input function once per job, and a night has thousands.
+        A multi-detector AB's process_ab job is its join: it waits for its detector jobs,
+        which wait for the parents and the files."""
+        ab, det = wildcards.ab, getattr(wildcards, "det", None)
+        n = self.night.detectors(ab)
+        if n > 1 and det is None:
+            pattern = self.pattern("records", "process_ab_det")
+            dets = [pattern.format(ab=ab, det=k) for k in range(1, n + 1)]
+            return {"parents": [], "data": [], "detectors": dets, "rerun": []}
+        return {
+            "parents": self._parent_records[ab],
+            "data": self._data_inputs(ab),
+            "detectors": [],
+            "rerun": self.scope.rerun_request(ab),
+        }
+
+    @rule_function
+    def get_qc_inputs(self, wildcards: Any) -> dict[str, Any]:
+        """All inputs of a process_qc job (``unpack``): the AB's record, and under CAL_CLEANUP
+        its raw files (so that their removal waits for the QC too; processQC shows them)."""
+        ab = wildcards.ab
+        qc_done = os.path.exists(self.layout.record(JobId(Step.PROCESS_QC, ab)))
+        raw = (
+            [ancient(p) for p in self.night.raw_inputs[ab]]
+            if self.cleanup_raw and (ab in self.to_run or not qc_done)
+            else []
+        )
+        return {"record": self.scope.record(ab), "raw": raw}
+
+    def _data_inputs(self, ab: str) -> list[str]:
+        """Files an AB this run processes must wait for: its raw files and REAL calibrations
+        that are downloaded first (all its raw files under CAL_CLEANUP, so that their removal
+        waits for it), and under FULL_RAWDOWNLOAD the flag made once every download is done.
+
+        Finished ABs get none: present files need no job, and a file cleaned up after an AB
+        finished must not rerun it. (The input list of a job may thus change between runs;
+        the profiles set ``rerun-triggers: [mtime, params]`` so that this reruns nothing.)
+        """
+        if ab not in self.to_run:
+            return []
+        planned = self.scope.planned_downloads
+        files = [ancient(p) for p in self.night.cal_inputs[ab] if p in planned]
+        raws = self.night.raw_inputs[ab]
+        files += [ancient(p) for p in raws if self.cleanup_raw or p in planned]
+        if self.settings.full_rawdownload and planned:
+            files.append(self.layout.downloads_done_flag(self.settings.batch_id))
+        return files
+
+    # ----- commands -----------------------------------------------------------------------
+    def job_command(self, job: JobId, threads: int = 1) -> JobCommand:
+        """The job's command line (abflow.job.command): its step's command template filled
+        with the job's values, the night's directories, and what only the Night knows."""
+        s = self.settings
+        common = {"config": self.run_config, "state_dir": s.state_dir, "env": self.job_env,
+                  "log": self.layout.log(job), "threads": threads, "mode": s.mode}  # fmt: skip
+        if job.step.is_download:
+            root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
+            dest = os.path.join(root, job.target)
+            run = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": dest,
+                       "date": s.date, "mode": s.mode, "config": self.run_config})  # fmt: skip
+            return JobCommand(job, run=run, dest=dest, progress=self.progress_file,
+                              total=len(self.scope.planned_downloads), **common)  # fmt: skip
+        night, ab = self.night, job.target
+        the_ab = night.ab_objects[ab]
+        values = {"ab": ab, "ab_file": the_ab.path, "date": night.date(ab), "mode": s.mode,
+                  "threads": threads, "config": self.run_config, "det": job.det}  # fmt: skip
+        makes_products = job.step in (Step.PROCESS_AB, Step.MEF_JOIN) and the_ab.runs_recipe
+        return JobCommand(
+            job,
+            run=fill(s.commands[job.step.value], values),
+            record=self.layout.record(job),
+            parents=night.parents[ab],
+            virtual=[(v.vcal_path, v.product_path) for v in night.virtual_inputs[ab]],
+            products=[(f.path, f.tag) for f in the_ab.products]
+            if makes_products and s.check_products
+            else (),
+            recipe=the_ab.recipe,
+            raw_type=the_ab.raw_type,
+            date=night.date(ab),
+            batch=night.batch_of(ab),
+            rerun_key=self.scope.rerun_key(ab) if job.step is not Step.PROCESS_QC else "0:",
+            **common,
+        )
+
+    def job_of(self, rule: str, wildcards: Any) -> JobId:
+        """The job a rule runs for these wildcards."""
+        if rule in ("download_raw", "download_mcal"):
+            return JobId(Step(rule), wildcards.file)
+        ab, det = wildcards.ab, getattr(wildcards, "det", None)
+        if rule == "process_ab" and self.night.detectors(ab) > 1:
+            return JobId(Step.MEF_JOIN, ab)
+        if rule == "process_ab_det":
+            n = self.night.detectors(ab)
+            if not 1 <= int(det) <= n:
+                raise ValueError(f"{ab} has no detector job {det} (it runs as {n})")
+            return JobId(Step.PROCESS_AB_DET, ab, int(det))
+        return JobId(Step(rule), ab)
+
+    def command(self, rule: str) -> Callable[[Any, int], JobLine]:
+        """The params function giving the command line of a rule's jobs."""
+
+        def command(wildcards: Any, threads: int) -> JobLine:
+            return JobLine(self, self.job_of(rule, wildcards), threads)
+
+        command.__name__ = f"command_{rule}"
+        return _with_cached_signature(command)
+
+    def job_tag(self, rule: str) -> Callable[[Any], str]:
+        """The AbflowJob attribute of the HTCondor jobs of ``rule`` (the job's name)."""
+
+        def tag(wildcards: Any) -> str:
+            return self.job_of(rule, wildcards).name
+
+        tag.__name__ = f"job_tag_{rule}"
+        return tag
+
+    def pool_command(self, rule: str) -> Callable[[Any, int], str]:
+        """The AbflowCommand attribute of the HTCondor jobs of ``rule``: the job's whole
+        command line (JSON, base64), which the job wrapper runs directly on the execute node
+        instead of a second Snakemake (abflow.run.condor)."""
+
+        def pool_command(wildcards: Any, threads: int) -> str:
+            job = self.job_of(rule, wildcards)
+            command = self.job_command(job, threads)
+            if rule != "process_qc":  # the benchmark its rule declares (no Snakemake writes it)
+                command = command.replace(benchmark=self.layout.benchmark(job))
+            return base64.b64encode(json.dumps(command.argv()[1:]).encode()).decode()
+
+        pool_command.__name__ = f"pool_command_{rule}"
+        return pool_command
+
+    # ----- priorities, threads, resources -----------------------------------------------------
+    @rule_function
+    def get_priority(self, wildcards: Any) -> int:
+        """Priority of the AB's process_ab job (its join, for a multi-detector AB)."""
+        return self.scope.priority[wildcards.ab]
+
+    @rule_function
+    def get_det_priority(self, wildcards: Any) -> int:
+        """Priority of a per-detector job (abflow.model.plan.job_priorities)."""
+        return self.scope.priority[f"{wildcards.ab}#{wildcards.det}"]
+
+    def download_priority(self, root_key: str) -> Callable[[Any], int]:
+        """Priority of the downloads into dfo.<root_key>: that of the first AB needing the
+        file, so that files come in the order the ABs will run (under CPL no AB becomes ready
+        before the one ahead of it just because its file came first)."""
+        root = self.settings.dfo[root_key]
+
+        def priority(wildcards: Any) -> int:
+            return self.scope.download_priority.get(os.path.join(root, wildcards.file), 0)
+
+        priority.__name__ = f"download_priority_{root_key}"
+        return _with_cached_signature(priority)
+
+    def threads_for(self, cores: int) -> int:
+        """Threads of an AB job: all ``cores`` under INT, else 1."""
+        return max(cores, 1) if self.settings.drs_type == "INT" else 1
+
+    def resource_limits(self) -> dict[str, int]:
+        """Global resources the workflow registers (unless given with --resources).
+
+        ``ab_jobs`` caps the AB jobs running at once: 1 under CPL and INT, ``limits.jobs``
+        (DFOS MAX_JOBS) under CON; without such a cap CON runs as many as cores (locally) or
+        ``--jobs`` (on a pool) allow, which Snakemake enforces itself.
+        """
+        s = self.settings
+        limits = {
+            "download": s.limits["downloads"],
+            "qc": 1 if s.qc_mode == "SER" else s.limits["qc"],
+        }
+        cap = 1 if s.drs_type in ("CPL", "INT") else s.limits["jobs"]
+        return {"ab_jobs": cap, **limits} if cap else limits

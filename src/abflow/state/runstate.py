@@ -1,0 +1,320 @@
+"""State of a running night: who runs it (the run lock), which jobs run, whether to stop.
+
+The workflow's ``onstart`` handler takes the lock of every batch (``<MODE>_<DATE>``) of the run
+(abflow.state.layout: ``runs/<batch>.json``), naming the Snakemake process (pid, host, start,
+command), created exclusively, so a second run of the same date is refused while the first is
+alive, from whatever working directory. ``onsuccess``/``onerror`` release it. A lock whose
+process is gone (a crash, SIGKILL, a reboot) is stale: a run on the same host takes it over and
+first ends the crashed run's orphaned jobs; a lock held from another host is cleared with
+``abflow unlock``.
+
+Every job marks itself (``running/<job name>.json``) while its command runs: its pid, its start
+and the process group of its command. ``abflow stop`` writes the STOP flag: jobs that have not
+started yet then end at once without running their command (their ABs are not marked done),
+running ones finish, and Snakemake ends when nothing is left; the next run removes the flag.
+
+Processes are inspected with psutil, by the readers only (the Snakemake process, the ``abflow``
+commands): a job writes its marker without importing it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from abflow.state.fsutil import atomic_write_json, iter_json_objects, read_json_object
+from abflow.state.layout import JobId, StateLayout
+
+# a pid is the same process if it started no later than this after what was recorded
+START_SLACK = 2.0
+
+
+class RunLocked(RuntimeError):
+    """Another live run holds the lock of a batch of this run."""
+
+
+def process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None if there is no such process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
+        return None
+
+
+def describe_run(info: dict[str, Any]) -> str:
+    """``pid P on HOST since START (command)`` for messages."""
+    command = str(info.get("command", ""))
+    short = command if len(command) <= 120 else command[:117] + "..."
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('start', '?')}" + (
+        f" ({short})" if short else ""
+    )
+
+
+def _locked_message(batch: str, info: dict[str, Any], path: str) -> str:
+    date = batch.split("_", 1)[-1]
+    here = info.get("host") == socket.gethostname()
+    return (
+        f"{batch} is being processed by {describe_run(info)}: refusing a second run of the "
+        f"same date. Wait for it, or stop it: abflow stop -d {date}. "
+        + (
+            ""
+            if here
+            else "It runs on another host, so abflow cannot tell whether it is still alive; "
+        )
+        + f"if that run crashed, clear its lock with: abflow unlock -d {date} (or remove {path})"
+    )
+
+
+def register_run(
+    state_dir: str,
+    batches: list[str] | str,
+    argv: list[str] | None = None,
+    executor: str = "local",
+) -> dict[str, Any]:
+    """Take the lock of every batch of this run and clear a stale STOP flag.
+
+    Raises RunLocked (taking nothing) if a live run holds one of them. A stale lock (its
+    process gone, on this host) is taken over; the returned info lists such crashed runs under
+    ``replaced`` so the caller can say so and end their orphaned jobs.
+    """
+    layout = StateLayout(state_dir)
+    batches = [batches] if isinstance(batches, str) else list(batches)
+    pid = os.getpid()
+    info: dict[str, Any] = {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "proc_start": process_start(pid),
+        "batches": batches,
+        "command": " ".join(argv if argv is not None else sys.argv),
+        "executor": executor,
+        "owner": f"{socket.gethostname()}:{pid}",  # AbflowOwner of its HTCondor jobs
+    }
+    replaced: list[dict[str, Any]] = []
+    taken: list[str] = []
+    try:
+        for batch in batches:
+            _take_lock(layout.lock(batch), batch, info, replaced)
+            taken.append(batch)
+    except BaseException:
+        for batch in taken:
+            with suppress(FileNotFoundError):
+                os.unlink(layout.lock(batch))
+        raise
+    with suppress(FileNotFoundError):
+        os.unlink(layout.stop_flag)
+    return {**info, "replaced": replaced}
+
+
+def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> None:
+    """Create the lock file ``path`` exclusively (write a temporary file, hard-link it)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    atomic_write_json(tmp, {**info, "batch": batch})
+    try:
+        for _attempt in range(3):
+            try:
+                os.link(tmp, path)
+                return
+            except FileExistsError:
+                held = read_json_object(path)
+                if held is None:  # being written this instant, or torn: look again
+                    time.sleep(0.05)
+                    held = read_json_object(path)
+                if held is not None and process_alive(held):
+                    raise RunLocked(_locked_message(batch, held, path)) from None
+                if held is not None:
+                    replaced.append({**held, "batch": batch})
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+        raise RunLocked(f"could not take the lock {path}: another run keeps taking it")
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def unregister_run(state_dir: str, batches: list[str] | str) -> None:
+    """Release this process's locks (only those it holds)."""
+    for batch in [batches] if isinstance(batches, str) else batches:
+        info = read_run(state_dir, batch)
+        if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+            with suppress(FileNotFoundError):
+                os.unlink(StateLayout(state_dir).lock(batch))
+
+
+def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
+    """The run holding the lock of ``batch``, or None."""
+    return read_json_object(StateLayout(state_dir).lock(batch))
+
+
+def remove_lock(state_dir: str, batch: str) -> dict[str, Any] | None:
+    """Remove the lock of ``batch`` (``abflow unlock``); return what it held."""
+    info = read_run(state_dir, batch)
+    with suppress(FileNotFoundError):
+        os.unlink(StateLayout(state_dir).lock(batch))
+    return info
+
+
+def process_alive(info: dict[str, Any]) -> bool:
+    """True if the process ``info`` names runs (on this host; other hosts count as alive).
+
+    A pid that now belongs to a process started later than recorded (``proc_start``, or the
+    ``start`` time of a job marker) is not alive, nor is a zombie (ended, not reaped yet).
+    """
+    import psutil
+
+    if info.get("host") != socket.gethostname():
+        return True
+    try:
+        proc = psutil.Process(int(info["pid"]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = proc.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return True
+    recorded = info.get("proc_start", info.get("start"))
+    if isinstance(recorded, int | float):
+        return started <= float(recorded) + START_SLACK
+    return True
+
+
+def stop_requested(state_dir: str) -> bool:
+    """True if ``abflow stop`` asked the night to stop."""
+    return os.path.exists(StateLayout(state_dir).stop_flag)
+
+
+def request_stop(state_dir: str, reason: str = "abflow stop") -> None:
+    """Ask the running night to start no new job."""
+    atomic_write_json(StateLayout(state_dir).stop_flag, {"reason": reason, "time": time.time()})
+
+
+def interrupt(info: dict[str, Any]) -> bool:
+    """Send SIGINT to the registered Snakemake process (it then cancels its jobs)."""
+    if info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job whose command is running."""
+
+    job: JobId
+    host: str
+    pid: int
+    start: float
+    pgid: int | None = None
+    path: str = ""
+
+    @property
+    def name(self) -> str:
+        """The job's name (``<step>/<AB>[.<det>]``)."""
+        return self.job.name
+
+
+@contextmanager
+def running_marker(state_dir: str, job: JobId) -> Iterator[dict[str, Any]]:
+    """Mark ``job`` as running for the duration of the ``with`` block.
+
+    Yields the marker's content; :func:`note_command` adds the process group of the command.
+    """
+    path = StateLayout(state_dir).marker(job)
+    content: dict[str, Any] = {
+        "name": job.name,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": time.time(),
+        "path": path,
+    }
+    atomic_write_json(path, content)
+    try:
+        yield content
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def note_command(marker: dict[str, Any], pgid: int) -> None:
+    """Record in the marker the process group the job's command runs in (to end orphans)."""
+    marker["pgid"] = pgid
+    atomic_write_json(marker["path"], marker)
+
+
+def end_orphans(
+    state_dir: str, belongs: Callable[[JobId], bool], grace: float = 10.0
+) -> list[RunningJob]:
+    """End the jobs a crashed run left running on this host; return them.
+
+    ``belongs(job)`` says whether a job belongs to this run's ABs (other dates may be running
+    from the same state directory). Each orphan's command process group gets SIGTERM, then
+    SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed.
+    """
+    here = socket.gethostname()
+    orphans = []
+    for job in running_jobs(state_dir):
+        if job.host != here or not belongs(job.job):
+            continue
+        info = {"pid": job.pid, "host": job.host, "start": job.start}
+        if process_alive(info) or job.pgid:
+            orphans.append(job)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for job in orphans:
+            for kill, target in ((os.killpg, job.pgid), (os.kill, job.pid)):
+                if target and target > 1 and target != os.getpgid(0):
+                    with suppress(OSError):
+                        kill(target, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
+        while time.monotonic() < deadline and any(_group_alive(j) for j in orphans):
+            time.sleep(0.1)
+    for job in orphans:
+        with suppress(FileNotFoundError):
+            os.unlink(job.path)
+    return orphans
+
+
+def _group_alive(job: RunningJob) -> bool:
+    """True while the job process or any process of its command's group exists."""
+    if process_alive({"pid": job.pid, "host": socket.gethostname(), "start": job.start}):
+        return True
+    if job.pgid:
+        try:
+            os.killpg(job.pgid, 0)
+        except OSError:
+            return False
+        return True
+    return False
+
+
+def running_jobs(state_dir: str) -> list[RunningJob]:
+    """The jobs marked as running, oldest first."""
+    out = []
+    for path, data in iter_json_objects(StateLayout(state_dir).running_dir):
+        try:
+            out.append(
+                RunningJob(
+                    JobId.parse(str(data["name"])),
+                    data["host"],
+                    int(data["pid"]),
+                    float(data["start"]),
+                    int(data["pgid"]) if data.get("pgid") else None,
+                    path,
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return sorted(out, key=lambda j: j.start)

@@ -1,0 +1,240 @@
+"""The state of each AB of a night, read from abflow's records, failure notes and markers.
+
+``abflow watch`` prints it; the AB monitor page renders it. An AB is
+
+* ``succeeded``: its completion record exists;
+* ``failed``: a failure note exists (its command failed, or a download it needs);
+* ``running``: one of its jobs is running (``running/`` markers, or running in the HTCondor
+  queue);
+* ``held``: HTCondor holds one of its jobs (the hold reason is shown);
+* ``blocked``: an AB it depends on failed, so it cannot run;
+* ``queued``: a run is going on and the AB waits for its parents or a free slot (``idle`` in
+  the HTCondor queue once submitted);
+* ``created``: nothing has happened to it yet (no run going on).
+
+On a pool, the queue comes from the schedd (abflow.run.condor.night_queue): the jobs' own
+``AbflowJob`` attribute says which AB each one processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from abflow.model.night import Night
+from abflow.state.fsutil import read_json_object as read_record
+from abflow.state.layout import JobId, Step
+from abflow.state.runstate import process_alive, read_run, running_jobs
+
+STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
+
+
+@dataclass
+class ABState:
+    """What is known about one AB."""
+
+    ab: str
+    state: str
+    record: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    qc: dict[str, Any] | None = None
+    qc_failure: dict[str, Any] | None = None
+    running: list[str] = field(default_factory=list)
+    running_since: float | None = None
+    host: str = ""
+    pool: str = ""  # its HTCondor jobs: "idle", "running", "held: <reason>" (empty: none)
+
+
+@dataclass
+class NightState:
+    """The state of every AB of a night, in cascade order."""
+
+    night: Night
+    abs: list[ABState]
+    run: dict[str, Any] | None
+    run_alive: bool
+    queue: list[Any] | None = None  # the night's HTCondor jobs (None: no pool asked)
+
+    def counts(self) -> dict[str, int]:
+        """ABs per state (every state present, zero included), plus ``all``."""
+        out = {s: 0 for s in STATES}
+        for a in self.abs:
+            out[a.state] += 1
+        out["all"] = len(self.abs)
+        return out
+
+    def format(self) -> str:
+        """A compact text view (for ``abflow watch``)."""
+        s = self.night.settings
+        c = self.counts()
+        if self.run and self.run_alive:
+            head = f"run by pid {self.run['pid']} on {self.run['host']} since {self.run['start']}"
+        elif self.run:
+            head = f"registered run (pid {self.run['pid']}) is not running: crashed or killed"
+        else:
+            head = "no run going on"
+        lines = [
+            f"{s.batch_id}: {head}",
+            f"ABs: {c['all']} | succeeded {c['succeeded']} | failed {c['failed']} | running "
+            f"{c['running']} | queued {c['queued']} | blocked {c['blocked']} | created "
+            f"{c['created']}",
+        ]
+        if self.queue is not None:
+            lines[-1] += f" | held {c['held']}"
+        now = time.time()
+        for a in self.abs:
+            if a.state == "running":
+                since = f"{now - a.running_since:.0f} s" if a.running_since else ""
+                where = f"  [{a.pool}]" if a.pool else ""
+                lines.append(
+                    f"  running  {a.ab}  {', '.join(a.running)}  {a.host}  {since}{where}".rstrip()
+                )
+            elif a.state == "queued" and a.pool:
+                lines.append(f"  {a.pool:<8} {a.ab}")
+            elif a.state == "held":
+                lines.append(f"  held     {a.ab}: {a.pool.removeprefix('held: ')}")
+        for a in self.abs:
+            if a.state == "failed" and a.failure:
+                lines.append(f"  failed   {a.ab}: {a.failure.get('reason', '')}")
+                lines.append(f"           log: {a.failure.get('log', '')}")
+            if a.qc_failure:
+                lines.append(f"  QC failed {a.ab}: {a.qc_failure.get('reason', '')}")
+        return "\n".join(lines)
+
+
+def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
+    """Read the state of every AB of ``night``; ``queue``: its jobs in the HTCondor queue
+    (abflow.run.condor.QueuedJob, as abflow.run.condor.night_queue gives them), if asked."""
+    from abflow.run.condor import queue_by_ab
+
+    s = night.settings
+    run = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
+    alive = bool(run) and process_alive(run)
+    pooled = queue_by_ab(queue or [])
+    running: dict[str, list[tuple[str, str, float]]] = {}
+    for job in running_jobs(s.state_dir):
+        running.setdefault(job.job.target, []).append((job.job.step.value, job.host, job.start))
+    out: list[ABState] = []
+    state_of: dict[str, str] = {}
+    for ab in night.names:
+        layout, own, qc_job = s.layout, JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
+        record, failure = read_record(layout.record(own)), read_record(layout.failure(own))
+        qc, qc_failure = read_record(layout.record(qc_job)), read_record(layout.failure(qc_job))
+        if failure is None and night.detectors(ab) > 1:
+            for det in range(1, night.detectors(ab) + 1):
+                failure = read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
+                if failure:
+                    break
+        if failure is None and record is None:  # a file it needs could not be downloaded
+            failure = _download_failure(night, ab)
+        st = ABState(ab, "created", record, failure, qc, qc_failure)
+        jobs = running.get(ab, [])
+        in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
+        held = [j for j in in_queue if j.status == "held"]
+        st.pool = (
+            f"held: {held[0].hold_reason}"
+            if held
+            else ", ".join(sorted({j.status for j in in_queue}))
+        )
+        if record is not None:
+            st.state = "succeeded"
+            st.host = str(record.get("host", ""))
+            st.pool = ""
+        elif held:
+            st.state = "held"
+        elif jobs and alive:
+            st.state = "running"
+            st.running = sorted({step for step, _, _ in jobs})
+            st.host = jobs[0][1]
+            st.running_since = min(t for _, _, t in jobs)
+        elif any(j.status == "running" for j in in_queue):
+            st.state = "running"
+            st.running = sorted({j.step for j in in_queue if j.status == "running"})
+            st.host = next(j.host for j in in_queue if j.status == "running")
+        elif in_queue:
+            st.state = "queued"
+        elif failure is not None:
+            st.state = "failed"
+        elif any(state_of.get(p) in ("failed", "blocked") for p in night.parents[ab]):
+            st.state = "blocked"
+        elif alive:
+            st.state = "queued"
+        state_of[ab] = st.state
+        out.append(st)
+    return NightState(night, out, run, alive, queue)
+
+
+def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
+    """The failed download of a file ``ab`` needs (its note), or None."""
+    from abflow.job.download import download_failure
+
+    for path in (*night.raw_inputs[ab], *night.cal_inputs[ab]):
+        if os.path.exists(path):
+            continue  # got it since (by hand, or a later run)
+        note = read_record(download_failure(night.settings.layout, night.settings.dfo, path))
+        if note is not None:
+            return note
+    return None
+
+
+def failure_summary(night: Night, names: Any = None, since: str | None = None) -> str:
+    """The end-of-run summary of what failed: each failed AB (or QC) of ``names`` whose failure
+    happened at or after ``since`` (ISO time), why, its log and the log's last lines; then how
+    many ABs did not run. Empty if nothing failed."""
+    import datetime as _dt
+
+    def recent(note: dict[str, Any] | None) -> bool:
+        if not note:
+            return False
+        if since is None:
+            return True
+        try:
+            return _dt.datetime.fromisoformat(str(note.get("end"))) >= _dt.datetime.fromisoformat(
+                since
+            )
+        except ValueError:
+            return True
+
+    wanted = set(night.names if names is None else names)
+    state = night_state(night)
+    failed = [a for a in state.abs if a.ab in wanted and a.state == "failed" and recent(a.failure)]
+    qc_failed = [a for a in state.abs if a.ab in wanted and recent(a.qc_failure)]
+    not_run = [
+        a
+        for a in state.abs
+        if a.ab in wanted and a.state in ("blocked", "queued", "created", "held")
+    ]
+    state_of = {a.ab: "ok" if a.state == "succeeded" else a.state for a in state.abs}
+    if not (failed or qc_failed or not_run):
+        return ""
+    n = len(failed)
+    lines = [
+        f"abflow: {n} AB{'s' if n != 1 else ''} failed in this run"
+        + (
+            f", {len(qc_failed)} QC report{'s' if len(qc_failed) != 1 else ''} failed"
+            if qc_failed
+            else ""
+        )
+        + (":" if failed or qc_failed else "")
+    ]
+    for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
+        assert note is not None
+        step = note.get("step", "process_ab")
+        lines.append(f"  {a.ab} ({step}): {note.get('reason', 'failed')}")
+        lines.append(f"    log: {note.get('log', '')}")
+        tail_lines = note.get("log_tail") or []
+        if tail_lines:
+            lines.append("    last lines:")
+            lines += [f"      {line}" for line in tail_lines]
+    if not_run:
+        k = len(not_run)
+        lines.append(
+            f"abflow: {k} AB{'s' if k != 1 else ''} did not run (they need a failed AB or "
+            "download, or the night was stopped; the same command runs them after a fix):"
+        )
+        for a in not_run:
+            waits = [p for p in night.parents[a.ab] if p not in state_of or state_of[p] != "ok"]
+            lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
+    return "\n".join(lines)
