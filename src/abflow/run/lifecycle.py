@@ -91,6 +91,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
     """Take the locks of the run and clean up after a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
+    from abflow.job.command import compile_modules
     from abflow.run.flavour import executor_problem, is_remote
     from abflow.state.runstate import RunLocked, describe_run, end_orphans, register_run
 
@@ -98,6 +99,7 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     problem = executor_problem(settings.drs_type, executor)
     if problem:
         raise StartRefused(problem)
+    compile_modules()
     try:
         run = register_run(settings.state_dir, night.batch_ids(), executor=executor)
     except RunLocked as exc:
