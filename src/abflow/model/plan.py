@@ -338,7 +338,7 @@ def history_durations(night: Night) -> tuple[dict[str, float], int]:
     s = night.settings
     by_kind: dict[tuple[str, str], list[float]] = {}
     own: dict[str, float] = {}
-    for _path, rec in iter_json_objects(os.path.join(s.state_dir, "records")):
+    for _path, rec in iter_json_objects(s.layout.records_dir):
         # AB and detector jobs only: QC and download records have no place in the plan
         if "duration_s" not in rec or "ab" not in rec:
             continue

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # would cost it more CPU than the rest of its work (bench/fan
 _unique = itertools.count()
 
 # JSON string escapes, as json.dumps (ensure_ascii) writes them
-_ESCAPES = {i: f"\\u{i:04x}" for i in range(0x20)}
+_ESCAPES = {i: f"\\u{i:04x}" for i in (*range(0x20), 0x7F)}
 _ESCAPES.update({0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
                  0x09: "\\t"})  # fmt: skip
 

@@ -229,6 +229,16 @@ class StateLayout:
 
     # ----- the night and the run ----------------------------------------------------------
     @property
+    def records_dir(self) -> str:
+        """Where the completion records of the AB and QC jobs are (below it, by step)."""
+        return os.path.join(self.root, "records")
+
+    @property
+    def failed_dir(self) -> str:
+        """Where the failure notes are (downloads' included)."""
+        return os.path.join(self.root, "failed")
+
+    @property
     def running_dir(self) -> str:
         """Markers of the jobs whose command runs."""
         return os.path.join(self.root, "running")

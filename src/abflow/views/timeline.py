@@ -55,8 +55,7 @@ def collect(night: Night) -> list[dict]:
     """Every completion record of the night's jobs (downloads included), with a job name."""
     s = night.settings
     out = []
-    records = os.path.join(s.state_dir, "records")
-    for path, rec in iter_json_objects(records, s.layout.download_records_dir):
+    for path, rec in iter_json_objects(s.layout.records_dir, s.layout.download_records_dir):
         if "start" not in rec or "end" not in rec:
             continue
         step = str(rec.get("step", ""))

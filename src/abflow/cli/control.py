@@ -1,0 +1,133 @@
+"""``abflow stop`` and ``abflow unlock``: end a night's run, clear a crashed run's lock."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+
+from abflow.cli.common import Parents, add_command, settings_of
+from abflow.model.config import Settings
+from abflow.model.night import load_night
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    """Add the commands of this module."""
+    both = [parents.config, parents.night]
+    p = add_command(
+        sub, "stop", cmd_stop, both, help="stop the running night gracefully (vultur_stop)"
+    )
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="also end running jobs (Snakemake cancels them) and remove the night's "
+        "HTCondor jobs from the queue, held ones included",
+    )
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the run to end")
+    p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+    p = add_command(
+        sub,
+        "unlock",
+        cmd_unlock,
+        both,
+        help="remove the lock a crashed run left (a live run's lock only with --force)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="remove it even if its process runs on this host"
+    )
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the running night: no new job starts; with --now, running jobs are ended too."""
+    from abflow.state import runstate
+
+    settings = settings_of(args)
+    state = settings.state_dir
+    info = None  # the live run holding the first locked date
+    for batch in settings.batches:
+        held = runstate.read_run(state, batch)
+        if held and not runstate.process_alive(held):
+            print(
+                f"the run holding {batch} ({runstate.describe_run(held)}) is not running any "
+                "more (crashed or killed): removing its lock"
+            )
+            runstate.remove_lock(state, batch)
+        elif held and info is None:
+            info = held
+    if info:
+        runstate.request_stop(state)
+        print(
+            f"asked the night {settings.batch_id} (snakemake pid {info['pid']} on "
+            f"{info['host']}) to start no new job; running jobs finish"
+        )
+        if args.now:
+            sent = runstate.interrupt(info)
+            print("interrupted it: running jobs are cancelled" if sent else "could not signal it")
+    else:
+        print(f"no running night registered in {state}")
+    if args.now:
+        removed = _remove_night_jobs(args, settings, info)
+        if removed:
+            print(removed)
+    if info and args.wait:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline and runstate.process_alive(info):
+            time.sleep(0.5)
+        alive = runstate.process_alive(info)
+        print("it is still running" if alive else "it has ended")
+        return 1 if alive else 0
+    return 0
+
+
+def _ab_of(name: str) -> str:
+    from abflow.state.layout import JobId
+
+    try:
+        return JobId.parse(name).target
+    except ValueError:
+        return ""
+
+
+def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict | None) -> str:
+    """Remove this night's jobs from the HTCondor queue (of its live run, if one holds the
+    lock): jobs of other nights, or of other runs, stay. Returns what was done ("" without a
+    pool)."""
+    from abflow.run.condor import night_queue, remove_jobs, schedd
+
+    try:
+        queue = night_queue(settings.state_dir, args.schedd)
+        if queue is None:
+            return ""
+        night = load_night(settings)
+        owner = (info or {}).get("owner")
+        mine = [j for j in queue if _ab_of(j.job) in night and (not owner or j.owner == owner)]
+        removed = remove_jobs(schedd(args.schedd), mine, "abflow stop --now")
+    except Exception as exc:
+        return f"HTCondor: could not remove the night's jobs ({exc})"
+    return f"HTCondor: removed {len(removed)} job(s) of this night"
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Remove the lock of a night whose run crashed (abflow refuses a second run otherwise)."""
+    from abflow.state import runstate
+
+    settings = settings_of(args)
+    status = 0
+    for batch in settings.batches:
+        info = runstate.read_run(settings.state_dir, batch)
+        if info is None:
+            print(f"{batch}: not locked")
+            continue
+        here = info.get("host") == socket.gethostname()
+        if here and runstate.process_alive(info) and not args.force:
+            print(
+                f"{batch}: {runstate.describe_run(info)} is alive: not removing its lock "
+                f"(stop it with abflow stop -d {batch.split('_', 1)[1]}, or use --force)",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
+        runstate.remove_lock(settings.state_dir, batch)
+        print(f"{batch}: removed the lock of {runstate.describe_run(info)}")
+    return status

@@ -1,0 +1,171 @@
+"""``abflow status``, ``abflow timeline``, ``abflow watch``: the night while and after it runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from abflow.cli.common import Parents, add_command, night_of, settings_of
+from abflow.model.config import Settings
+from abflow.model.night import Night, load_night
+from abflow.state.layout import StateLayout
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    """Add the commands of this module."""
+    both = [parents.config, parents.night]
+    p = add_command(
+        sub, "status", cmd_status, both, help="write the AB monitor page (getStatusAB) of a night"
+    )
+    p.add_argument(
+        "-F", dest="export", action="store_true", help="also export it to status_export_dir"
+    )
+    p.add_argument(
+        "-r",
+        dest="refresh",
+        action="store_true",
+        help="keep rewriting it (every --interval s) until the night's run has ended "
+        "(DFOS getStatusAB -r, started in the background before the night)",
+    )
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between pages with -r")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=900.0,
+        help="with -r: give up after this many seconds if no run of the night starts",
+    )
+    add_command(
+        sub, "timeline", cmd_timeline, both, help="draw the Gantt chart of a night's run (PNG, SVG)"
+    )
+    p = add_command(
+        sub, "watch", cmd_watch, both, help="show the night's state (vultur_watch_q / cascade_stat)"
+    )
+    p.add_argument("--once", action="store_true", help="print once and exit")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between updates")
+    p.add_argument("--schedd", help="HTCondor schedd name (default: the local one)")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Write the AB monitor page (getStatusAB) of the night; -F also exports it."""
+    from abflow.views.monitor import export_page, pool_queue, write_page
+
+    night = night_of(args)
+    print(f"wrote {write_page(night, pool_queue(night))}")
+    if args.refresh:
+        _refresh_until_the_run_ends(night, args.interval, args.wait)
+    if args.export:
+        target = night.settings.status_export_dir
+        if not target:  # the final monitor call of a night must not fail it
+            print(
+                "abflow status: not exported (-F): set status_export_dir in the configuration",
+                file=sys.stderr,
+            )
+            return 0
+        print(f"exported {export_page(night, target)}")
+    return 0
+
+
+def _refresh_until_the_run_ends(night: Night, interval: float, wait: float) -> None:
+    """Rewrite the night's page every ``interval`` s while a run of it is alive (waiting up
+    to ``wait`` s for one to start); write it a last time when it has ended."""
+    from abflow.state.runstate import process_alive, read_run
+    from abflow.views.monitor import pool_queue, write_page
+
+    s = night.settings
+    started = time.time()
+    deadline = time.monotonic() + wait
+    next_page = time.monotonic() + interval
+    seen = False
+    while True:
+        runs = [r for b in s.batches if (r := read_run(s.state_dir, b))]
+        alive = any(process_alive(r) for r in runs)
+        # a run seen alive, or one that came and went between two looks (it left records)
+        seen = seen or alive or _written_since(s.state_dir, started)
+        if not alive and (seen or time.monotonic() > deadline):
+            break
+        time.sleep(1.0)
+        if time.monotonic() >= next_page:
+            write_page(night, pool_queue(night))
+            next_page = time.monotonic() + interval
+    print(f"wrote {write_page(night, pool_queue(night))}")
+
+
+def _written_since(state_dir: str, since: float) -> bool:
+    """True if a completion record or failure note was written after ``since`` (epoch s)."""
+    layout = StateLayout(state_dir)
+    for directory in (layout.records_dir, layout.failed_dir):
+        for root, _dirs, files in os.walk(directory):
+            if any(os.path.getmtime(os.path.join(root, f)) >= since for f in files):
+                return True
+    return False
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    """Draw the Gantt chart of the night's run (PNG and SVG)."""
+    from abflow.views.monitor import timeline_paths, write_page
+    from abflow.views.timeline import draw
+
+    night = night_of(args)
+    png, svg = timeline_paths(night)
+    items, achieved, predicted = draw(night, png, svg)
+    if not items:
+        print("abflow timeline: no completion records yet", file=sys.stderr)
+        return 1
+    pred = f", predicted {predicted:.1f} s" if predicted is not None else ""
+    print(f"wrote {png} and {svg}: {len(items)} jobs, achieved {achieved:.1f} s{pred}")
+    write_page(night)  # the page links the timeline
+    return 0
+
+
+def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | None, str]:
+    """The night store's jobs in the HTCondor queue, and what went wrong asking for them."""
+    from abflow.run.condor import night_queue
+
+    try:
+        return night_queue(settings.state_dir, args.schedd), ""
+    except Exception as exc:  # no pool reachable: say so, do not fail the command
+        return None, f"HTCondor: queue not reachable ({exc})"
+
+
+def _queue_line(queue: list | None, problem: str) -> str:
+    from abflow.run.condor import queue_summary
+
+    if queue is None:
+        return problem
+    counts = queue_summary(queue)
+    return "HTCondor: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Show the state of the night (with its HTCondor jobs) until its run ends, then its
+    summary; without a run going on, show it once."""
+    from abflow.views.status import failure_summary, night_state
+
+    settings = settings_of(args)
+    night = load_night(settings)
+    seen_run = False
+    while True:
+        queue, problem = _pool_queue(args, settings)
+        state = night_state(night, queue)
+        line = _queue_line(queue, problem)
+        print(state.format() + (f"\n{line}" if line else ""), flush=True)
+        seen_run = seen_run or state.run_alive
+        if args.once:
+            return 0
+        if not state.run_alive:
+            summary = failure_summary(night)
+            c = state.counts()
+            print(
+                ("the run has ended" if seen_run else "no run going on")
+                + f": {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} failed"
+                + (f"\n{summary}" if summary else ""),
+                flush=True,
+            )
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+        print()

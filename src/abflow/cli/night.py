@@ -1,0 +1,81 @@
+"""``abflow check``, ``abflow cascade`` and ``abflow plan``: the night before it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from abflow.cli.common import Parents, add_command, night_of, settings_of
+from abflow.model.night import load_night
+
+
+def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
+    """Add the commands of this module."""
+    both = [parents.config, parents.night]
+    add_command(sub, "check", cmd_check, both, help="validate the configuration and the night")
+    p = add_command(
+        sub, "cascade", cmd_cascade, both, help="print the cascade as levels with counts"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--brief", action="store_true", help="counts per level only")
+    p = add_command(
+        sub,
+        "plan",
+        cmd_plan,
+        both,
+        help="critical path and predicted makespan of the night for several slot counts",
+    )
+    p.add_argument("--slots", type=int, nargs="+", metavar="N", help="slot counts (1 2 4 8)")
+    p.add_argument(
+        "--from-history",
+        action="store_true",
+        help="durations from earlier runs (records of the same ABs or recipes), in seconds",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and the night; print the problems or a one-line summary."""
+    settings = settings_of(args)
+    night = load_night(settings)
+    for key, source in sorted(settings.sources.items()):
+        print(f"{key} = {_config_value(settings.raw, key)} (from {source})")
+    for note in settings.notes:
+        print(f"note: {note}")
+    for warning in night.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{settings.batch_id}: {len(night)} ABs, "
+        f"{sum(len(p) for p in night.parents.values())} dependencies, "
+        f"{len(night.levels())} levels: OK"
+    )
+    return 0
+
+
+def _config_value(config: dict, dotted: str) -> object:
+    node: object = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def cmd_cascade(args: argparse.Namespace) -> int:
+    """Print the cascade as levels (which ABs can run together) with counts."""
+    from abflow.model.plan import cascade_summary, format_cascade
+
+    night = night_of(args)
+    if args.json:
+        print(json.dumps(cascade_summary(night), indent=2))
+    else:
+        print(format_cascade(night, verbose=not args.brief))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the cascade levels, the critical path and predicted makespans per slot count."""
+    from abflow.model.plan import format_plan, plan_night
+
+    plan = plan_night(night_of(args), args.slots or [1, 2, 4, 8], from_history=args.from_history)
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0
