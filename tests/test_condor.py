@@ -141,9 +141,10 @@ def job_names(state_dir: str) -> list[str]:
 
 
 def data_arrays(path: str) -> list[np.ndarray]:
-    from abflow.example.fits import iter_hdus, read_data
+    from astropy.io import fits
 
-    return [read_data(path, i) for i, hdu in enumerate(iter_hdus(path)) if hdu.data_size]
+    with fits.open(path) as hdus:
+        return [np.array(hdu.data) for hdu in hdus if hdu.data is not None]
 
 
 # ----------------------------------------------------------------------------- the example night

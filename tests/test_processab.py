@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from conftest import DATE
 
-from abflow.example.fits import Hdu, write_fits
 from abflow.example.processab import (
     ProcessError,
     Product,
@@ -142,9 +142,10 @@ def test_exit_zero_without_the_expected_products_fails(setup, tmp_path, monkeypa
     Path(ab.path).write_text(AB_TEXT)
     fake = tmp_path / "fake-esorex"
     fake.write_text(
-        "#!/usr/bin/env python3\nimport sys\nfrom abflow.example.fits import Hdu, write_fits\n"
+        "#!/usr/bin/env python3\nimport sys\nfrom astropy.io import fits\n"
         "d=[a.split('=',1)[1] for a in sys.argv if a.startswith('--output-dir=')][0]\n"
-        "write_fits(d+'/r.UVES.X_tpl_0000.fits', Hdu({'ESO PRO CATG': 'MASTER_DARK_BLUE'}))\n"
+        "h=fits.Header([('HIERARCH ESO PRO CATG', 'MASTER_DARK_BLUE')])\n"
+        "fits.PrimaryHDU(header=h).writeto(d+'/r.UVES.X_tpl_0000.fits')\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr("abflow.example.processab.ESOREX", str(fake))
@@ -155,7 +156,7 @@ def test_exit_zero_without_the_expected_products_fails(setup, tmp_path, monkeypa
 
 def test_fits_product_catg_is_read(tmp_path) -> None:
     path = tmp_path / "p.fits"
-    write_fits(path, Hdu({"ESO PRO CATG": "MASTER_BIAS"}))
+    fits.PrimaryHDU(header=fits.Header([("HIERARCH ESO PRO CATG", "MASTER_BIAS")])).writeto(path)
     from abflow.example.processab import list_products
 
     assert list_products(str(tmp_path)) == [Product(str(path), "MASTER_BIAS")]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from conftest import DATE
 
-from abflow.example.fits import Hdu, write_fits
 from abflow.example.qc import HOT_SIGMA, QCError, image_stats, process_qc
 from abflow.model.ab import parse_ab
 from abflow.model.config import resolve
@@ -36,7 +36,8 @@ def test_process_qc_writes_paf_png_and_results(dfo, tmp_path, monkeypatch) -> No
     product.parent.mkdir(parents=True)
     image = np.full((64, 64), 7.0, dtype=np.float32)
     image[3, 3] = 1000.0
-    write_fits(product, Hdu({"ESO PRO CATG": "MASTER_DARK"}, image))
+    header = fits.Header([("HIERARCH ESO PRO CATG", "MASTER_DARK")])
+    fits.PrimaryHDU(image, header).writeto(product)
     text = (
         f"RECIPE gimasterdark\nRAW_TYPE DARK\nRAWFILE $DFO_RAW_DIR/{DATE}/a.fits DARK\n"
         f"PRODUCTS $DFS_PRODUCT/DARK/{DATE}/r.X_0000.fits MASTER_DARK\n"

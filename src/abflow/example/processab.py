@@ -19,7 +19,8 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from abflow.example.fits import read_header
+from astropy.io import fits
+
 from abflow.model.ab import AB, read_ab, stem
 from abflow.model.commands import fill
 from abflow.model.config import Settings
@@ -151,7 +152,7 @@ def list_products(outdir: str) -> list[Product]:
         if not name.endswith(".fits") or not os.path.isfile(path):
             continue
         try:
-            header = read_header(path)
+            header = fits.getheader(path)
         except (OSError, ValueError) as exc:
             raise ProcessError(f"product {name} is not a readable FITS file: {exc}") from None
         extname = str(header.get("EXTNAME", ""))

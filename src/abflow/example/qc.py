@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from astropy.io import fits
 
-from abflow.example.fits import iter_hdus, read_data
 from abflow.model.ab import AB
 from abflow.model.config import Settings
 from abflow.state.fsutil import atomic_write_bytes, atomic_write_text
@@ -56,13 +56,16 @@ def image_stats(data: np.ndarray) -> tuple[float, float, float, int]:
     return median, noise, float(values.mean()), hot
 
 
-def first_image(path: str) -> tuple[int, np.ndarray, dict]:
-    """(extension index, pixels, header) of the first HDU of ``path`` with a 2-d image."""
-    for hdu in iter_hdus(path):
-        if hdu.header.get("NAXIS", 0) >= 2 and hdu.header.get("XTENSION", "IMAGE") == "IMAGE":
-            data = read_data(path, hdu.index)
-            if data is not None:
-                return hdu.index, data, hdu.header
+def first_image(path: str) -> tuple[int, np.ndarray, fits.Header]:
+    """(extension index, pixels, header) of the first HDU of ``path`` with a 2-d image (also
+    of a tile-compressed ``.fits.fz``)."""
+    try:
+        with fits.open(path) as hdus:
+            for index, hdu in enumerate(hdus):
+                if hdu.is_image and hdu.header.get("NAXIS", 0) >= 2 and hdu.data is not None:
+                    return index, np.array(hdu.data), hdu.header
+    except (OSError, ValueError) as exc:
+        raise QCError(f"{os.path.basename(path)} is not a readable FITS file: {exc}") from None
     raise QCError(f"{os.path.basename(path)} has no image")
 
 

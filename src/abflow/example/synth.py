@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
 
-from abflow.example.fits import Hdu, write_fits
+from abflow.state.fsutil import atomic_write_with
 
 __all__ = [
     "ARCHIVE_PREFIX",
@@ -77,6 +78,18 @@ INT16_MAX = np.iinfo(np.int16).max
 # --------------------------------------------------------------------------------------------
 # Names and times
 # --------------------------------------------------------------------------------------------
+
+
+def _hdu(
+    cards: dict[str, Any], data: np.ndarray | None, primary: bool = True
+) -> fits.PrimaryHDU | fits.ImageHDU:
+    """An HDU with ``cards`` (keyword -> value or (value, comment), ESO's multi-word keywords as
+    HIERARCH cards) and ``data``."""
+    header = fits.Header()
+    for key, value in cards.items():
+        value, comment = value if isinstance(value, tuple) else (value, "")
+        header[key if len(key) <= 8 and " " not in key else f"HIERARCH {key}"] = (value, comment)
+    return (fits.PrimaryHDU if primary else fits.ImageHDU)(data=data, header=header)
 
 
 def parse_timestamp(timestamp: str | datetime) -> datetime:
@@ -229,7 +242,7 @@ def giraffe_frame(
     dark_current: float = 0.002,
     hot_pixels: int = 40,
     hot_rate: float = 5.0,
-) -> list[Hdu]:
+) -> fits.HDUList:
     """Return a GIRAFFE ``BIAS`` or ``DARK`` raw frame as a single primary image HDU.
 
     ``dark_current`` and ``hot_rate`` are in ADU per second; ``hot_pixels`` fixed pixels get
@@ -271,7 +284,7 @@ def giraffe_frame(
             "ESO INS MODE": ("MED", "instrument mode"),
         }
     )
-    return [Hdu(header, _to_int16(image))]
+    return fits.HDUList([_hdu(header, _to_int16(image))])
 
 
 def _add_dark(area: np.ndarray, rng: np.random.Generator, rate: float, exptime: float) -> None:
@@ -306,7 +319,7 @@ def uves_frame(
     dark_current: float = 0.002,
     hot_pixels: int = 20,
     hot_rate: float = 5.0,
-) -> list[Hdu]:
+) -> fits.HDUList:
     """Return a UVES blue-arm ``BIAS`` or ``DARK`` raw frame (single primary image HDU).
 
     The image has 24 prescan and 24 overscan columns that see only bias; units as in
@@ -360,7 +373,7 @@ def uves_frame(
             "ESO INS MODE": ("DICHR#1", "instrument mode"),
         }
     )
-    return [Hdu(header, _to_int16(image))]
+    return fits.HDUList([_hdu(header, _to_int16(image))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +462,7 @@ def muse_frame(
     hot_pixels: int = 40,
     hot_rate: float = 3.0,
     flat_level: float = 8000.0,
-) -> list[Hdu]:
+) -> fits.HDUList:
     """Return a MUSE raw frame: header-only primary HDU plus one ``CHANnn`` HDU per IFU.
 
     Each extension holds four ports of ``quadrant`` illuminated pixels with 32-pixel prescans
@@ -482,7 +495,7 @@ def muse_frame(
         header["ESO INS LAMP1 NAME"] = ("CON-LAMP1", "lamp name")
         header["ESO INS LAMP1 ST"] = (True, "lamp switched on")
     light = _muse_flat_light(ny, nx, flat_level) if knd == "FLAT" else None
-    extensions: list[Hdu] = []
+    extensions: list[fits.ImageHDU] = []
     for ifu in ifus:
         if not 1 <= ifu <= MUSE_NIFU:
             raise ValueError(f"MUSE IFU numbers run from 1 to {MUSE_NIFU}, got {ifu}")
@@ -542,15 +555,15 @@ def muse_frame(
                 image[port.data_y, port.data_x] += lamp + noise * np.sqrt(
                     lamp / np.float32(MUSE_GAIN)
                 )
-        extensions.append(Hdu(ext_header, _to_int16(image)))
-    return [Hdu(header, None), *extensions]
+        extensions.append(_hdu(ext_header, _to_int16(image), primary=False))
+    return fits.HDUList([_hdu(header, None), *extensions])
 
 
 # --------------------------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------------------------
 
-_FACTORIES: dict[str, Callable[..., list[Hdu]]] = {
+_FACTORIES: dict[str, Callable[..., fits.HDUList]] = {
     "GIRAFFE": giraffe_frame,
     "UVES": uves_frame,
     "MUSE": muse_frame,
@@ -564,7 +577,7 @@ def raw_frame(
     seed: int,
     exptime: float = 0.0,
     **opts: Any,
-) -> list[Hdu]:
+) -> fits.HDUList:
     """Return the HDUs of a synthetic raw frame (primary first) for an instrument and kind.
 
     ``opts`` go to :func:`giraffe_frame`, :func:`uves_frame` or :func:`muse_frame`.
@@ -591,6 +604,6 @@ def write_raw_frame(
     hdus = raw_frame(instrument, kind, timestamp, seed, exptime, **opts)
     target = Path(path)
     if target.is_dir():
-        target = target / str(hdus[0].header["ARCFILE"][0])
-    write_fits(target, hdus[0], hdus[1:])
+        target = target / str(hdus[0].header["ARCFILE"])
+    atomic_write_with(target, lambda fh: hdus.writeto(fh, checksum=True))
     return target
