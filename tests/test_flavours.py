@@ -193,7 +193,7 @@ def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, 
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
     settings = resolve({"date": DATE, "dfo": dfo, "check_products": False,
                         "commands": {"process_ab": "echo recipe ran on {ab}"}})  # fmt: skip
-    rules = NightRules(load_night(settings), write_run_config(settings))
+    rules = NightRules(load_night(settings), write_run_config(settings), pool=True)
     ab = rules.night.names[0]
     ad = tmp_path / ".job.ad"
     command = rules.pool_command("process_ab")(type("W", (), {"ab": ab})(), 1)

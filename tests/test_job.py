@@ -68,15 +68,14 @@ def _full(step: Step, det: int | None = None) -> JobCommand:
 )
 def test_a_job_command_line_parses_back_into_the_same_job(command: JobCommand) -> None:
     argv = command.argv()
-    assert argv[:2] == [sys.executable, ENTRY]
-    assert JobCommand.parse(argv[2:]) == command
+    assert argv[:3] == [sys.executable, "-S", ENTRY]
+    assert JobCommand.parse(argv[3:]) == command
     # as the rules give it: without the paths, which the rule appends from its declarations
     short = command.argv(with_paths=False)
     assert "--record" not in short and "--log" not in short
     tail = ["--record", command.record] if command.record else []
-    tail += ["--benchmark", command.benchmark] if command.benchmark else []
     tail += ["--log", command.log, "--threads", str(command.threads)]
-    assert JobCommand.parse(short[2:] + tail) == command
+    assert JobCommand.parse(short[3:] + tail) == command
 
 
 @pytest.mark.parametrize(

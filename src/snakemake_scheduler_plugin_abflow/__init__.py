@@ -8,7 +8,9 @@ horizon. Jobs of equal length end a fraction of a second apart; without the rese
 first freed slot goes to whatever job with slack is ready at that instant, and the critical
 chain's job, ready 0.2 s later, finds the slots taken (snakemake-notes.md). With it, the run
 makes the same choices as the plan, which assumes jobs ending together free their slots
-together.
+together. A job of lower priority still takes a kept slot when it is expected to end by the
+time the imminent job becomes ready (within a quarter of a typical job length): it is then
+done before the slot is wanted, as in the plan.
 """
 
 import statistics
@@ -21,6 +23,9 @@ from snakemake_interface_scheduler_plugins.base import SchedulerBase
 from snakemake_interface_scheduler_plugins.settings import SchedulerSettingsBase
 
 PLAN_RULES = ("process_ab", "process_ab_det")
+# a job that ends this fraction of a typical job length after an imminent job becomes ready
+# still counts as done in time (equal jobs end a fraction of a second apart)
+TOLERANCE = 0.25
 
 
 @dataclass
@@ -94,8 +99,11 @@ class Scheduler(SchedulerBase):
                 if self._is_plan_job(job):
                     self._durations.append(now - started)
 
-    def _imminent(self, selectable: set[Any], remaining: set[Any], now: float) -> list[Any]:
-        """AB jobs not ready yet whose prerequisites are all running and about to end."""
+    def _imminent(
+        self, selectable: set[Any], remaining: set[Any], now: float
+    ) -> list[tuple[Any, float | None]]:
+        """AB jobs not ready yet whose prerequisites are all running and about to end, with
+        when they are expected to become ready (None: not known yet)."""
         horizon = (
             self.settings.horizon if self.settings and self.settings.horizon is not None else 30.0
         )
@@ -115,6 +123,7 @@ class Scheduler(SchedulerBase):
                 deps = self._deps.get(child, ())
                 if any(d not in self._started and not self.dag.finished(d) for d in deps):
                     continue  # something it needs has not even started
+                ready_at = None
                 if typical is not None:
                     ends = [
                         self._started[d] + typical
@@ -123,8 +132,33 @@ class Scheduler(SchedulerBase):
                     ]
                     if ends and max(ends) - now > horizon:
                         continue
-                out.append(child)
+                    ready_at = max(ends, default=now)
+                out.append((child, ready_at))
         return out
+
+    def _held(
+        self,
+        job: Any,
+        imminent: list[tuple[Any, float | None]],
+        free: Mapping[str, float],
+        now: float,
+    ) -> dict[str, float]:
+        """The resources kept for imminent jobs of higher priority than ``job`` that become
+        ready before ``job`` would end."""
+        typical = self._typical_duration()
+        held: dict[str, float] = {}
+        for other, ready_at in imminent:
+            if other.priority <= job.priority:
+                continue
+            if (
+                typical is not None
+                and ready_at is not None
+                and now + typical <= ready_at + TOLERANCE * typical
+            ):
+                continue  # done by the time the slot is wanted
+            for name, value in _limited(other.scheduler_resources, free).items():
+                held[name] = held.get(name, 0) + value
+        return held
 
     def select_jobs(
         self,
@@ -152,11 +186,7 @@ class Scheduler(SchedulerBase):
             chosen = []
             for job in sorted(selectable_jobs, key=lambda j: -j.priority):
                 need = _limited(job.scheduler_resources, free)
-                held: dict[str, float] = {}
-                for other in imminent:
-                    if other.priority > job.priority:
-                        for name, value in _limited(other.scheduler_resources, free).items():
-                            held[name] = held.get(name, 0) + value
+                held = self._held(job, imminent, free, now) if imminent else {}
                 if all(need[n] + held.get(n, 0) <= free[n] for n in need):
                     chosen.append(job)
                     for name, value in need.items():

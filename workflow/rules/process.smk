@@ -3,7 +3,9 @@
 # n > 1, not under DRS_TYPE INT) runs as n process_ab_det jobs (commands.process_ab_det, {det} =
 # 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
 # Every job runs `python -m abflow.job` (abflow/job/), given the record and the log its rule
-# declares; the paths are the state layout's (abflow/state/layout.py).
+# declares; the paths are the state layout's (abflow/state/layout.py). The job writes its own
+# benchmark (Snakemake's format, <state_dir>/benchmarks/...): a rule's `benchmark:` would have
+# Snakemake poll every running job's processes, which slowed 32-way fan-outs measurably.
 
 
 rule process_ab:
@@ -14,8 +16,6 @@ rule process_ab:
         record=RULES.pattern("records", "process_ab"),
     log:
         RULES.pattern("logs", "process_ab"),
-    benchmark:
-        RULES.pattern("benchmarks", "process_ab")
     priority: RULES.get_priority
     conda:
         "../../environment.yml"
@@ -41,8 +41,6 @@ rule process_ab_det:
         record=RULES.pattern("records", "process_ab_det"),
     log:
         RULES.pattern("logs", "process_ab_det"),
-    benchmark:
-        RULES.pattern("benchmarks", "process_ab_det")
     wildcard_constraints:
         det=r"[1-9][0-9]*",
     priority: RULES.get_det_priority

@@ -84,7 +84,8 @@ BENCHMARK_HEADER = (
 
 
 def write_benchmark(path: str, seconds: float) -> None:
-    """Snakemake's benchmark of a job that no Snakemake ran (its command's resource usage)."""
+    """Snakemake's benchmark of the job, in Snakemake's format: its wall time, and its command's
+    resource use (the peak RSS of its largest process, its I/O and its CPU time)."""
     import resource
 
     from abflow.state.fsutil import atomic_write_text

@@ -53,7 +53,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     from abflow.model.config import ConfigError, resolve, write_run_config
     from abflow.model.night import NightError, load_night
     from abflow.run.condor import owner_id, write_wrapper
-    from abflow.run.flavour import decide, describe, executor_problem, read_profiles
+    from abflow.run.flavour import decide, describe, executor_problem, is_remote, read_profiles
     from abflow.run.rules import NightRules
 
     profiles = read_profiles()
@@ -64,7 +64,8 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
         settings = resolve(flavour.config, root=workflow.basedir)
         night = load_night(settings)
         run_config = write_run_config(settings)
-        rules = NightRules(night, run_config, remote=workflow.remote_exec)
+        rules = NightRules(night, run_config, remote=workflow.remote_exec,
+                           pool=is_remote(profiles.executor))  # fmt: skip
     except (ConfigError, NightError, ValueError) as exc:
         raise StartRefused(str(exc)) from None
     problem = executor_problem(settings.drs_type, profiles.executor) or (

@@ -222,9 +222,15 @@ class NightRules:
     """What the generic rules need to know about each job of a Night."""
 
     def __init__(
-        self, night: Night, run_config: str, run_token: str = "", remote: bool = False
+        self,
+        night: Night,
+        run_config: str,
+        run_token: str = "",
+        remote: bool = False,
+        pool: bool = False,
     ) -> None:
         self.night = night
+        self.pool = pool  # jobs are submitted to an HTCondor pool (the classad_* resources)
         self.settings: Settings = night.settings
         self.layout = self.settings.layout
         self.run_config = run_config
@@ -372,6 +378,7 @@ class NightRules:
             date=night.date(ab),
             batch=night.batch_of(ab),
             rerun_key=self.scope.rerun_key(ab) if job.step is not Step.PROCESS_QC else "0:",
+            benchmark=self.layout.benchmark(job) if job.step is not Step.PROCESS_QC else "",
             **common,
         )
 
@@ -413,10 +420,10 @@ class NightRules:
         instead of a second Snakemake (abflow.run.condor)."""
 
         def pool_command(wildcards: Any, threads: int) -> str:
+            if not self.pool:  # not needed where jobs run locally: not built (DAG time)
+                return ""
             job = self.job_of(rule, wildcards)
             command = self.job_command(job, threads)
-            if rule != "process_qc":  # the benchmark its rule declares (no Snakemake writes it)
-                command = command.replace(benchmark=self.layout.benchmark(job))
             return base64.b64encode(json.dumps(command.argv()[1:]).encode()).decode()
 
         pool_command.__name__ = f"pool_command_{rule}"

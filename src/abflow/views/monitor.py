@@ -9,11 +9,14 @@ The page reloads itself every 300 s; during a run the workflow rewrites it at le
 from __future__ import annotations
 
 import datetime as _dt
-import html
+import functools
 import os
 import shutil
 import threading
 from collections.abc import Callable
+
+import jinja2
+from markupsafe import Markup
 
 from abflow import __version__
 from abflow.model.night import Night
@@ -23,32 +26,6 @@ from abflow.views.status import STATES, ABState, NightState, night_state
 
 RELOAD_SECONDS = 300
 REFRESH_SECONDS = 60
-
-STYLE = """
-body { font-family: sans-serif; font-size: 13px; margin: 1em; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; white-space: nowrap; }
-th { background: #eee; }
-.counts span { display: inline-block; margin-right: 1.5em; font-size: 15px; }
-.succeeded { background: #d9f2d9; } .failed { background: #f7c6c6; }
-.running { background: #fff2b3; } .queued { background: #e6eefc; }
-.blocked { background: #eee0f7; } .created { background: #ffffff; }
-td.reason { white-space: normal; max-width: 40em; color: #900; }
-"""
-
-SCRIPT = """
-(function () {
-  var made = Date.parse(document.body.getAttribute("data-written"));
-  var el = document.getElementById("age");
-  function tick() {
-    var s = Math.round((Date.now() - made) / 1000);
-    el.textContent = s < 120 ? s + " s ago" : Math.round(s / 60) + " min ago";
-  }
-  tick();
-  setInterval(tick, 5000);
-  document.body.setAttribute("data-ready", "1");
-})();
-"""
 
 
 def page_path(night: Night) -> str:
@@ -105,75 +82,53 @@ Link = Callable[[str], str | None]
 
 
 def render(state: NightState, link: Link) -> str:
-    """The page as HTML. ``link(path)`` gives the href of a file (None: no link)."""
+    """The page as HTML (templates/status.html.j2, every value escaped). ``link(path)`` gives
+    the href of a file (None: no link)."""
     night = state.night
     s = night.settings
-    counts = state.counts()
-    written = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    esc = html.escape
-
-    def a(path: str | None, text: str) -> str:
-        href = link(path) if path else None
-        return f'<a href="{esc(href)}">{esc(text)}</a>' if href else ""
-
-    if state.run and state.run_alive:
-        run = f"running: snakemake pid {state.run['pid']} on {esc(str(state.run['host']))}"
-    else:
-        run = "no run going on"
-    head = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="refresh" content="{RELOAD_SECONDS}">',
-        f"<title>AB monitor {esc(s.batch_id)}</title>",
-        f"<style>{STYLE}</style></head>",
-        f'<body data-written="{written}">',
-        f"<h1>AB monitor: {esc(s.mode)} {esc(s.date)}</h1>",
-        f'<p>{run}; page written {esc(written)} (<span id="age"></span>), '
-        f"reloads every {RELOAD_SECONDS} s. abflow {__version__}</p>",
-        '<p class="counts">'
-        + f'<span id="count-all">all: <b>{counts["all"]}</b></span>'
-        + "".join(
-            f'<span id="count-{st}" class="{st}">{st}: <b>{counts[st]}</b></span>' for st in STATES
-        )
-        + "</p>",
-    ]
     png, svg = timeline_paths(night)
-    if os.path.exists(png):
-        head.append(f"<p>timeline: {a(png, 'PNG')} {a(svg, 'SVG')}</p>")
-    rows = [
-        "<table><thead><tr><th>#</th><th>AB</th><th>raw type</th><th>recipe</th><th>state</th>"
-        "<th>start</th><th>end</th><th>duration</th><th>host</th><th>HTCondor</th>"
-        "<th>waits for</th>"
-        "<th>log</th><th>QC report</th><th>QC1</th><th>reason</th></tr></thead><tbody>"
-    ]
-    for i, item in enumerate(state.abs, start=1):
-        ab = night.ab_objects[item.ab]
-        rec = item.record or item.failure or {}
-        log = str(rec.get("log") or s.layout.log(JobId(Step.PROCESS_AB, item.ab)))
-        results = (item.qc or {}).get("results") or {}
-        qc_links = " ".join(
-            x for x in (a(results.get("png"), "PNG"), a(results.get("paf"), "PAF")) if x
-        )
-        if item.qc_failure:
-            qc_links = (qc_links + " QC failed").strip()
-        reason = (item.failure or {}).get("reason", "") if item.state == "failed" else ""
-        host = item.host or str(rec.get("host", ""))
-        qc1, qc1_all = _qc1(item)
-        rows.append(
-            f'<tr id="ab-{i}" class="{item.state}" data-state="{item.state}">'
-            f"<td>{i}</td><td>{esc(item.ab)}</td><td>{esc(ab.raw_type)}</td>"
-            f"<td>{esc(ab.recipe)}</td><td>{item.state}</td>"
-            f"<td>{_time(rec.get('start'))}</td><td>{_time(rec.get('end'))}</td>"
-            f"<td>{_duration(rec.get('duration_s'))}</td><td>{esc(host)}</td>"
-            f'<td class="pool">{esc(item.pool)}</td>'
-            f"<td>{esc(', '.join(night.parents[item.ab]))}</td>"
-            f"<td>{a(log if os.path.exists(log) else None, 'log')}</td>"
-            f'<td>{qc_links}</td><td class="qc1" title="{esc(qc1_all)}">{esc(qc1)}</td>'
-            f'<td class="reason">{esc(str(reason))}</td></tr>'
-        )
-    rows.append("</tbody></table>")
-    tail = [f"<script>{SCRIPT}</script>", "</body></html>"]
-    return "\n".join(head + rows + tail) + "\n"
+
+    def anchor(path: str | None, text: str) -> Markup:
+        href = link(path) if path else None
+        return Markup('<a href="{}">{}</a>').format(href, text) if href else Markup("")
+
+    return _template().render(
+        batch_id=s.batch_id, mode=s.mode, date=s.date, version=__version__,
+        reload_seconds=RELOAD_SECONDS, states=STATES, counts=state.counts(),
+        written=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        run=state.run if state.run and state.run_alive else None,
+        timeline={"png": png, "svg": svg} if os.path.exists(png) else None,
+        rows=[_row(night, item) for item in state.abs], link=anchor,
+    )  # fmt: skip
+
+
+def _row(night: Night, item: ABState) -> dict[str, object]:
+    """What the page shows of one AB."""
+    ab = night.ab_objects[item.ab]
+    rec = item.record or item.failure or {}
+    log = str(rec.get("log") or night.settings.layout.log(JobId(Step.PROCESS_AB, item.ab)))
+    results = (item.qc or {}).get("results") or {}
+    qc1, qc1_all = _qc1(item)
+    return {
+        "ab": item.ab, "raw_type": ab.raw_type, "recipe": ab.recipe, "state": item.state,
+        "start": _time(rec.get("start")), "end": _time(rec.get("end")),
+        "duration": _duration(rec.get("duration_s")),
+        "host": item.host or str(rec.get("host", "")), "pool": item.pool,
+        "waits_for": ", ".join(night.parents[item.ab]),
+        "log": log if os.path.exists(log) else None,
+        "qc_png": results.get("png"), "qc_paf": results.get("paf"),
+        "qc_failed": bool(item.qc_failure), "qc1": qc1, "qc1_all": qc1_all,
+        "reason": (item.failure or {}).get("reason", "") if item.state == "failed" else "",
+    }  # fmt: skip
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("abflow.views", "templates"), autoescape=True,
+        keep_trailing_newline=True,
+    )  # fmt: skip
+    return environment.get_template("status.html.j2")
 
 
 def relative_link(page: str) -> Link:
