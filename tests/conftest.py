@@ -106,7 +106,7 @@ def place_raw_files(dfo: dict[str, str]) -> int:
     from abflow.model.night import load_night
 
     night = load_night(resolve({"date": DATE, "dfo": dfo}))
-    paths = {p for ab in night.names for p in night.raw_inputs[ab]}
+    paths = {p for record in night for p in record.raw_inputs}
     for path in paths:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         Path(path).touch()

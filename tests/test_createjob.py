@@ -104,8 +104,8 @@ def test_con_waits_are_the_nights_edges(dfo) -> None:
         ids[ab] = int(job_id)
         waits[ab] = {int(w) for w in wait.split()}
         assert all(w < ids[ab] for w in waits[ab])  # a job only waits for earlier ones
-    for ab, parents in night.parents.items():
-        assert waits[ab] == {ids[p] for p in parents}
+    for record in night:
+        assert waits[record.name] == {ids[p] for p in record.parents}
 
 
 def test_rerunning_createjob_is_idempotent_and_keeps_other_lines(tmp_path, dfo) -> None:

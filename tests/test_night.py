@@ -10,7 +10,7 @@ from conftest import DATE
 
 from abflow.example.generate import ABSpec, ab_text, calib_night, fan_cascade, write_night
 from abflow.model.config import resolve
-from abflow.model.night import NightError, load_night
+from abflow.model.night import Edge, NightError, load_night
 
 
 def settings_for(dfo: dict[str, str], **extra):
@@ -36,35 +36,39 @@ def test_edges_from_product_stems_and_levels(dfo) -> None:
     night = make(dfo, fan_cascade([1, 3, 6]))
     names = night.names
     assert len(night) == 10 and len(night.edges) == 9
-    assert night.parents[names[1]] == (names[0],)
-    assert night.parents[names[4]] == (names[1],)
+    assert night[names[1]].parents == (names[0],)
+    assert night[names[4]].parents == (names[1],)
     assert [len(level) for level in night.levels()] == [1, 3, 6]
     assert night.descendants(names[1]) == [names[1], names[4], names[5]]
     assert night.ancestors(names[9]) == [names[0], names[3]]
-    virtual = night.virtual_inputs[names[1]][0]
+    virtual = night[names[1]].virtual[0]
     assert virtual.parent == names[0]
     assert virtual.product_path.startswith(dfo["product_dir"])
     assert virtual.product_path.endswith(names[0][: -len(".ab")] + "_0000.fits")
 
 
-def test_tables_have_explicit_columns_and_types(dfo) -> None:
+def test_records_and_edges_describe_every_ab_and_its_files(dfo) -> None:
     night = make(dfo, calib_night(9))
-    assert list(night.abs.index) == night.names
-    assert str(night.abs["level"].dtype) == "int64"
-    assert str(night.abs["mef_factor"].dtype) == "int64"
-    assert set(night.files["role"]) == {"RAWFILE", "MCALIB", "PRODUCTS"}
-    assert list(night.edges.columns) == ["parent", "child", "via"]
+    assert [record.name for record in night] == night.names
+    assert all(type(r.level) is int and type(night.mef_factor(r.name)) is int for r in night)
+    assert {row[0] for record in night for row in record.files()} == {
+        "RAWFILE",
+        "MCALIB",
+        "PRODUCTS",
+    }
+    assert all(isinstance(e, Edge) for e in night.edges)
     sci = night.names[2]
-    assert sorted(night.edges[night.edges.child == sci].parent) == sorted(night.names[:2])
-    assert night.abs.at[sci, "level"] == 2
+    assert sorted(e.parent for e in night.edges if e.child == sci) == sorted(night.names[:2])
+    assert night[sci].level == 2
+    assert night.dependencies() == 3 * 3  # 3 setups: flat <- bias, science <- bias and flat
 
 
 def test_prod_root_name_binds_a_virtual_entry_that_matches_no_products_entry(dfo) -> None:
     bias = ABSpec("B.2013-02-13T01:00:00.000.ab", n_products=0)
     flat = ABSpec("F.2013-02-13T02:00:00.000.ab", raw_type="FLAT", parents=[bias.name])
     night = make(dfo, [bias, flat])
-    assert night.parents[flat.name] == (bias.name,)
-    product = night.virtual_inputs[flat.name][0].product_path
+    assert night[flat.name].parents == (bias.name,)
+    product = night[flat.name].virtual[0].product_path
     assert product == os.path.join(
         dfo["product_dir"], "BIAS", DATE, "r.B.2013-02-13T01:00:00.000_0000.fits"
     )
@@ -74,7 +78,7 @@ def test_cascade_order_follows_dependencies_when_the_list_does_not(dfo) -> None:
     specs = fan_cascade([1, 2])
     specs.reverse()  # children listed before their parent
     night = make(dfo, specs)
-    assert night.abs["run_order"].idxmin() == specs[-1].name
+    assert min(night, key=lambda r: r.run_order).name == specs[-1].name
     assert len(night.warnings) == 2
     assert "listed before its calibration source" in str(night.warnings[0])
 
@@ -135,8 +139,8 @@ def test_virtual_calibration_that_exists_as_a_product_is_a_plain_input(dfo) -> N
     existing.write_bytes(b"x")
     flat = ABSpec("F.2013-02-13T02:00:00.000.ab", raw_type="FLAT", parents=["OLD.ab"])
     night = make(dfo, [flat])
-    assert night.parents[flat.name] == ()
-    assert night.virtual_inputs[flat.name][0].product_path == str(existing)
+    assert night[flat.name].parents == ()
+    assert night[flat.name].virtual[0].product_path == str(existing)
     assert len(night.edges) == 0
 
 

@@ -15,7 +15,6 @@ from abflow.model.config import resolve
 from abflow.model.night import load_night
 from abflow.model.plan import (
     critical_path,
-    history_durations,
     job_graph,
     job_priorities,
     list_schedule,
@@ -23,6 +22,7 @@ from abflow.model.plan import (
     optimal_unit_makespan,
     plan_night,
 )
+from abflow.views.history import history_durations
 
 
 def test_critical_path_on_hand_checked_cascades() -> None:
@@ -89,7 +89,7 @@ def test_history_durations_come_from_records(dfo) -> None:
     assert durations[specs[0].name] == 10 and durations[specs[1].name] == 20
     assert durations[specs[2].name] == 15  # no history of its recipe: median of all
     assert known == 2
-    plan = plan_night(load_night(settings), [1, 2], from_history=True)
+    plan = plan_night(load_night(settings), [1, 2], *history_durations(load_night(settings)))
     assert plan["unit"] == "seconds"
     assert [r["schedule"] for r in plan["predictions"]] == [45, 30]
 

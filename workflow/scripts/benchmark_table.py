@@ -2,8 +2,8 @@
 
 import sys
 
-from abflow.model.plan import benchmark_table
 from abflow.state.fsutil import atomic_write_text
+from abflow.views.history import benchmark_table
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -82,7 +82,7 @@ def _ask_parent(night: Night) -> str:
     """Ask on the terminal for the parent AB of a subcascade (createjob -a without AB)."""
     names = night.names
     for i, name in enumerate(names, start=1):
-        waits = ", ".join(night.parents[name])
+        waits = ", ".join(night[name].parents)
         print(f"{i:4d}  {name}" + (f"  (waits for {waits})" if waits else ""))
     answer = input("parent AB of the subcascade (number or name): ").strip()
     if answer.isdigit() and 1 <= int(answer) <= len(names):

@@ -47,7 +47,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{settings.batch_id}: {len(night)} ABs, "
-        f"{sum(len(p) for p in night.parents.values())} dependencies, "
+        f"{night.dependencies()} dependencies, "
         f"{len(night.levels())} levels: OK"
     )
     return 0
@@ -75,7 +75,10 @@ def cmd_cascade(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the cascade levels, the critical path and predicted makespans per slot count."""
     from abflow.model.plan import format_plan, plan_night
+    from abflow.views.history import history_durations
 
-    plan = plan_night(night_of(args), args.slots or [1, 2, 4, 8], from_history=args.from_history)
+    night = night_of(args)
+    history = history_durations(night) if args.from_history else (None, 0)
+    plan = plan_night(night, args.slots or [1, 2, 4, 8], *history)
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

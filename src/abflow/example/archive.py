@@ -70,7 +70,7 @@ def make_archive(
     os.makedirs(archive_dir, exist_ok=True)
     night = load_night(settings)
     todo: dict[str, dict[str, object]] = {}
-    for ab in night.ab_objects.values():
+    for ab in (record.ab for record in night):
         for frame in ab.rawfiles:
             todo.setdefault(os.path.basename(frame.path), frame_spec(ab, frame.path))
     written = kept = 0

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import heapq
 import math
-import os
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from abflow.model.night import Night
-from abflow.state.fsutil import iter_json_objects
-from abflow.state.fsutil import read_json_object as read_record
-from abflow.state.layout import JobId, Step
 
 
 def cascade_summary(night: Night) -> dict[str, Any]:
@@ -29,7 +24,7 @@ def cascade_summary(night: Night) -> dict[str, Any]:
         "batch": night.settings.batch_id,
         "abs": len(night),
         "jobs": jobs,
-        "edges": sum(len(p) for p in night.parents.values()),
+        "edges": night.dependencies(),
         "levels": [
             {
                 "level": k,
@@ -37,11 +32,11 @@ def cascade_summary(night: Night) -> dict[str, Any]:
                 "abs": [
                     {
                         "ab": name,
-                        "raw_type": night.ab_objects[name].raw_type,
-                        "recipe": night.ab_objects[name].recipe,
+                        "raw_type": night[name].ab.raw_type,
+                        "recipe": night[name].ab.recipe,
                         "mef_factor": night.mef_factor(name),
                         "detector_jobs": night.detectors(name) if night.detectors(name) > 1 else 0,
-                        "waits_for": list(night.parents[name]),
+                        "waits_for": list(night[name].parents),
                     }
                     for name in names
                 ],
@@ -90,7 +85,7 @@ def job_graph(night: Night) -> tuple[list[str], dict[str, list[str]]]:
     jobs: list[str] = []
     deps: dict[str, list[str]] = {}
     for ab in night.names:
-        parents = list(night.parents[ab])
+        parents = list(night[ab].parents)
         n = night.detectors(ab)
         if n > 1:
             dets = [f"{ab}#{k}" for k in range(1, n + 1)]
@@ -145,17 +140,17 @@ def job_priorities(night: Night) -> dict[str, int]:
     n = len(night)
     out: dict[str, int] = {}
     if night.settings.drs_type == "CPL":
-        for ab, r in night.run_order.items():
+        for ab, r in ((rec.name, rec.run_order) for rec in night):
             out[ab] = n - r
             for k in range(1, night.detectors(ab) + 1 if night.detectors(ab) > 1 else 1):
                 out[f"{ab}#{k}"] = n - r
         return out
     bottom: dict[str, int] = {}
-    for ab in sorted(night.names, key=night.run_order.__getitem__, reverse=True):
-        below = max((bottom[c] for c in night.children[ab]), default=0)
+    for ab in sorted(night.names, key=lambda name: night[name].run_order, reverse=True):
+        below = max((bottom[c] for c in night[ab].children), default=0)
         split = night.detectors(ab) > 1
         bottom[ab] = below + (2 if split else 1)
-        tie = n - night.run_order[ab]
+        tie = n - night[ab].run_order
         if split:
             out[ab] = (bottom[ab] - 1) * (n + 1) + tie
             for k in range(1, night.detectors(ab) + 1):
@@ -280,98 +275,19 @@ def lower_bound(
     return max(critical_path(deps, durations)[1], spread)
 
 
-def recorded_duration(settings: Any, record: Mapping[str, Any]) -> float:
-    """How long a finished job took: its Snakemake benchmark (the whole job command), else the
-    duration of its command in the completion record."""
-    try:
-        bench = settings.layout.benchmark(JobId.of_record(record))
-    except (KeyError, ValueError):
-        return float(record["duration_s"])
-    try:
-        with open(bench, encoding="utf-8") as fh:
-            header, values = fh.read().splitlines()[:2]
-        return float(dict(zip(header.split("\t"), values.split("\t"), strict=False))["s"])
-    except (OSError, ValueError, KeyError):
-        return float(record["duration_s"])
-
-
-BENCHMARK_COLUMNS = ("s", "max_rss", "max_vms", "io_in", "io_out", "mean_load", "cpu_time")
-
-
-def benchmark_table(settings: Any, record_paths: Sequence[str]) -> str:
-    """A TSV of the Snakemake benchmarks of the given AB records (and their detector jobs)."""
-    lines = ["\t".join(("ab", "step", "det", "recipe", "host", *BENCHMARK_COLUMNS))]
-    for path in record_paths:
-        rec = read_record(path)
-        if not rec:
-            continue
-        jobs = [rec]
-        if rec.get("step") == "mef_join":
-            first = settings.layout.record(JobId(Step.PROCESS_AB_DET, str(rec["ab"]), 1))
-            det_dir = os.path.dirname(first)
-            for name in sorted(os.listdir(det_dir) if os.path.isdir(det_dir) else []):
-                det = read_record(os.path.join(det_dir, name))
-                if det:
-                    jobs.append(det)
-        for job in jobs:
-            bench = settings.layout.benchmark(JobId.of_record(job))
-            try:
-                with open(bench, encoding="utf-8") as fh:
-                    header, values = fh.read().splitlines()[:2]
-            except (OSError, ValueError):
-                continue
-            row = dict(zip(header.split("\t"), values.split("\t"), strict=False))
-            fields = [job.get(k, "") for k in ("ab", "step", "det", "recipe", "host")]
-            fields += [row.get(c, "") for c in BENCHMARK_COLUMNS]
-            lines.append("\t".join(str(x) for x in fields))
-    return "\n".join(lines) + "\n"
-
-
-def history_durations(night: Night) -> tuple[dict[str, float], int]:
-    """Expected duration of every job from completion records of earlier runs.
-
-    A job's own record if there is one, else the median of the recorded durations of the same
-    recipe and step; jobs with no history at all get the median of everything recorded (or 1).
-    Durations are those of :func:`recorded_duration`.
-    Returns (durations, number of jobs with a recorded duration of their own or their recipe).
-    """
-    s = night.settings
-    by_kind: dict[tuple[str, str], list[float]] = {}
-    own: dict[str, float] = {}
-    for _path, rec in iter_json_objects(s.layout.records_dir):
-        # AB and detector jobs only: QC and download records have no place in the plan
-        if "duration_s" not in rec or "ab" not in rec:
-            continue
-        if rec.get("step") in ("process_qc", "download"):
-            continue
-        step = "det" if rec.get("step") == "process_ab_det" else "ab"
-        seconds = recorded_duration(s, rec)
-        by_kind.setdefault((str(rec.get("recipe", "")), step), []).append(seconds)
-        own[str(rec["ab"]) + (f"#{rec['det']}" if step == "det" else "")] = seconds
-    everything = [d for ds in by_kind.values() for d in ds]
-    fallback = statistics.median(everything) if everything else 1.0
-    durations: dict[str, float] = {}
-    known = 0
-    for job in job_graph(night)[1]:
-        ab = job.split("#", 1)[0]
-        step = "det" if "#" in job else "ab"
-        recipe = night.ab_objects[ab].recipe
-        if job in own:
-            durations[job] = own[job]
-            known += 1
-        elif (recipe, step) in by_kind:
-            durations[job] = statistics.median(by_kind[(recipe, step)])
-            known += 1
-        else:
-            durations[job] = fallback
-    return durations, known
-
-
-def plan_night(night: Night, slots: Sequence[int], from_history: bool = False) -> dict[str, Any]:
-    """The plan of a night: levels, critical path, and per slot count the makespan bounds."""
+def plan_night(
+    night: Night,
+    slots: Sequence[int],
+    durations: Mapping[str, float] | None = None,
+    known: int = 0,
+) -> dict[str, Any]:
+    """The plan of a night: levels, critical path, and per slot count the makespan bounds; in
+    job-lengths, or in seconds with the ``durations`` of the jobs (``known`` of them from a
+    history of their own or their recipe: abflow.views.history)."""
     jobs, deps = job_graph(night)
     priority = job_priorities(night)
-    durations, known = history_durations(night) if from_history else ({}, 0)
+    from_history = durations is not None
+    durations = durations or {}
     chain, length = critical_path(deps, durations)
     rows = []
     for n in slots:

@@ -124,8 +124,8 @@ class RunScope:
             # a split AB's detector jobs (all of equal priority) read the files
             wanted = max(self.priority[name], self.priority.get(f"{name}#1", 0))
             for kind, paths in (
-                ("raw", self.night.raw_inputs[name]),
-                ("cal", self.night.cal_inputs[name]),
+                ("raw", self.night[name].raw_inputs),
+                ("cal", self.night[name].cal_inputs),
             ):
                 for path in paths:
                     if path not in planned and not os.path.exists(path):
@@ -150,7 +150,7 @@ class RunScope:
                 generation = 0
             if ab in self.subcascade_set:
                 generation += 1
-            key = self._rerun_keys[ab] = f"{generation}:{self.night.ab_objects[ab].digest}"
+            key = self._rerun_keys[ab] = f"{generation}:{self.night[ab].ab.digest}"
         return key
 
     def rerun_request(self, ab: str) -> list[str]:
@@ -245,7 +245,7 @@ class NightRules:
         self.ab_threads = 1
         self.job_env = tuple(sorted(s.variables.items()))  # every job's $DFO_* directories
         self._parent_records = {
-            name: [self.scope.record(p) for p in parents] for name, parents in night.parents.items()
+            record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
@@ -276,7 +276,7 @@ class NightRules:
             targets += [
                 self.layout.record(JobId(Step.PROCESS_QC, n))
                 for n in self.scope.names
-                if self.night.ab_objects[n].runs_recipe
+                if self.night[n].ab.runs_recipe
             ]
         return targets
 
@@ -320,7 +320,7 @@ class NightRules:
         ab = wildcards.ab
         qc_done = os.path.exists(self.layout.record(JobId(Step.PROCESS_QC, ab)))
         raw = (
-            [ancient(p) for p in self.night.raw_inputs[ab]]
+            [ancient(p) for p in self.night[ab].raw_inputs]
             if self.cleanup_raw and (ab in self.to_run or not qc_done)
             else []
         )
@@ -338,8 +338,8 @@ class NightRules:
         if ab not in self.to_run:
             return []
         planned = self.scope.planned_downloads
-        files = [ancient(p) for p in self.night.cal_inputs[ab] if p in planned]
-        raws = self.night.raw_inputs[ab]
+        files = [ancient(p) for p in self.night[ab].cal_inputs if p in planned]
+        raws = self.night[ab].raw_inputs
         files += [ancient(p) for p in raws if self.cleanup_raw or p in planned]
         if self.settings.full_rawdownload and planned:
             files.append(self.layout.downloads_done_flag(self.settings.batch_id))
@@ -360,7 +360,7 @@ class NightRules:
             return JobCommand(job, run=run, dest=dest, progress=self.progress_file,
                               total=len(self.scope.planned_downloads), **common)  # fmt: skip
         night, ab = self.night, job.target
-        the_ab = night.ab_objects[ab]
+        the_ab = night[ab].ab
         values = {"ab": ab, "ab_file": the_ab.path, "date": night.date(ab), "mode": s.mode,
                   "threads": threads, "config": self.run_config, "det": job.det}  # fmt: skip
         makes_products = job.step in (Step.PROCESS_AB, Step.MEF_JOIN) and the_ab.runs_recipe
@@ -368,8 +368,8 @@ class NightRules:
             job,
             run=fill(s.commands[job.step.value], values),
             record=self.layout.record(job),
-            parents=night.parents[ab],
-            virtual=[(v.vcal_path, v.product_path) for v in night.virtual_inputs[ab]],
+            parents=night[ab].parents,
+            virtual=[(v.vcal_path, v.product_path) for v in night[ab].virtual],
             products=[(f.path, f.tag) for f in the_ab.products]
             if makes_products and s.check_products
             else (),

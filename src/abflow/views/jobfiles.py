@@ -72,7 +72,7 @@ class JobFiles:
 def _abs(night: Night, request: JobRequest) -> list[str]:
     """The ABs of the job, in cascade (run) order."""
     names = night.descendants(request.subcascade) if request.subcascade else night.names
-    return sorted(names, key=night.run_order.__getitem__)
+    return sorted(names, key=lambda name: night[name].run_order)
 
 
 def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
@@ -86,7 +86,7 @@ def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
     ids = {ab: request.first_id + i for i, ab in enumerate(names)}
     lines = []
     for ab in names:
-        waits = " ".join(str(ids[p]) for p in night.parents[ab] if p in ids)
+        waits = " ".join(str(ids[p]) for p in night[ab].parents if p in ids)
         lines.append(f"{ids[ab]} || processAB || -a {ab} -u {request.user} || {waits}".rstrip())
     return lines
 
@@ -94,7 +94,7 @@ def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
 def exec_qc_lines(night: Night, request: JobRequest) -> list[str]:
     """The lines of execQC_<MODE>_<DATE>, in the QC mode's format."""
     mode = night.settings.qc_mode
-    names = [ab for ab in _abs(night, request) if night.ab_objects[ab].runs_recipe]
+    names = [ab for ab in _abs(night, request) if night[ab].ab.runs_recipe]
     if mode == "IMPLICIT":
         return ["# QC_MODE IMPLICIT: the AB calls run the QC themselves, no QC calls"]
     if mode == "SER":
@@ -114,7 +114,7 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
         return []
     wanted: dict[str, None] = {}
     for ab in _abs(night, request):
-        inputs = night.raw_inputs[ab] if kind == "raw" else night.cal_inputs[ab]
+        inputs = night[ab].raw_inputs if kind == "raw" else night[ab].cal_inputs
         for path in inputs:
             if not os.path.exists(path):
                 wanted[path] = None

@@ -104,7 +104,7 @@ def render(state: NightState, link: Link) -> str:
 
 def _row(night: Night, item: ABState) -> dict[str, object]:
     """What the page shows of one AB."""
-    ab = night.ab_objects[item.ab]
+    ab = night[item.ab].ab
     rec = item.record or item.failure or {}
     log = str(rec.get("log") or night.settings.layout.log(JobId(Step.PROCESS_AB, item.ab)))
     results = (item.qc or {}).get("results") or {}
@@ -114,7 +114,7 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
         "start": _time(rec.get("start")), "end": _time(rec.get("end")),
         "duration": _duration(rec.get("duration_s")),
         "host": item.host or str(rec.get("host", "")), "pool": item.pool,
-        "waits_for": ", ".join(night.parents[item.ab]),
+        "waits_for": ", ".join(night[item.ab].parents),
         "log": log if os.path.exists(log) else None,
         "qc_png": results.get("png"), "qc_paf": results.get("paf"),
         "qc_failed": bool(item.qc_failure), "qc1": qc1, "qc1_all": qc1_all,

@@ -157,7 +157,7 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
             st.state = "queued"
         elif failure is not None:
             st.state = "failed"
-        elif any(state_of.get(p) in ("failed", "blocked") for p in night.parents[ab]):
+        elif any(state_of.get(p) in ("failed", "blocked") for p in night[ab].parents):
             st.state = "blocked"
         elif alive:
             st.state = "queued"
@@ -170,7 +170,7 @@ def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
     """The failed download of a file ``ab`` needs (its note), or None."""
     from abflow.job.download import download_failure
 
-    for path in (*night.raw_inputs[ab], *night.cal_inputs[ab]):
+    for path in (*night[ab].raw_inputs, *night[ab].cal_inputs):
         if os.path.exists(path):
             continue  # got it since (by hand, or a later run)
         note = read_record(download_failure(night.settings.layout, night.settings.dfo, path))
@@ -235,6 +235,6 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
             "download, or the night was stopped; the same command runs them after a fix):"
         )
         for a in not_run:
-            waits = [p for p in night.parents[a.ab] if p not in state_of or state_of[p] != "ok"]
+            waits = [p for p in night[a.ab].parents if p not in state_of or state_of[p] != "ok"]
             lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
     return "\n".join(lines)

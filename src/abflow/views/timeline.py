@@ -16,14 +16,8 @@ import os
 from dataclasses import dataclass
 
 from abflow.model.night import Night
-from abflow.model.plan import (
-    critical_path,
-    job_graph,
-    job_priorities,
-    list_schedule,
-    recorded_duration,
-)
-from abflow.state.fsutil import iter_json_objects
+from abflow.model.plan import critical_path, job_graph, job_priorities, list_schedule
+from abflow.views.history import duration_of, job_records
 
 COLOURS = {
     "process_ab": "#4c72b0",
@@ -51,39 +45,15 @@ def _epoch(iso: str) -> float:
     return _dt.datetime.fromisoformat(iso).timestamp()
 
 
-def collect(night: Night) -> list[dict]:
-    """Every completion record of the night's jobs (downloads included), with a job name."""
-    s = night.settings
-    out = []
-    for path, rec in iter_json_objects(s.layout.records_dir, s.layout.download_records_dir):
-        if "start" not in rec or "end" not in rec:
-            continue
-        step = str(rec.get("step", ""))
-        if step == "download":
-            job = f"download:{rec.get('file', os.path.basename(path))}"
-        elif str(rec.get("ab")) not in night:
-            continue
-        elif step == "process_ab_det":
-            job = f"{rec['ab']}#{rec['det']}"
-        elif step == "process_qc":
-            job = f"qc:{rec['ab']}"
-        else:
-            job = str(rec["ab"])
-        out.append({**rec, "job": job, "kind": step})
-    return out
-
-
 def bars(night: Night) -> tuple[list[Bar], float, float | None]:
     """The bars, when the last AB job ended (s) and when the plan predicts it (s, from the
     recorded durations and as many slots as the run used; None without AB jobs)."""
-    records = collect(night)
+    records = job_records(night)
     if not records:
         return [], 0.0, None
     t0 = min(_epoch(r["start"]) for r in records)
     _, deps = job_graph(night)
-    durations = {
-        r["job"]: recorded_duration(night.settings, r) for r in records if r["job"] in deps
-    }
+    durations = {r["job"]: duration_of(night.settings, r) for r in records if r["job"] in deps}
     done = {j: ps for j, ps in deps.items() if j in durations}
     done = {j: [p for p in ps if p in done] for j, ps in done.items()}
     chain, _ = critical_path(done, durations) if done else ([], 0.0)
