@@ -67,14 +67,14 @@ def test_a_run_configuration_is_a_file_and_no_environment_changes_a_command(
 ):
     """Jobs name the run's configuration file on their command line; an abflow command reads
     what it is given (--configfile), whatever the environment says."""
-    from abflow.model.config import load_settings, read_run_config, write_run_config
+    from abflow.model.config import load_settings, write_run_config
 
     settings = load_settings(cfg, ["mode=SCIENCE"])
     monkeypatch.setenv("ABFLOW_CONFIG", json.dumps(settings.to_config()))  # the old way: ignored
     assert main(["check", "--configfile", str(cfg)]) == 0
     run_config = write_run_config(settings)
     assert write_run_config(settings) == run_config  # once: the same configuration, one file
-    again = read_run_config(run_config)
+    again = load_settings(run_config)  # as a command reads it: --configfile {config}
     for name in settings.__dataclass_fields__:  # the same settings (raw: resolved, notes said)
         if name not in ("raw", "notes", "sources"):
             assert getattr(again, name) == getattr(settings, name), name

@@ -259,32 +259,35 @@ def giraffe_frame(
         rows, cols = hot_pixel_positions(inst, "CCD-44", shape, hot_pixels, GIRAFFE_PRESCAN)
         image[rows, cols] += hot_rate * exptime
     header = _primary_header(inst, knd, timestamp, exptime if knd != "BIAS" else 0.0)
-    header.update(
-        {
-            "ESO DET CHIPS": (1, "# of chips in detector array"),
-            "ESO DET CHIP1 ID": ("CCD-44", "detector chip identification"),
-            "ESO DET CHIP1 NAME": ("EEV44-82", "detector chip name"),
-            "ESO DET CHIP1 NX": (nx - GIRAFFE_PRESCAN, "# of pixels along X"),
-            "ESO DET CHIP1 NY": (ny, "# of pixels along Y"),
-            "ESO DET OUTPUTS": (1, "# of outputs"),
-            "ESO DET OUT1 ID": ("L", "output ID as from manufacturer"),
-            "ESO DET OUT1 NX": (nx - GIRAFFE_PRESCAN, "valid pixels along X"),
-            "ESO DET OUT1 NY": (ny, "valid pixels along Y"),
-            "ESO DET OUT1 PRSCX": (GIRAFFE_PRESCAN, "prescan region in X"),
-            "ESO DET OUT1 PRSCY": (0, "prescan region in Y"),
-            "ESO DET OUT1 OVSCX": (0, "overscan region in X"),
-            "ESO DET OUT1 OVSCY": (0, "overscan region in Y"),
-            "ESO DET OUT1 CONAD": (0.5, "conversion from ADUs to electrons"),
-            "ESO DET OUT1 GAIN": (2.0, "conversion from electrons to ADU"),
-            "ESO DET OUT1 RON": (read_noise * 0.5, "readout noise per output (e-)"),
-            "ESO DET READ SPEED": ("normal", "readout speed"),
-            "ESO DET WIN1 BINX": (1, "binning factor along X"),
-            "ESO DET WIN1 BINY": (1, "binning factor along Y"),
-            "ESO DET WIN1 UIT1": (float(exptime), "user defined subintegration time"),
-            "ESO INS MODE": ("MED", "instrument mode"),
-        }
-    )
+    header.update(_giraffe_cards(ny, nx, read_noise, exptime))
     return fits.HDUList([_hdu(header, _to_int16(image))])
+
+
+def _giraffe_cards(ny: int, nx: int, read_noise: float, exptime: float) -> dict[str, Any]:
+    """The GIRAFFE detector's header cards."""
+    return {
+        "ESO DET CHIPS": (1, "# of chips in detector array"),
+        "ESO DET CHIP1 ID": ("CCD-44", "detector chip identification"),
+        "ESO DET CHIP1 NAME": ("EEV44-82", "detector chip name"),
+        "ESO DET CHIP1 NX": (nx - GIRAFFE_PRESCAN, "# of pixels along X"),
+        "ESO DET CHIP1 NY": (ny, "# of pixels along Y"),
+        "ESO DET OUTPUTS": (1, "# of outputs"),
+        "ESO DET OUT1 ID": ("L", "output ID as from manufacturer"),
+        "ESO DET OUT1 NX": (nx - GIRAFFE_PRESCAN, "valid pixels along X"),
+        "ESO DET OUT1 NY": (ny, "valid pixels along Y"),
+        "ESO DET OUT1 PRSCX": (GIRAFFE_PRESCAN, "prescan region in X"),
+        "ESO DET OUT1 PRSCY": (0, "prescan region in Y"),
+        "ESO DET OUT1 OVSCX": (0, "overscan region in X"),
+        "ESO DET OUT1 OVSCY": (0, "overscan region in Y"),
+        "ESO DET OUT1 CONAD": (0.5, "conversion from ADUs to electrons"),
+        "ESO DET OUT1 GAIN": (2.0, "conversion from electrons to ADU"),
+        "ESO DET OUT1 RON": (read_noise * 0.5, "readout noise per output (e-)"),
+        "ESO DET READ SPEED": ("normal", "readout speed"),
+        "ESO DET WIN1 BINX": (1, "binning factor along X"),
+        "ESO DET WIN1 BINY": (1, "binning factor along Y"),
+        "ESO DET WIN1 UIT1": (float(exptime), "user defined subintegration time"),
+        "ESO INS MODE": ("MED", "instrument mode"),
+    }
 
 
 def _add_dark(area: np.ndarray, rng: np.random.Generator, rate: float, exptime: float) -> None:
@@ -335,45 +338,48 @@ def uves_frame(
         rows, cols = hot_pixel_positions(inst, "EEV-BLUE", shape, hot_pixels, UVES_PRESCAN)
         image[rows, cols] += hot_rate * exptime
     header = _primary_header(inst, knd, timestamp, exptime if knd != "BIAS" else 0.0)
-    header.update(
-        {
-            "CTYPE1": ("PIXEL", "pixel coordinate system"),
-            "CTYPE2": ("PIXEL", "pixel coordinate system"),
-            "CRVAL1": (1.0, "coordinate at reference pixel"),
-            "CRVAL2": (1.0, "coordinate at reference pixel"),
-            "CRPIX1": (1.0, "reference pixel"),
-            "CRPIX2": (1.0, "reference pixel"),
-            "CDELT1": (1.0, "binning factor"),
-            "CDELT2": (1.0, "binning factor"),
-            "ESO DET CHIPS": (1, "# of chips in detector array"),
-            "ESO DET CHIP1 ID": ("EEV-BLUE", "detector chip identification"),
-            "ESO DET CHIP1 NAME": ("EEV", "detector chip name"),
-            "ESO DET CHIP1 NX": (nx - UVES_PRESCAN - UVES_OVERSCAN, "# of pixels along X"),
-            "ESO DET CHIP1 NY": (ny, "# of pixels along Y"),
-            "ESO DET OUTPUTS": (1, "# of outputs"),
-            "ESO DET OUT1 ID": ("L", "output ID as from manufacturer"),
-            "ESO DET OUT1 NX": (nx - UVES_PRESCAN - UVES_OVERSCAN, "valid pixels along X"),
-            "ESO DET OUT1 NY": (ny, "valid pixels along Y"),
-            "ESO DET OUT1 PRSCX": (UVES_PRESCAN, "prescan region in X"),
-            "ESO DET OUT1 OVSCX": (UVES_OVERSCAN, "overscan region in X"),
-            "ESO DET OUT1 PRSCY": (0, "prescan region in Y"),
-            "ESO DET OUT1 OVSCY": (0, "overscan region in Y"),
-            "ESO DET OUT1 CONAD": (0.5, "conversion from ADUs to electrons"),
-            "ESO DET OUT1 GAIN": (2.0, "conversion from electrons to ADU"),
-            "ESO DET OUT1 RON": (read_noise * 0.5, "readout noise per output (e-)"),
-            "ESO DET READ SPEED": ("225kHz,1x1,low", "readout speed"),
-            "ESO DET WIN1 BINX": (1, "binning factor along X"),
-            "ESO DET WIN1 BINY": (1, "binning factor along Y"),
-            "ESO DET WIN1 NX": (nx, "# of pixels along X"),
-            "ESO DET WIN1 NY": (ny, "# of pixels along Y"),
-            "ESO DET WIN1 STRX": (1, "lower left pixel in X"),
-            "ESO DET WIN1 STRY": (1, "lower left pixel in Y"),
-            "ESO DET WIN1 UIT1": (float(exptime), "user defined subintegration time"),
-            "ESO INS PATH": ("BLUE", "optical path used"),
-            "ESO INS MODE": ("DICHR#1", "instrument mode"),
-        }
-    )
+    header.update(_uves_cards(ny, nx, read_noise, exptime))
     return fits.HDUList([_hdu(header, _to_int16(image))])
+
+
+def _uves_cards(ny: int, nx: int, read_noise: float, exptime: float) -> dict[str, Any]:
+    """The UVES blue detector's header cards (and the pixel coordinates the recipes read)."""
+    return {
+        "CTYPE1": ("PIXEL", "pixel coordinate system"),
+        "CTYPE2": ("PIXEL", "pixel coordinate system"),
+        "CRVAL1": (1.0, "coordinate at reference pixel"),
+        "CRVAL2": (1.0, "coordinate at reference pixel"),
+        "CRPIX1": (1.0, "reference pixel"),
+        "CRPIX2": (1.0, "reference pixel"),
+        "CDELT1": (1.0, "binning factor"),
+        "CDELT2": (1.0, "binning factor"),
+        "ESO DET CHIPS": (1, "# of chips in detector array"),
+        "ESO DET CHIP1 ID": ("EEV-BLUE", "detector chip identification"),
+        "ESO DET CHIP1 NAME": ("EEV", "detector chip name"),
+        "ESO DET CHIP1 NX": (nx - UVES_PRESCAN - UVES_OVERSCAN, "# of pixels along X"),
+        "ESO DET CHIP1 NY": (ny, "# of pixels along Y"),
+        "ESO DET OUTPUTS": (1, "# of outputs"),
+        "ESO DET OUT1 ID": ("L", "output ID as from manufacturer"),
+        "ESO DET OUT1 NX": (nx - UVES_PRESCAN - UVES_OVERSCAN, "valid pixels along X"),
+        "ESO DET OUT1 NY": (ny, "valid pixels along Y"),
+        "ESO DET OUT1 PRSCX": (UVES_PRESCAN, "prescan region in X"),
+        "ESO DET OUT1 OVSCX": (UVES_OVERSCAN, "overscan region in X"),
+        "ESO DET OUT1 PRSCY": (0, "prescan region in Y"),
+        "ESO DET OUT1 OVSCY": (0, "overscan region in Y"),
+        "ESO DET OUT1 CONAD": (0.5, "conversion from ADUs to electrons"),
+        "ESO DET OUT1 GAIN": (2.0, "conversion from electrons to ADU"),
+        "ESO DET OUT1 RON": (read_noise * 0.5, "readout noise per output (e-)"),
+        "ESO DET READ SPEED": ("225kHz,1x1,low", "readout speed"),
+        "ESO DET WIN1 BINX": (1, "binning factor along X"),
+        "ESO DET WIN1 BINY": (1, "binning factor along Y"),
+        "ESO DET WIN1 NX": (nx, "# of pixels along X"),
+        "ESO DET WIN1 NY": (ny, "# of pixels along Y"),
+        "ESO DET WIN1 STRX": (1, "lower left pixel in X"),
+        "ESO DET WIN1 STRY": (1, "lower left pixel in Y"),
+        "ESO DET WIN1 UIT1": (float(exptime), "user defined subintegration time"),
+        "ESO INS PATH": ("BLUE", "optical path used"),
+        "ESO INS MODE": ("DICHR#1", "instrument mode"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,86 +483,125 @@ def muse_frame(
     """
     inst, knd = _check("MUSE", kind, exptime)
     ny, nx = quadrant
-    scan = MUSE_SCAN
-    shape = (2 * (ny + 2 * scan), 2 * (nx + 2 * scan))
-    ports = _muse_ports(ny, nx, scan)
+    ports = _muse_ports(ny, nx, MUSE_SCAN)
     rng = np.random.default_rng(seed)
     header = _primary_header(inst, knd, timestamp, exptime if knd != "BIAS" else 0.0)
-    header.update(
-        {
-            "ESO DET CHIPS": (24, "# of chips in detector array"),
-            "ESO DET READ CURID": (1, "used readout mode id"),
-            "ESO DET READ CURNAME": ("SCI1.0", "used readout mode name"),
-            "ESO INS MODE": ("WFM-NOAO-N", "instrument mode used"),
-            "ESO INS OPTI1 NAME": ("Blue_N", "filter name"),
-        }
-    )
-    if knd == "FLAT":
-        header["ESO INS LAMP1 NAME"] = ("CON-LAMP1", "lamp name")
-        header["ESO INS LAMP1 ST"] = (True, "lamp switched on")
+    header.update({**_MUSE_CARDS, **(_MUSE_LAMP_CARDS if knd == "FLAT" else {})})
     light = _muse_flat_light(ny, nx, flat_level) if knd == "FLAT" else None
-    extensions: list[fits.ImageHDU] = []
+    extensions = []
     for ifu in ifus:
         if not 1 <= ifu <= MUSE_NIFU:
             raise ValueError(f"MUSE IFU numbers run from 1 to {MUSE_NIFU}, got {ifu}")
-        chip = f"MUSE-CCD-{ifu:02d}"
-        image = np.empty(shape, dtype=np.float32)
-        ext_header: dict[str, Any] = {
-            "EXTNAME": (f"CHAN{ifu:02d}", "extension name"),
-            "ESO DET CHIP NAME": (chip, "detector chip name"),
-            "ESO DET CHIP ID": (f"ESO-CCD-{ifu:03d}", "detector chip identification"),
-            "ESO DET CHIP INDEX": (ifu, "chip index"),
-            "ESO DET CHIP NX": (MUSE_FULL_NX, "# of pixels along X"),
-            "ESO DET CHIP NY": (MUSE_FULL_NY, "# of pixels along Y"),
-            "ESO DET BINX": (1, "binning factor along X"),
-            "ESO DET BINY": (1, "binning factor along Y"),
-            "ESO DET OUTPUTS": (4, "# of outputs"),
-        }
-        # Each port gets its own bias level and noise over its whole quarter (incl. scans).
-        half_y, half_x = shape[0] // 2, shape[1] // 2
-        for port in ports:
-            qy = slice(0, half_y) if port.y == 1 else slice(half_y, shape[0])
-            qx = slice(0, half_x) if port.x == 1 else slice(half_x, shape[1])
-            level = bias_level + 15.0 * port.number + 4.0 * ifu
-            image[qy, qx] = _noise(rng, (half_y, half_x), level, read_noise)
-            out = f"ESO DET OUT{port.number}"
-            ext_header.update(
-                {
-                    f"{out} ID": ("ABCD"[port.number - 1], "output ID"),
-                    f"{out} X": (port.x, "X location of output"),
-                    f"{out} Y": (port.y, "Y location of output"),
-                    f"{out} NX": (nx, "valid pixels along X"),
-                    f"{out} NY": (ny, "valid pixels along Y"),
-                    f"{out} PRSCX": (scan, "prescan region in X"),
-                    f"{out} PRSCY": (scan, "prescan region in Y"),
-                    f"{out} OVSCX": (scan, "overscan region in X"),
-                    f"{out} OVSCY": (scan, "overscan region in Y"),
-                    f"{out} GAIN": (MUSE_GAIN, "[count/adu] conversion ADU to electrons"),
-                    f"{out} RON": (read_noise * MUSE_GAIN, "[count] readout noise"),
-                }
-            )
-        data_views = [(p.data_y, p.data_x) for p in ports]
+        image = _muse_bias(rng, ports, quadrant, bias_level + 4.0 * ifu, read_noise)
         if knd in ("DARK", "FLAT"):
-            for dy, dx in data_views:
-                _add_dark(image[dy, dx], rng, dark_current, exptime)
-        if knd == "DARK":
-            # positions on the stitched data area, mapped past the prescans and overscans
-            rows, cols = hot_pixel_positions(inst, chip, (2 * ny, 2 * nx), hot_pixels)
-            rows = np.where(rows < ny, rows + scan, rows + 3 * scan)
-            cols = np.where(cols < nx, cols + scan, cols + 3 * scan)
-            image[rows, cols] += hot_rate * exptime
-        if light is not None:
             for port in ports:
-                ly = slice(0, ny) if port.y == 1 else slice(ny, 2 * ny)
-                lx = slice(0, nx) if port.x == 1 else slice(nx, 2 * nx)
-                lamp = light[ly, lx]
-                # Photon noise (MUSE_GAIN e-/ADU), as a Gaussian approximation of Poisson.
-                noise = rng.standard_normal(lamp.shape, dtype=np.float32)
-                image[port.data_y, port.data_x] += lamp + noise * np.sqrt(
-                    lamp / np.float32(MUSE_GAIN)
-                )
-        extensions.append(_hdu(ext_header, _to_int16(image), primary=False))
+                _add_dark(image[port.data_y, port.data_x], rng, dark_current, exptime)
+        if knd == "DARK":
+            _muse_hot_pixels(image, f"MUSE-CCD-{ifu:02d}", quadrant, hot_pixels, hot_rate * exptime)
+        if light is not None:
+            _muse_lamp(image, rng, ports, quadrant, light)
+        cards = _muse_ifu_cards(ifu, ports, quadrant, read_noise)
+        extensions.append(_hdu(cards, _to_int16(image), primary=False))
     return fits.HDUList([_hdu(header, None), *extensions])
+
+
+_MUSE_CARDS = {
+    "ESO DET CHIPS": (24, "# of chips in detector array"),
+    "ESO DET READ CURID": (1, "used readout mode id"),
+    "ESO DET READ CURNAME": ("SCI1.0", "used readout mode name"),
+    "ESO INS MODE": ("WFM-NOAO-N", "instrument mode used"),
+    "ESO INS OPTI1 NAME": ("Blue_N", "filter name"),
+}
+_MUSE_LAMP_CARDS = {
+    "ESO INS LAMP1 NAME": ("CON-LAMP1", "lamp name"),
+    "ESO INS LAMP1 ST": (True, "lamp switched on"),
+}
+
+
+def _muse_bias(
+    rng: np.random.Generator,
+    ports: list[_Port],
+    quadrant: tuple[int, int],
+    bias_level: float,
+    read_noise: float,
+) -> np.ndarray:
+    """One IFU's image of bias: each port its own level and noise over its whole quarter
+    (prescans and overscans included)."""
+    ny, nx = quadrant
+    shape = (2 * (ny + 2 * MUSE_SCAN), 2 * (nx + 2 * MUSE_SCAN))
+    image = np.empty(shape, dtype=np.float32)
+    half_y, half_x = shape[0] // 2, shape[1] // 2
+    for port in ports:
+        qy = slice(0, half_y) if port.y == 1 else slice(half_y, shape[0])
+        qx = slice(0, half_x) if port.x == 1 else slice(half_x, shape[1])
+        image[qy, qx] = _noise(rng, (half_y, half_x), bias_level + 15.0 * port.number, read_noise)
+    return image
+
+
+def _muse_hot_pixels(
+    image: np.ndarray, chip: str, quadrant: tuple[int, int], count: int, signal: float
+) -> None:
+    """Add ``signal`` to the chip's hot pixels (fixed positions on the stitched data area,
+    mapped past the prescans and overscans)."""
+    ny, nx = quadrant
+    scan = MUSE_SCAN
+    rows, cols = hot_pixel_positions("MUSE", chip, (2 * ny, 2 * nx), count)
+    rows = np.where(rows < ny, rows + scan, rows + 3 * scan)
+    cols = np.where(cols < nx, cols + scan, cols + 3 * scan)
+    image[rows, cols] += signal
+
+
+def _muse_lamp(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    ports: list[_Port],
+    quadrant: tuple[int, int],
+    light: np.ndarray,
+) -> None:
+    """Add the lamp ``light`` to each port's data area, with photon noise (MUSE_GAIN e-/ADU,
+    as a Gaussian approximation of Poisson)."""
+    ny, nx = quadrant
+    for port in ports:
+        ly = slice(0, ny) if port.y == 1 else slice(ny, 2 * ny)
+        lx = slice(0, nx) if port.x == 1 else slice(nx, 2 * nx)
+        lamp = light[ly, lx]
+        noise = rng.standard_normal(lamp.shape, dtype=np.float32)
+        image[port.data_y, port.data_x] += lamp + noise * np.sqrt(lamp / np.float32(MUSE_GAIN))
+
+
+def _muse_ifu_cards(
+    ifu: int, ports: list[_Port], quadrant: tuple[int, int], read_noise: float
+) -> dict[str, Any]:
+    """The header cards of one IFU's extension: its chip and its four ports."""
+    ny, nx = quadrant
+    scan = MUSE_SCAN
+    cards: dict[str, Any] = {
+        "EXTNAME": (f"CHAN{ifu:02d}", "extension name"),
+        "ESO DET CHIP NAME": (f"MUSE-CCD-{ifu:02d}", "detector chip name"),
+        "ESO DET CHIP ID": (f"ESO-CCD-{ifu:03d}", "detector chip identification"),
+        "ESO DET CHIP INDEX": (ifu, "chip index"),
+        "ESO DET CHIP NX": (MUSE_FULL_NX, "# of pixels along X"),
+        "ESO DET CHIP NY": (MUSE_FULL_NY, "# of pixels along Y"),
+        "ESO DET BINX": (1, "binning factor along X"),
+        "ESO DET BINY": (1, "binning factor along Y"),
+        "ESO DET OUTPUTS": (4, "# of outputs"),
+    }
+    for port in ports:
+        out = f"ESO DET OUT{port.number}"
+        cards.update({
+            f"{out} ID": ("ABCD"[port.number - 1], "output ID"),
+            f"{out} X": (port.x, "X location of output"),
+            f"{out} Y": (port.y, "Y location of output"),
+            f"{out} NX": (nx, "valid pixels along X"),
+            f"{out} NY": (ny, "valid pixels along Y"),
+            f"{out} PRSCX": (scan, "prescan region in X"),
+            f"{out} PRSCY": (scan, "prescan region in Y"),
+            f"{out} OVSCX": (scan, "overscan region in X"),
+            f"{out} OVSCY": (scan, "overscan region in Y"),
+            f"{out} GAIN": (MUSE_GAIN, "[count/adu] conversion ADU to electrons"),
+            f"{out} RON": (read_noise * MUSE_GAIN, "[count] readout noise"),
+        })  # fmt: skip
+    return cards
 
 
 # --------------------------------------------------------------------------------------------

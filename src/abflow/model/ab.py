@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -218,156 +218,188 @@ def parse_ab(
     the ABs of one night (same variables and policy): the directories of their paths repeat, and
     each is expanded and checked once.
     """
-    variables = variables or {}
-    policy = policy or PathPolicy()
-    if dir_cache is None:
-        dir_cache = {}
-    file_name = source.rsplit("/", 1)[-1]
-    ab = AB(name=file_name, path=source)
-    problems: list[Problem] = []
-
-    def problem(line: int | None, message: str) -> None:
-        problems.append(Problem(source, line, message))
-
-    if not AB_NAME_RE.match(file_name):
-        problem(
-            None,
-            f"unsafe or invalid AB file name {file_name!r}: an AB name must end in '.ab' and "
-            "use only letters, digits and . _ : + - (no spaces, quotes, '/', '$' or ';')",
-        )
-
-    singles: dict[str, int] = {}
-
-    def path_value(raw: str, lineno: int, roots: tuple[str, ...] | None) -> str | None:
-        directory, slash, name = raw.rpartition("/")
-        if slash and SAFE_NAME_RE.match(name):
-            key = (directory, id(roots))
-            hit = dir_cache.get(key)
-            if hit is None:
-                hit = _checked_directory(directory, variables, roots)
-                dir_cache[key] = hit
-            expanded_dir, why = hit
-            if why is None:
-                return f"{expanded_dir}/{name}"
-        expanded, unknown = expand_variables(raw, variables) if "$" in raw else (raw, [])
-        if unknown:
-            names = ", ".join(f"${n}" for n in unknown)
-            problem(
-                lineno,
-                f"undefined variable {names} in {raw!r}: set it in the config's dfo section "
-                "or in the environment",
-            )
-            return None
-        why = check_path(expanded, roots)
-        if why:
-            problem(lineno, why)
-            return None
-        return expanded
-
-    def tag_value(raw: str, lineno: int) -> str | None:
-        if not TAG_RE.match(raw):
-            problem(lineno, f"invalid tag {raw!r}: use letters, digits and _ . + -")
-            return None
-        return raw
-
+    parser = _Parser(source, variables or {}, policy or PathPolicy(), dir_cache)
     if "\x00" in text:
         lineno = text[: text.index("\x00")].count("\n") + 1
-        problem(lineno, "binary content (NUL byte): this is not an AB text file")
+        parser.problem(lineno, "binary content (NUL byte): this is not an AB text file")
         text = text[: text.index("\x00")].rpartition("\n")[0]
     # lines end at "\n" only (as editors and `grep -n` count them); a "\r" before it is dropped
     for lineno, raw_line in enumerate(text.split("\n"), start=1):
         if raw_line.endswith("\r"):
             raw_line = raw_line[:-1]
         cols = (raw_line.split("#", 1)[0] if "#" in raw_line else raw_line).split()
-        if not cols:
-            continue
-        name, args = cols[0], cols[1:]
-        if name not in KNOWN_QUALIFIERS and not QUALIFIER_RE.match(name):
-            problem(
-                lineno,
-                f"malformed line: {name!r} is not a qualifier name (expected e.g. RAWFILE, "
-                "MCALIB, PRODUCTS in column 1)",
+        if cols:
+            parser.line(lineno, cols[0], cols[1:])
+    _check_completeness(parser.ab, parser.singles, parser.problem)
+    parser.ab.digest = processing_digest(parser.ab)
+    return parser.ab, parser.problems
+
+
+class _Parser:
+    """The state of one AB being parsed, and what each kind of line does to it."""
+
+    def __init__(
+        self,
+        source: str,
+        variables: Mapping[str, str],
+        policy: PathPolicy,
+        dir_cache: dict[tuple[str, int], tuple[str, str | None]] | None,
+    ) -> None:
+        self.source, self.variables, self.policy = source, variables, policy
+        self.dir_cache = {} if dir_cache is None else dir_cache
+        file_name = source.rsplit("/", 1)[-1]
+        self.ab = AB(name=file_name, path=source)
+        self.problems: list[Problem] = []
+        self.singles: dict[str, int] = {}  # single-valued qualifier -> its line
+        if not AB_NAME_RE.match(file_name):
+            self.problem(
+                None,
+                f"unsafe or invalid AB file name {file_name!r}: an AB name must "
+                "end in '.ab' and use only letters, digits and . _ : + - (no spaces, "
+                "quotes, '/', '$' or ';')",
             )
-            continue
+        self.handlers = {
+            "RAWFILE": self.rawfile,
+            "MCALIB": self.mcalib,
+            "PRODUCTS": self.products,
+            "PARAM": self.param,
+            "RECIPE_PARAM": self.recipe_param,
+        }
+
+    def problem(self, line: int | None, message: str) -> None:
+        """Note a problem of the AB at ``line``."""
+        self.problems.append(Problem(self.source, line, message))
+
+    def line(self, lineno: int, name: str, args: list[str]) -> None:
+        """One qualifier line: checked, kept verbatim, and interpreted where abflow does."""
         if name not in KNOWN_QUALIFIERS:
+            if not QUALIFIER_RE.match(name):
+                self.problem(
+                    lineno,
+                    f"malformed line: {name!r} is not a qualifier name "
+                    "(expected e.g. RAWFILE, MCALIB, PRODUCTS in column 1)",
+                )
+                return
             meant = near_miss(name)
             if meant:
-                problem(
+                self.problem(
                     lineno,
-                    f"unknown qualifier {name!r}: did you mean {meant}? (a misspelt qualifier "
-                    "would be ignored and change the processing silently: fix the line)",
+                    f"unknown qualifier {name!r}: did you mean {meant}? (a "
+                    "misspelt qualifier would be ignored and change the processing "
+                    "silently: fix the line)",
                 )
-                continue
-            ab.unknown_qualifiers.append((name, lineno))
-        ab.qualifiers.append(Qualifier(name, " ".join(args), lineno))
+                return
+            self.ab.unknown_qualifiers.append((name, lineno))
+        self.ab.qualifiers.append(Qualifier(name, " ".join(args), lineno))
         if name in _SINGLE_VALUED:
-            if name in singles:
-                problem(
-                    lineno,
-                    f"{name} given twice (first on line {singles[name]}): keep one",
-                )
-                continue
-            singles[name] = lineno
-            if len(args) != 1:
-                problem(lineno, f"{name} needs exactly one value, got {len(args)}")
-                continue
-            _set_single(ab, name, args[0], lineno, problem, path_value, policy)
-        elif name == "RAWFILE":
-            if len(args) not in (1, 2):
-                problem(lineno, f"RAWFILE needs '<path> <tag>', got {len(args)} columns")
-                continue
-            path = path_value(args[0], lineno, policy.inputs)
-            tag = tag_value(args[1], lineno) if len(args) == 2 else ""
-            if path is not None and tag is not None:
-                ab.rawfiles.append(Frame(path, tag, lineno))
-        elif name == "MCALIB":
-            if args and args[0] in MCALIB_FLAGS:
-                kind, rest = args[0], args[1:]
-            elif args and args[0].startswith(("/", "$")):
-                kind, rest = "REAL", args  # tolerant: no flag means an existing calibration
-            elif args:
-                problem(
-                    lineno,
-                    f"unknown MCALIB flag {args[0]!r}: expected VIRTUAL or REAL",
-                )
-                continue
-            else:
-                kind, rest = "", []
-            if len(rest) not in (1, 2):
-                problem(
-                    lineno,
-                    f"MCALIB needs 'VIRTUAL|REAL <path> <tag>', got {len(args)} columns",
-                )
-                continue
-            path = path_value(rest[0], lineno, policy.inputs)
-            tag = tag_value(rest[1], lineno) if len(rest) == 2 else ""
-            if path is not None and tag is not None:
-                ab.mcalibs.append(Mcalib(kind, path, tag, lineno))
-        elif name == "PRODUCTS":
-            if len(args) not in (1, 2):
-                problem(lineno, f"PRODUCTS needs '<path> <tag>', got {len(args)} columns")
-                continue
-            path = path_value(args[0], lineno, policy.outputs)
-            tag = tag_value(args[1], lineno) if len(args) == 2 else ""
-            if path is not None and tag is not None:
-                ab.products.append(Frame(path, tag, lineno))
-        elif name == "PARAM":
-            ab.params.append(" ".join(args))
-        elif name == "RECIPE_PARAM":
-            for arg in args:
-                if RECIPE_PARAM_RE.match(arg):
-                    ab.recipe_params.append(arg)
-                else:
-                    problem(
-                        lineno,
-                        f"invalid recipe option {arg!r}: expected --name or --name=value "
-                        "with letters, digits and _ . , : + / = -",
-                    )
+            self.single(lineno, name, args)
+        elif name in self.handlers:
+            self.handlers[name](lineno, args)
         # every other qualifier is kept verbatim in ab.qualifiers
 
-    _check_completeness(ab, singles, problem)
-    ab.digest = processing_digest(ab)
-    return ab, problems
+    def single(self, lineno: int, name: str, args: list[str]) -> None:
+        """A qualifier given once, with one value."""
+        if name in self.singles:
+            self.problem(
+                lineno, f"{name} given twice (first on line {self.singles[name]}): keep one"
+            )
+            return
+        self.singles[name] = lineno
+        if len(args) != 1:
+            self.problem(lineno, f"{name} needs exactly one value, got {len(args)}")
+            return
+        _set_single(self, name, args[0], lineno)
+
+    def rawfile(self, lineno: int, args: list[str]) -> None:
+        """RAWFILE <path> [<tag>]."""
+        frame = self.frame("RAWFILE", lineno, args, self.policy.inputs)
+        if frame is not None:
+            self.ab.rawfiles.append(frame)
+
+    def products(self, lineno: int, args: list[str]) -> None:
+        """PRODUCTS <path> [<tag>]."""
+        frame = self.frame("PRODUCTS", lineno, args, self.policy.outputs)
+        if frame is not None:
+            self.ab.products.append(frame)
+
+    def frame(
+        self, name: str, lineno: int, args: list[str], roots: tuple[str, ...] | None
+    ) -> Frame | None:
+        if len(args) not in (1, 2):
+            self.problem(lineno, f"{name} needs '<path> <tag>', got {len(args)} columns")
+            return None
+        path = self.path_value(args[0], lineno, roots)
+        tag = self.tag_value(args[1], lineno) if len(args) == 2 else ""
+        return Frame(path, tag, lineno) if path is not None and tag is not None else None
+
+    def mcalib(self, lineno: int, args: list[str]) -> None:
+        """MCALIB VIRTUAL|REAL <path> <tag> (no flag: an existing calibration, REAL)."""
+        if args and args[0] in MCALIB_FLAGS:
+            kind, rest = args[0], args[1:]
+        elif args and args[0].startswith(("/", "$")):
+            kind, rest = "REAL", args  # tolerant: no flag means an existing calibration
+        elif args:
+            self.problem(lineno, f"unknown MCALIB flag {args[0]!r}: expected VIRTUAL or REAL")
+            return
+        else:
+            kind, rest = "", []
+        if len(rest) not in (1, 2):
+            self.problem(
+                lineno, f"MCALIB needs 'VIRTUAL|REAL <path> <tag>', got {len(args)} columns"
+            )
+            return
+        path = self.path_value(rest[0], lineno, self.policy.inputs)
+        tag = self.tag_value(rest[1], lineno) if len(rest) == 2 else ""
+        if path is not None and tag is not None:
+            self.ab.mcalibs.append(Mcalib(kind, path, tag, lineno))
+
+    def param(self, lineno: int, args: list[str]) -> None:
+        """PARAM <KEY=value>: kept as written."""
+        self.ab.params.append(" ".join(args))
+
+    def recipe_param(self, lineno: int, args: list[str]) -> None:
+        """RECIPE_PARAM --option[=value] ...: each checked (they reach the recipe's command)."""
+        for arg in args:
+            if RECIPE_PARAM_RE.match(arg):
+                self.ab.recipe_params.append(arg)
+            else:
+                self.problem(
+                    lineno,
+                    f"invalid recipe option {arg!r}: expected --name or "
+                    "--name=value with letters, digits and _ . , : + / = -",
+                )
+
+    def path_value(self, raw: str, lineno: int, roots: tuple[str, ...] | None) -> str | None:
+        """``raw`` with its variables expanded, if it is a safe path under ``roots``."""
+        directory, slash, name = raw.rpartition("/")
+        if slash and SAFE_NAME_RE.match(name):
+            key = (directory, id(roots))
+            hit = self.dir_cache.get(key)
+            if hit is None:
+                hit = self.dir_cache[key] = _checked_directory(directory, self.variables, roots)
+            if hit[1] is None:
+                return f"{hit[0]}/{name}"
+        expanded, unknown = expand_variables(raw, self.variables) if "$" in raw else (raw, [])
+        if unknown:
+            names = ", ".join(f"${n}" for n in unknown)
+            self.problem(
+                lineno,
+                f"undefined variable {names} in {raw!r}: set it in the "
+                "config's dfo section or in the environment",
+            )
+            return None
+        why = check_path(expanded, roots)
+        if why:
+            self.problem(lineno, why)
+            return None
+        return expanded
+
+    def tag_value(self, raw: str, lineno: int) -> str | None:
+        """``raw`` if it is a valid tag."""
+        if not TAG_RE.match(raw):
+            self.problem(lineno, f"invalid tag {raw!r}: use letters, digits and _ . + -")
+            return None
+        return raw
 
 
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_:+@=,-][A-Za-z0-9._:+@=,-]*$")
@@ -471,60 +503,50 @@ def near_miss(name: str) -> str | None:
     return best[1] if best else None
 
 
-def _set_single(ab, name, value, lineno, problem, path_value, policy) -> None:
-    if name == "AB_NAME":
-        if value != ab.name:
-            problem(
-                lineno,
-                f"AB_NAME {value!r} does not match the file name {ab.name!r}: rename the "
-                "file or fix AB_NAME",
-            )
-    elif name == "RECIPE":
-        if value not in NO_RECIPE and not RECIPE_RE.match(value):
-            problem(lineno, f"invalid RECIPE {value!r}: expected a recipe name or 'none'")
-        else:
-            ab.recipe = value
-    elif name == "RAW_TYPE":
-        if not TAG_RE.match(value):
-            problem(lineno, f"invalid RAW_TYPE {value!r}")
-        else:
-            ab.raw_type = value
-    elif name == "DRS_TYPE":
-        if value in DRS_TYPES:
-            ab.drs_type = value
-        elif value in HISTORIC_DRS_TYPES:
-            problem(
-                lineno,
-                f"historic DRS_TYPE {value!r} is not supported: use one of {', '.join(DRS_TYPES)}",
-            )
-        else:
-            problem(lineno, f"unknown DRS_TYPE {value!r}: expected one of {', '.join(DRS_TYPES)}")
-    elif name == "DATE":
-        if not DATE_RE.match(value):
-            problem(lineno, f"invalid DATE {value!r}: expected YYYY-MM-DD")
-        else:
-            ab.date = value
-    elif name == "INSTRUMENT":
-        ab.instrument = value
-    elif name == "DPR_CATG":
-        ab.dpr_catg = value
-    elif name == "PROD_ROOT_NAME":
-        if not ROOT_NAME_RE.match(value):
-            problem(lineno, f"invalid PROD_ROOT_NAME {value!r}")
-        else:
-            ab.prod_root_name = value
-    elif name == "PROD_PATH":
-        path = path_value(value, lineno, policy.outputs)
+def _set_single(parser: _Parser, name: str, value: str, lineno: int) -> None:
+    """Check and set the value of a single-valued qualifier."""
+    ab = parser.ab
+    if name == "PROD_PATH":
+        path = parser.path_value(value, lineno, parser.policy.outputs)
         if path is not None:
             ab.prod_path = path
-    elif name == "MEF_FACTOR":
-        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_MEF_FACTOR:
-            problem(
-                lineno,
-                f"invalid MEF_FACTOR {value!r}: expected a whole number from 1 to {MAX_MEF_FACTOR}",
-            )
-        else:
-            ab.mef_factor = int(value)
+        return
+    why = _SINGLE_CHECKS.get(name, lambda v, ab: None)(value, ab)
+    if why:
+        parser.problem(lineno, why)
+    elif name in _SINGLE_FIELDS:
+        setattr(ab, _SINGLE_FIELDS[name], int(value) if name == "MEF_FACTOR" else value)
+
+
+def _drs_type_problem(value: str, ab: AB) -> str | None:
+    if value in DRS_TYPES:
+        return None
+    if value in HISTORIC_DRS_TYPES:
+        return f"historic DRS_TYPE {value!r} is not supported: use one of {', '.join(DRS_TYPES)}"
+    return f"unknown DRS_TYPE {value!r}: expected one of {', '.join(DRS_TYPES)}"
+
+
+# single-valued qualifier -> why its value is wrong (None: it is fine)
+_SINGLE_CHECKS: dict[str, Callable[[str, AB], str | None]] = {
+    "AB_NAME": lambda v, ab: None if v == ab.name else (
+        f"AB_NAME {v!r} does not match the file name {ab.name!r}: rename the file or fix "
+        "AB_NAME"),
+    "RECIPE": lambda v, ab: None if v in NO_RECIPE or RECIPE_RE.match(v) else (
+        f"invalid RECIPE {v!r}: expected a recipe name or 'none'"),
+    "RAW_TYPE": lambda v, ab: None if TAG_RE.match(v) else f"invalid RAW_TYPE {v!r}",
+    "DRS_TYPE": _drs_type_problem,
+    "DATE": lambda v, ab: None if DATE_RE.match(v) else (
+        f"invalid DATE {v!r}: expected YYYY-MM-DD"),
+    "PROD_ROOT_NAME": lambda v, ab: None if ROOT_NAME_RE.match(v) else (
+        f"invalid PROD_ROOT_NAME {v!r}"),
+    "MEF_FACTOR": lambda v, ab: None if v.isascii() and v.isdigit()
+    and 1 <= int(v) <= MAX_MEF_FACTOR else (
+        f"invalid MEF_FACTOR {v!r}: expected a whole number from 1 to {MAX_MEF_FACTOR}"),
+}  # fmt: skip
+# single-valued qualifier -> the AB attribute its value goes to (AB_NAME: only checked)
+_SINGLE_FIELDS = {"RECIPE": "recipe", "RAW_TYPE": "raw_type", "DRS_TYPE": "drs_type",
+                  "DATE": "date", "INSTRUMENT": "instrument", "DPR_CATG": "dpr_catg",
+                  "PROD_ROOT_NAME": "prod_root_name", "MEF_FACTOR": "mef_factor"}  # fmt: skip
 
 
 def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:

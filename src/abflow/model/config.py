@@ -296,69 +296,68 @@ def resolve(
     root: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
     source: str = "config",
-    trusted: bool = False,
 ) -> Settings:
     """Validate ``config`` and resolve it into Settings.
 
     Directories: the config value, else the ``$DFO_*`` environment variable, else the example
-    tree. Relative paths are taken relative to ``root`` (the abflow checkout). ``trusted``: a
-    run configuration abflow wrote itself (resolved, validated, DFOS files applied), read as it
-    is, without the schema (a job's start stays cheap).
+    tree. Relative paths are taken relative to ``root`` (the abflow checkout). Values the
+    configuration leaves unset come from the DFOS configuration files in ``dfo.config_dir``
+    where it has them (abflow.model.legacy).
     """
-    cfg = dict(config) if trusted else validate(config, source)
+    cfg = validate(config, source)
     root = Path(root) if root is not None else ROOT
     environ = os.environ if environ is None else environ
-    dfo: dict[str, str] = {}
-    for key, (env, sub) in DFO_DIRS.items():
-        value = cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub)
-        dfo[key] = _resolve_dir(value, root)
+    dfo = {
+        key: _resolve_dir(cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub), root)
+        for key, (env, sub) in DFO_DIRS.items()
+    }
     notes: list[str] = []
     sources: dict[str, str] = {}
-    if os.path.isdir(dfo["config_dir"]) and not trusted:
-        from abflow.model.legacy import apply_legacy, read_legacy
+    if os.path.isdir(dfo["config_dir"]):
+        cfg, notes, sources = _with_legacy(config, cfg, dfo["config_dir"], source)
+    return _settings(cfg, dfo, root, tuple(notes), sources, source)
 
-        values, problems = read_legacy(dfo["config_dir"])
-        if problems:
-            raise ConfigError([str(p) for p in problems], "DFOS configuration")
-        notes, sources = apply_legacy(normalize(config), cfg, values)
-        cfg = validate(cfg, f"{source} with {dfo['config_dir']}")
+
+def _with_legacy(
+    config: Mapping[str, Any], cfg: dict[str, Any], config_dir: str, source: str
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """``cfg`` with the values of the DFOS configuration files it leaves unset, validated;
+    what was said about them and where each came from."""
+    from abflow.model.legacy import apply_legacy, read_legacy
+
+    values, problems = read_legacy(config_dir)
+    if problems:
+        raise ConfigError([str(p) for p in problems], "DFOS configuration")
+    notes, sources = apply_legacy(normalize(config), cfg, values)
+    return validate(cfg, f"{source} with {config_dir}"), notes, sources
+
+
+def _settings(
+    cfg: dict[str, Any],
+    dfo: dict[str, str],
+    root: Path,
+    notes: tuple[str, ...],
+    sources: dict[str, str],
+    source: str,
+) -> Settings:
+    """The Settings of a validated configuration and its resolved DFOS directories."""
     dates = parse_dates(cfg.get("date"), cfg.get("dates"), source)
-    state_dir = (
-        _resolve_dir(cfg["state_dir"], root)
-        if cfg["state_dir"]
-        else os.path.join(dfo["job_dir"], "abflow")
-    )
+    state_dir = _resolve_dir(cfg["state_dir"], root) if cfg["state_dir"] else ""
+    export = cfg["status_export_dir"]
     return Settings(
-        mode=cfg["mode"],
-        date=dates[0],
-        dates=tuple(dates),
-        dfo=dfo,
-        state_dir=state_dir,
-        drs_type=cfg["drs_type"],
-        qc_mode=cfg["qc_mode"],
-        commands=dict(cfg["commands"]),
-        limits=dict(cfg["limits"]),
-        full_rawdownload=cfg["full_rawdownload"],
-        cal_cleanup=cfg["cal_cleanup"],
-        mef_factor=cfg["mef_factor"],
-        subcascade=cfg["subcascade"],
-        check_products=cfg["check_products"],
-        archive=_resolve_archive(cfg["archive"], root),
-        fetch=dict(cfg["fetch"]),
-        plugin=cfg["plugin"],
-        status_export_dir=_resolve_dir(cfg["status_export_dir"], root)
-        if cfg["status_export_dir"]
-        else "",
-        root=str(root),
-        raw=cfg,
-        notes=tuple(notes),
+        mode=cfg["mode"], date=dates[0], dates=tuple(dates), dfo=dfo,
+        state_dir=state_dir or os.path.join(dfo["job_dir"], "abflow"),
+        drs_type=cfg["drs_type"], qc_mode=cfg["qc_mode"], commands=dict(cfg["commands"]),
+        limits=dict(cfg["limits"]), full_rawdownload=cfg["full_rawdownload"],
+        cal_cleanup=cfg["cal_cleanup"], mef_factor=cfg["mef_factor"],
+        subcascade=cfg["subcascade"], check_products=cfg["check_products"],
+        archive=_resolve_archive(cfg["archive"], root), fetch=dict(cfg["fetch"]),
+        plugin=cfg["plugin"], status_export_dir=_resolve_dir(export, root) if export else "",
+        root=str(root), raw=cfg, notes=notes,
         inputs={name: _resolve_dir(path, root) for name, path in cfg["inputs"].items()},
-        unknown_qualifiers=cfg["unknown_qualifiers"],
-        missing_abs=cfg["missing_abs"],
-        exclude=tuple(cfg["exclude"]),
-        pool_env=tuple(cfg["pool_env"]),
-        sources=sources,
-    )
+        unknown_qualifiers=cfg["unknown_qualifiers"], missing_abs=cfg["missing_abs"],
+        exclude=tuple(cfg["exclude"]), pool_env=tuple(cfg["pool_env"]), sources=sources,
+    )  # fmt: skip
 
 
 MAX_DATES = 3660
@@ -430,16 +429,6 @@ def write_run_config(settings: Settings) -> str:
     if not os.path.exists(path):
         atomic_write_text(path, text)
     return path
-
-
-def read_run_config(path: str | os.PathLike[str]) -> Settings:
-    """The Settings of a run configuration written by write_run_config (not validated again)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"cannot read the run configuration: {exc}"], str(path)) from None
-    return resolve(data, source=str(path), trusted=True)
 
 
 def load_settings(

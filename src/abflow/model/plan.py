@@ -190,10 +190,7 @@ def list_schedule(
         raise ValueError("at least one slot")
     durations = durations or {}
     remaining = {j: len(deps[j]) for j in deps}
-    children: dict[str, list[str]] = {j: [] for j in deps}
-    for j, ps in deps.items():
-        for p in ps:
-            children[p].append(j)
+    children = _children(deps)
     ready = [(-priority.get(j, 0), i, j) for i, j in enumerate(deps) if remaining[j] == 0]
     heapq.heapify(ready)
     order = {j: i for i, j in enumerate(deps)}
@@ -225,6 +222,15 @@ def list_schedule(
     if len(start) != len(deps):
         raise ValueError("the dependencies contain a cycle")
     return Schedule(start, end, slot_of)
+
+
+def _children(deps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """job -> the jobs that need it."""
+    children: dict[str, list[str]] = {j: [] for j in deps}
+    for job, prerequisites in deps.items():
+        for p in prerequisites:
+            children[p].append(job)
+    return children
 
 
 def critical_path(

@@ -92,33 +92,37 @@ def wrapper_text(
         "export PATH HOME",
     ]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
-    lines += [
-        "# The plugin passes Snakemake's job command, `<python> -m snakemake ARGS`, and strips",
-        "# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.",
-        'case "${1:-}" in -*) ;; ?*) shift ;; esac',
-        'if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi',
-        "# A job of abflow's carries its whole command line in its job ad (AbflowCommand): run",
-        "# it directly (python -m abflow.job), without a second Snakemake on the execute node;",
-        "# the submitting Snakemake checks its outputs. Anything else: Snakemake's own job.",
-        'if [ -n "${_CONDOR_JOB_AD:-}" ] && grep -q "^AbflowCommand = " "$_CONDOR_JOB_AD"; then',
-        f'    set -- {shlex.quote(JOB_ENTRY)} --job-ad "$_CONDOR_JOB_AD"',
-        "else",
-        '    set -- -m snakemake "$@"',
-        "fi",
-        "# HTCondor ends a removed job (condor_rm, abflow stop --now, a crashed run's successor)",
-        "# with SIGTERM, on which Snakemake would first let the running recipe finish: run it in",
-        "# a process group of its own and end that group at once (the abflow job in it ends",
-        "# the recipe's own group in turn).",
-        "command -v setsid >/dev/null 2>&1 || " + f'exec {shlex.quote(python)} "$@"',
-        f'setsid {shlex.quote(python)} "$@" &',
-        "child=$!",
-        """trap 'kill -s TERM -- "-$child" 2>/dev/null || true' TERM INT HUP""",
-        "status=0",
-        'wait "$child" || status=$?',
-        'while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done',
-        'exit "$status"',
-    ]
-    return "\n".join(lines) + "\n"
+    body = _WRAPPER_BODY.replace("@JOB_ENTRY@", shlex.quote(JOB_ENTRY))
+    return "\n".join(lines) + "\n" + body.replace("@PYTHON@", shlex.quote(python))
+
+
+# What the wrapper does once the environment is set (@JOB_ENTRY@ and @PYTHON@ filled in).
+_WRAPPER_BODY = """\
+# The plugin passes Snakemake's job command, `<python> -m snakemake ARGS`, and strips
+# that prefix only where it is spelled `python -m snakemake`: drop what is left of it.
+case "${1:-}" in -*) ;; ?*) shift ;; esac
+if [ "${1:-}" = -m ] && [ "${2:-}" = snakemake ]; then shift 2; fi
+# A job of abflow's carries its whole command line in its job ad (AbflowCommand): run
+# it directly (python -m abflow.job), without a second Snakemake on the execute node;
+# the submitting Snakemake checks its outputs. Anything else: Snakemake's own job.
+if [ -n "${_CONDOR_JOB_AD:-}" ] && grep -q "^AbflowCommand = " "$_CONDOR_JOB_AD"; then
+    set -- @JOB_ENTRY@ --job-ad "$_CONDOR_JOB_AD"
+else
+    set -- -m snakemake "$@"
+fi
+# HTCondor ends a removed job (condor_rm, abflow stop --now, a crashed run's successor)
+# with SIGTERM, on which Snakemake would first let the running recipe finish: run it in
+# a process group of its own and end that group at once (the abflow job in it ends
+# the recipe's own group in turn).
+command -v setsid >/dev/null 2>&1 || exec @PYTHON@ "$@"
+setsid @PYTHON@ "$@" &
+child=$!
+trap 'kill -s TERM -- "-$child" 2>/dev/null || true' TERM INT HUP
+status=0
+wait "$child" || status=$?
+while kill -0 "$child" 2>/dev/null; do status=0; wait "$child" || status=$?; done
+exit "$status"
+"""
 
 
 def write_wrapper(settings: Settings, python: str | None = None) -> str:

@@ -119,51 +119,62 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     out: list[ABState] = []
     state_of: dict[str, str] = {}
     for ab in night.names:
-        layout, own, qc_job = s.layout, JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
-        record, failure = read_record(layout.record(own)), read_record(layout.failure(own))
-        qc, qc_failure = read_record(layout.record(qc_job)), read_record(layout.failure(qc_job))
-        if failure is None and night.detectors(ab) > 1:
-            for det in range(1, night.detectors(ab) + 1):
-                failure = read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
-                if failure:
-                    break
-        if failure is None and record is None:  # a file it needs could not be downloaded
-            failure = _download_failure(night, ab)
-        st = ABState(ab, "created", record, failure, qc, qc_failure)
-        jobs = running.get(ab, [])
+        st = _recorded(night, ab)
         in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
-        held = [j for j in in_queue if j.status == "held"]
-        st.pool = (
-            f"held: {held[0].hold_reason}"
-            if held
-            else ", ".join(sorted({j.status for j in in_queue}))
-        )
-        if record is not None:
-            st.state = "succeeded"
-            st.host = str(record.get("host", ""))
-            st.pool = ""
-        elif held:
-            st.state = "held"
-        elif jobs and alive:
-            st.state = "running"
-            st.running = sorted({step for step, _, _ in jobs})
-            st.host = jobs[0][1]
-            st.running_since = min(t for _, _, t in jobs)
-        elif any(j.status == "running" for j in in_queue):
-            st.state = "running"
-            st.running = sorted({j.step for j in in_queue if j.status == "running"})
-            st.host = next(j.host for j in in_queue if j.status == "running")
-        elif in_queue:
-            st.state = "queued"
-        elif failure is not None:
-            st.state = "failed"
-        elif any(state_of.get(p) in ("failed", "blocked") for p in night[ab].parents):
-            st.state = "blocked"
-        elif alive:
-            st.state = "queued"
+        _place(st, running.get(ab, []), in_queue, alive)
+        if st.state == "created":
+            st.state = _waiting(st, night[ab].parents, state_of, alive)
         state_of[ab] = st.state
         out.append(st)
     return NightState(night, out, run, alive, queue)
+
+
+def _recorded(night: Night, ab: str) -> ABState:
+    """What the state directory says of ``ab``: its records and failure notes (a detector
+    job's, or that of a download it needed, where the AB has none)."""
+    layout = night.settings.layout
+    own, qc_job = JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
+    record, failure = read_record(layout.record(own)), read_record(layout.failure(own))
+    qc, qc_failure = read_record(layout.record(qc_job)), read_record(layout.failure(qc_job))
+    for det in range(1, night.detectors(ab) + 1 if night.detectors(ab) > 1 else 1):
+        failure = failure or read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
+    if failure is None and record is None:  # a file it needs could not be downloaded
+        failure = _download_failure(night, ab)
+    return ABState(ab, "created", record, failure, qc, qc_failure)
+
+
+def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
+           alive: bool) -> None:  # fmt: skip
+    """Succeeded, held, running or queued: from its record, its running markers (``jobs``)
+    and its HTCondor jobs (``in_queue``); else it stays "created"."""
+    held = [j for j in in_queue if j.status == "held"]
+    st.pool = (
+        f"held: {held[0].hold_reason}" if held else ", ".join(sorted({j.status for j in in_queue}))
+    )
+    on_pool = [j for j in in_queue if j.status == "running"]
+    if st.record is not None:
+        st.state, st.host, st.pool = "succeeded", str(st.record.get("host", "")), ""
+    elif held:
+        st.state = "held"
+    elif jobs and alive:
+        st.state, st.host = "running", jobs[0][1]
+        st.running = sorted({step for step, _, _ in jobs})
+        st.running_since = min(t for _, _, t in jobs)
+    elif on_pool:
+        st.state, st.host = "running", on_pool[0].host
+        st.running = sorted({j.step for j in on_pool})
+    elif in_queue:
+        st.state = "queued"
+
+
+def _waiting(st: ABState, parents: tuple[str, ...], state_of: dict[str, str], alive: bool) -> str:
+    """The state of an AB that is neither done nor on its way: failed, blocked (a parent
+    failed), queued (its run goes on) or created."""
+    if st.failure is not None:
+        return "failed"
+    if any(state_of.get(p) in ("failed", "blocked") for p in parents):
+        return "blocked"
+    return "queued" if alive else "created"
 
 
 def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
@@ -183,58 +194,55 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     """The end-of-run summary of what failed: each failed AB (or QC) of ``names`` whose failure
     happened at or after ``since`` (ISO time), why, its log and the log's last lines; then how
     many ABs did not run. Empty if nothing failed."""
-    import datetime as _dt
-
-    def recent(note: dict[str, Any] | None) -> bool:
-        if not note:
-            return False
-        if since is None:
-            return True
-        try:
-            return _dt.datetime.fromisoformat(str(note.get("end"))) >= _dt.datetime.fromisoformat(
-                since
-            )
-        except ValueError:
-            return True
-
     wanted = set(night.names if names is None else names)
     state = night_state(night)
-    failed = [a for a in state.abs if a.ab in wanted and a.state == "failed" and recent(a.failure)]
-    qc_failed = [a for a in state.abs if a.ab in wanted and recent(a.qc_failure)]
-    not_run = [
-        a
-        for a in state.abs
-        if a.ab in wanted and a.state in ("blocked", "queued", "created", "held")
-    ]
-    state_of = {a.ab: "ok" if a.state == "succeeded" else a.state for a in state.abs}
+    mine = [a for a in state.abs if a.ab in wanted]
+    failed = [a for a in mine if a.state == "failed" and _since(a.failure, since)]
+    qc_failed = [a for a in mine if _since(a.qc_failure, since)]
+    not_run = [a for a in mine if a.state in ("blocked", "queued", "created", "held")]
     if not (failed or qc_failed or not_run):
         return ""
-    n = len(failed)
+    n, q = len(failed), len(qc_failed)
     lines = [
         f"abflow: {n} AB{'s' if n != 1 else ''} failed in this run"
-        + (
-            f", {len(qc_failed)} QC report{'s' if len(qc_failed) != 1 else ''} failed"
-            if qc_failed
-            else ""
-        )
+        + (f", {q} QC report{'s' if q != 1 else ''} failed" if q else "")
         + (":" if failed or qc_failed else "")
     ]
     for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
-        assert note is not None
-        step = note.get("step", "process_ab")
-        lines.append(f"  {a.ab} ({step}): {note.get('reason', 'failed')}")
-        lines.append(f"    log: {note.get('log', '')}")
-        tail_lines = note.get("log_tail") or []
-        if tail_lines:
-            lines.append("    last lines:")
-            lines += [f"      {line}" for line in tail_lines]
+        lines += _failure_lines(a.ab, note or {})
     if not_run:
+        ok = {a.ab for a in state.abs if a.state == "succeeded"}
         k = len(not_run)
         lines.append(
             f"abflow: {k} AB{'s' if k != 1 else ''} did not run (they need a failed AB or "
             "download, or the night was stopped; the same command runs them after a fix):"
         )
         for a in not_run:
-            waits = [p for p in night[a.ab].parents if p not in state_of or state_of[p] != "ok"]
+            waits = [p for p in night[a.ab].parents if p not in ok]
             lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
     return "\n".join(lines)
+
+
+def _since(note: dict[str, Any] | None, since: str | None) -> bool:
+    """True for a failure note written at or after ``since`` (ISO time; None: any)."""
+    if not note:
+        return False
+    if since is None:
+        return True
+    import datetime as _dt
+
+    try:
+        return _dt.datetime.fromisoformat(str(note.get("end"))) >= _dt.datetime.fromisoformat(since)
+    except ValueError:
+        return True
+
+
+def _failure_lines(ab: str, note: dict[str, Any]) -> list[str]:
+    """A failed job in the summary: why, its log, the log's last lines."""
+    lines = [f"  {ab} ({note.get('step', 'process_ab')}): {note.get('reason', 'failed')}",
+             f"    log: {note.get('log', '')}"]  # fmt: skip
+    tail_lines = note.get("log_tail") or []
+    if tail_lines:
+        lines.append("    last lines:")
+        lines += [f"      {line}" for line in tail_lines]
+    return lines

@@ -14,6 +14,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from abflow.model.night import Night
 from abflow.model.plan import critical_path, job_graph, job_priorities, list_schedule
@@ -82,7 +83,8 @@ def bars(night: Night) -> tuple[list[Bar], float, float | None]:
 
 
 def draw(night: Night, png: str, svg: str) -> tuple[list[Bar], float, float | None]:
-    """Draw the timeline into ``png`` and ``svg``; return what was drawn."""
+    """Draw the timeline into ``png`` and ``svg`` (and the bars drawn into the ``.json``
+    beside them); return what was drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,39 +93,14 @@ def draw(night: Night, png: str, svg: str) -> tuple[list[Bar], float, float | No
     from abflow.state.fsutil import atomic_write_bytes
 
     items, achieved, predicted = bars(night)
-    hosts = sorted({b.host for b in items})
-    offsets: dict[str, int] = {}
-    total = 0
-    for host in hosts:
-        offsets[host] = total
-        total += 1 + max(b.row for b in items if b.host == host)
+    offsets, total = _row_offsets(items)
     fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * max(total, 1)))
-    for b in items:
-        y = offsets[b.host] + b.row
-        patch = ax.barh(
-            y, b.end - b.start, left=b.start, height=0.8,
-            color=COLOURS.get(b.kind, "#dd8452"),
-            edgecolor="#d62728" if b.critical else "white",
-            linewidth=2.5 if b.critical else 0.5,
-        )[0]  # fmt: skip
-        patch.set_gid(f"bar-{b.job}")
+    _draw_bars(ax, items, offsets)
     ax.axvline(achieved, color="black", linewidth=1.5, label=f"AB jobs done {achieved:.1f} s")
     if predicted is not None:
         ax.axvline(predicted, color="#d62728", linestyle="--", linewidth=1.5,
                    label=f"plan {predicted:.1f} s")  # fmt: skip
-    ax.set_yticks(
-        [offsets[b.host] + b.row for b in items],
-        [f"{b.host} slot {b.row + 1}" for b in items],
-        fontsize=7,
-    )
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first job started")
-    handles = [
-        matplotlib.patches.Patch(color=c, label=k) for k, c in COLOURS.items()
-    ] + [matplotlib.patches.Patch(facecolor="white", edgecolor="#d62728", linewidth=2.5,
-                                  label="critical path")]  # fmt: skip
-    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7,
-              loc="upper left", bbox_to_anchor=(1.01, 1))  # fmt: skip
+    _legend(ax)
     ax.set_title(f"{night.settings.batch_id}: {len(items)} jobs")
     fig.tight_layout()
     for path, fmt in ((png, "png"), (svg, "svg")):
@@ -131,12 +108,44 @@ def draw(night: Night, png: str, svg: str) -> tuple[list[Bar], float, float | No
         fig.savefig(buf, format=fmt, dpi=90)
         atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
-    sidecar = os.path.splitext(png)[0] + ".json"
-    atomic_write_bytes(
-        sidecar,
-        json.dumps(
-            {"achieved": achieved, "predicted": predicted,
-             "bars": [b.__dict__ for b in items]}, indent=1
-        ).encode(),
-    )  # fmt: skip
+    drawn = {"achieved": achieved, "predicted": predicted, "bars": [b.__dict__ for b in items]}
+    atomic_write_bytes(os.path.splitext(png)[0] + ".json", json.dumps(drawn, indent=1).encode())
     return items, achieved, predicted
+
+
+def _row_offsets(items: list[Bar]) -> tuple[dict[str, int], int]:
+    """The first row of each host, and how many rows there are."""
+    offsets: dict[str, int] = {}
+    total = 0
+    for host in sorted({b.host for b in items}):
+        offsets[host] = total
+        total += 1 + max(b.row for b in items if b.host == host)
+    return offsets, total
+
+
+def _draw_bars(ax: Any, items: list[Bar], offsets: dict[str, int]) -> None:
+    for b in items:
+        patch = ax.barh(
+            offsets[b.host] + b.row, b.end - b.start, left=b.start, height=0.8,
+            color=COLOURS.get(b.kind, "#dd8452"),
+            edgecolor="#d62728" if b.critical else "white",
+            linewidth=2.5 if b.critical else 0.5,
+        )[0]  # fmt: skip
+        patch.set_gid(f"bar-{b.job}")
+    ax.set_yticks(
+        [offsets[b.host] + b.row for b in items],
+        [f"{b.host} slot {b.row + 1}" for b in items],
+        fontsize=7,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the first job started")
+
+
+def _legend(ax: Any) -> None:
+    import matplotlib.patches
+
+    handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in COLOURS.items()]
+    handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="#d62728",
+                                            linewidth=2.5, label="critical path"))  # fmt: skip
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.01, 1))  # fmt: skip
