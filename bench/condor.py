@@ -86,10 +86,10 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
     from conftest import all_step_records
 
     from abflow.model.config import load_settings
-    from abflow.model.night import load_night
+    from abflow.model.load import load_night
     from abflow.model.plan import critical_path, job_graph
-    from abflow.run.condor import run_constraint
     from abflow.state.layout import JobId
+    from abflow.state.queue import run_constraint
 
     wall = run_night(base, cfg)
     settings = load_settings(cfg)

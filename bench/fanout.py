@@ -47,7 +47,7 @@ import yaml
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
 from abflow.job.command import JobCommand
 from abflow.model.config import resolve, write_run_config
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.model.plan import job_graph, job_priorities, list_schedule, lower_bound
 from abflow.state.layout import JobId, Step
 

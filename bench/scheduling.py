@@ -25,7 +25,7 @@ import yaml
 
 from abflow.example.generate import ABSpec, ab_name, make_dfo_tree, write_night
 from abflow.model.config import resolve
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.model.plan import job_graph, job_priorities, list_schedule, optimal_unit_makespan
 
 ROOT = Path(__file__).resolve().parents[1]

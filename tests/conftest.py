@@ -103,7 +103,7 @@ def write_config(path: Path, dfo: dict[str, str], **overrides: Any) -> Path:
 def place_raw_files(dfo: dict[str, str]) -> int:
     """Create every RAWFILE of the night's ABs in $DFO_RAW_DIR (no download jobs); return count."""
     from abflow.model.config import resolve
-    from abflow.model.night import load_night
+    from abflow.model.load import load_night
 
     night = load_night(resolve({"date": DATE, "dfo": dfo}))
     paths = {p for record in night for p in record.raw_inputs}

@@ -21,7 +21,8 @@ from abflow.cli import main
 from abflow.example.generate import make_dfo_tree
 from abflow.model.ab import Problem, parse_ab, read_ab
 from abflow.model.config import resolve
-from abflow.model.night import NightError, load_night
+from abflow.model.load import load_night
+from abflow.model.night import NightError
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 CORPUS_DATE = "2013-02-13"

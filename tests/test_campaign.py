@@ -12,7 +12,8 @@ from conftest import records, run_snakemake, write_config
 from abflow.cli import main
 from abflow.example.generate import fan_cascade, write_night
 from abflow.model.config import ConfigError, resolve
-from abflow.model.night import NightError, load_night
+from abflow.model.load import load_night
+from abflow.model.night import NightError
 
 DATES = ["2013-02-12", "2013-02-13", "2013-02-14"]
 

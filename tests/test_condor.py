@@ -24,8 +24,8 @@ import yaml
 from conftest import DATE, ROOT, SNAKEFILE, all_step_records, example_config, records, write_config
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
-from abflow.run.condor import run_constraint
 from abflow.state.layout import JobId
+from abflow.state.queue import run_constraint
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 

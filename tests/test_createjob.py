@@ -17,7 +17,7 @@ from conftest import DATE, ROOT, records, write_config
 from abflow.cli import main
 from abflow.example.generate import ABSpec, fan_cascade, write_night
 from abflow.model.config import load_settings, resolve
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.views.jobfiles import JobRequest, build, exec_ab_lines
 
 GOLDEN = ROOT / "tests" / "data" / "golden" / "createjob"

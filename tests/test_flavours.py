@@ -27,7 +27,7 @@ from conftest import (
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, write_night
 from abflow.model.config import resolve
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.model.plan import job_graph, optimal_unit_makespan
 
 pytestmark = pytest.mark.slow
@@ -185,7 +185,7 @@ def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, 
     """A pool job whose ad carries AbflowCommand runs `python -m abflow.job` straight away
     (no second Snakemake): its record, log and benchmark are written as its rule declares."""
     from abflow.model.config import write_run_config
-    from abflow.model.night import load_night
+    from abflow.model.load import load_night
     from abflow.run.condor import write_wrapper
     from abflow.run.rules import NightRules
     from abflow.state.layout import JobId, Step
@@ -243,7 +243,7 @@ def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None
 def test_condor_constraints_select_one_store_and_one_run() -> None:
     """The constraints abflow's queue queries and removals use (a live pool checks what they
     select: tests/test_condor.py)."""
-    from abflow.run.condor import run_constraint
+    from abflow.state.queue import run_constraint
 
     assert run_constraint("/night/a") == 'AbflowRun == "/night/a"'
     both = 'AbflowRun == "/night/a" && AbflowOwner == "vm:42"'

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from abflow.job.command import ENTRY, JobCommand
 from abflow.model.config import resolve, write_run_config
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.run.rules import NightRules
 from abflow.state.fsutil import json_text
 from abflow.state.layout import JobId, Step

@@ -17,7 +17,7 @@ from conftest import DATE, place_raw_files, run_snakemake, write_config
 from abflow.cli import main
 from abflow.example.generate import fan_cascade, write_night
 from abflow.model.config import resolve
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.state.layout import JobId, Step
 from abflow.views.monitor import PageRefresher, page_path, timeline_paths
 

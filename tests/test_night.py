@@ -10,7 +10,8 @@ from conftest import DATE
 
 from abflow.example.generate import ABSpec, ab_text, calib_night, fan_cascade, write_night
 from abflow.model.config import resolve
-from abflow.model.night import Edge, NightError, load_night
+from abflow.model.load import load_night
+from abflow.model.night import Edge, NightError
 
 
 def settings_for(dfo: dict[str, str], **extra):

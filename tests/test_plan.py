@@ -12,7 +12,7 @@ from conftest import DATE, intervals, place_raw_files, run_snakemake, waves, wri
 from abflow.cli import main
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, write_night
 from abflow.model.config import resolve
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 from abflow.model.plan import (
     critical_path,
     job_graph,

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from abflow.model.config import Settings, load_settings
-from abflow.model.night import Night, load_night
+from abflow.model.load import load_night
+from abflow.model.night import Night
 
 Handler = Callable[[argparse.Namespace], int]
 

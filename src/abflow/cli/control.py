@@ -9,7 +9,7 @@ import time
 
 from abflow.cli.common import Parents, add_command, settings_of
 from abflow.model.config import Settings
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -93,7 +93,7 @@ def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict 
     """Remove this night's jobs from the HTCondor queue (of its live run, if one holds the
     lock): jobs of other nights, or of other runs, stay. Returns what was done ("" without a
     pool)."""
-    from abflow.run.condor import night_queue, remove_jobs, schedd
+    from abflow.state.queue import night_queue, remove_jobs, schedd
 
     try:
         queue = night_queue(settings.state_dir, args.schedd)

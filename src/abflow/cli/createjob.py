@@ -8,7 +8,8 @@ import sys
 
 from abflow import __version__
 from abflow.cli.common import Parents, add_command, settings_of
-from abflow.model.night import Night, load_night
+from abflow.model.load import load_night
+from abflow.model.night import Night
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:

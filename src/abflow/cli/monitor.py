@@ -9,7 +9,8 @@ import time
 
 from abflow.cli.common import Parents, add_command, night_of, settings_of
 from abflow.model.config import Settings
-from abflow.model.night import Night, load_night
+from abflow.model.load import load_night
+from abflow.model.night import Night
 from abflow.state.layout import StateLayout
 
 
@@ -121,7 +122,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | None, str]:
     """The night store's jobs in the HTCondor queue, and what went wrong asking for them."""
-    from abflow.run.condor import night_queue
+    from abflow.state.queue import night_queue
 
     try:
         return night_queue(settings.state_dir, args.schedd), ""
@@ -130,7 +131,7 @@ def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | No
 
 
 def _queue_line(queue: list | None, problem: str) -> str:
-    from abflow.run.condor import queue_summary
+    from abflow.state.queue import queue_summary
 
     if queue is None:
         return problem

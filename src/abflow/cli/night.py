@@ -7,7 +7,7 @@ import json
 import sys
 
 from abflow.cli.common import Parents, add_command, night_of, settings_of
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:

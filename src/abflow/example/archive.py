@@ -16,7 +16,7 @@ from collections.abc import Callable
 from abflow.example.synth import INSTRUMENTS, write_raw_frame
 from abflow.model.ab import AB
 from abflow.model.config import Settings
-from abflow.model.night import load_night
+from abflow.model.load import load_night
 
 TIMESTAMP_RE = re.compile(r"\.(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3})\.fits$")
 KIND_OF_TYPE = {"BIAS": "BIAS", "DARK": "DARK", "FLAT": "FLAT"}

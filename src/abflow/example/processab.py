@@ -24,7 +24,7 @@ from astropy.io import fits
 from abflow.model.ab import AB, read_ab, stem
 from abflow.model.commands import fill
 from abflow.model.config import Settings
-from abflow.model.night import find_existing_product, path_policy
+from abflow.model.load import find_existing_product, path_policy
 from abflow.state.fsutil import atomic_move, atomic_write_chunks, atomic_write_text
 from abflow.state.layout import JobId, Step
 

@@ -51,7 +51,8 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     """Everything the rules need, from Snakemake's config and workflow. Raises StartRefused
     (the problems in the configuration or the night, each with file and line)."""
     from abflow.model.config import ConfigError, resolve, write_run_config
-    from abflow.model.night import NightError, load_night
+    from abflow.model.load import load_night
+    from abflow.model.night import NightError
     from abflow.run.condor import owner_id, write_wrapper
     from abflow.run.flavour import decide, describe, executor_problem, is_remote, read_profiles
     from abflow.run.rules import NightRules
@@ -125,7 +126,7 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
 
 def _remove_pool_jobs(state_dir: str, owner: str, wait: float) -> list[Any]:
     """Remove the queued jobs of run ``owner``; [] where no pool answers."""
-    from abflow.run.condor import pool_configured, queued_jobs, remove_jobs, schedd
+    from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
 
     if not pool_configured():
         return []
@@ -141,8 +142,8 @@ def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
     """Failure notes for this run's jobs that HTCondor holds (the plugin gives up on them after
     its held timeout but leaves them in the queue); then remove every job of this run still
     queued. Returns the jobs noted ("" jobs where no pool answers)."""
-    from abflow.run.condor import pool_configured, queued_jobs, remove_jobs, schedd
     from abflow.state.layout import JobId
+    from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
 
     settings = night.settings
     if not pool_configured():

@@ -146,7 +146,7 @@ Queue = Callable[[], list | None]
 
 def pool_queue(night: Night) -> list | None:
     """The night's jobs in the HTCondor queue (None: no pool configured or none answers)."""
-    from abflow.run.condor import night_queue
+    from abflow.state.queue import night_queue
 
     try:
         return night_queue(night.settings.state_dir)

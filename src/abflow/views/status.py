@@ -12,7 +12,7 @@
   the HTCondor queue once submitted);
 * ``created``: nothing has happened to it yet (no run going on).
 
-On a pool, the queue comes from the schedd (abflow.run.condor.night_queue): the jobs' own
+On a pool, the queue comes from the schedd (abflow.state.queue.night_queue): the jobs' own
 ``AbflowJob`` attribute says which AB each one processes.
 """
 
@@ -106,8 +106,8 @@ class NightState:
 
 def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     """Read the state of every AB of ``night``; ``queue``: its jobs in the HTCondor queue
-    (abflow.run.condor.QueuedJob, as abflow.run.condor.night_queue gives them), if asked."""
-    from abflow.run.condor import queue_by_ab
+    (abflow.state.queue.QueuedJob, as abflow.state.queue.night_queue gives them), if asked."""
+    from abflow.state.queue import queue_by_ab
 
     s = night.settings
     run = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
