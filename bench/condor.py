@@ -150,7 +150,31 @@ def example_night(tmp: Path, archive: Path) -> Path:
     return cfg
 
 
+def report(rows: list[tuple[str, dict[str, Any]]], trip: float, sm_start: float) -> list[dict]:
+    """Print the table of the measured nights; return them with their goals."""
+    head = (
+        "| night | jobs | levels | makespan | snakemake wall | critical path | goal (CP + 2 RT "
+        "x levels) | makespan / goal | queue wait | job's Snakemake start | command | job end | "
+        "submit gap |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    results = []
+    for name, m in rows:
+        goal = m["critical_path"] + 2 * trip * m["levels"]
+        m.update(night=name, round_trip=trip, snakemake_start=sm_start, goal=goal)
+        results.append(m)
+        print(
+            f"| {name} | {m['jobs']} | {m['levels']} | {m['makespan']:.0f} s | {m['wall']:.0f} s"
+            f" | {m['critical_path']:.1f} s | {goal:.1f} s | {m['makespan'] / goal:.2f} | "
+            f"{m['queue_wait']:.1f} s | {m['job_start']:.1f} s | {m['command']:.1f} s | "
+            f"{m['job_end']:.1f} s | {m['submit_gap']:.1f} s |"
+        )
+    return results
+
+
 def main() -> int:
+    """Run the benchmark on the pool CONDOR_CONFIG names and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=0.5, help="stand-in job length")
     parser.add_argument("--repeat", type=int, default=1)
@@ -179,24 +203,7 @@ def main() -> int:
                 rows.append(("example", measure(base, example_night(base, archive))))
     print(f"pool round trip (/bin/true, median of 3): {trip:.2f} s; snakemake --version: "
           f"{sm_start:.2f} s")  # fmt: skip
-    head = (
-        "| night | jobs | levels | makespan | snakemake wall | critical path | goal (CP + 2 RT "
-        "x levels) | makespan / goal | queue wait | job's Snakemake start | command | job end | "
-        "submit gap |"
-    )
-    print(head)
-    print("|" + "---|" * (head.count("|") - 1))
-    results = []
-    for name, m in rows:
-        goal = m["critical_path"] + 2 * trip * m["levels"]
-        m.update(night=name, round_trip=trip, snakemake_start=sm_start, goal=goal)
-        results.append(m)
-        print(
-            f"| {name} | {m['jobs']} | {m['levels']} | {m['makespan']:.0f} s | {m['wall']:.0f} s"
-            f" | {m['critical_path']:.1f} s | {goal:.1f} s | {m['makespan'] / goal:.2f} | "
-            f"{m['queue_wait']:.1f} s | {m['job_start']:.1f} s | {m['command']:.1f} s | "
-            f"{m['job_end']:.1f} s | {m['submit_gap']:.1f} s |"
-        )
+    results = report(rows, trip, sm_start)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     path = out / f"condor-{time.strftime('%Y%m%dT%H%M%S')}.json"
