@@ -14,12 +14,10 @@ except StartRefused as exc:
 SETTINGS, RULES = PREPARED.settings, PREPARED.rules
 # CAL_CLEANUP: raw files this run downloads are removed once every job reading them is done.
 RAW_OUTPUT = temp(RULES.raw_pattern) if RULES.cleanup_raw else RULES.raw_pattern
-# On an HTCondor pool, jobs start through this wrapper and carry the night store, this run, their
-# job and its command line (resources job_wrapper and classad_* of the job rules; ignored when
-# running locally): abflow watch/stop and a crashed run's successor find exactly their jobs.
-JOB_WRAPPER = PREPARED.job_wrapper
-RUN_TAG = SETTINGS.state_dir
-RUN_OWNER = PREPARED.owner
+# On an HTCondor pool, jobs start through the night's job wrapper and carry the night store, this
+# run, their job and its command line (RULES.pool_resources: job_wrapper and classad_* of the job
+# rules, none when jobs run locally): abflow watch/stop and a crashed run's successor find
+# exactly their jobs.
 REFRESHER = PageRefresher(RULES.night)
 RUN = {}  # this run's lock (filled by onstart)
 for _level, _text in PREPARED.messages:

@@ -21,12 +21,8 @@ rule process_ab:
         "../../environment.yml"
     threads: RULES.ab_threads
     resources:
+        **RULES.pool_resources("process_ab"),
         ab_jobs=1,
-        job_wrapper=JOB_WRAPPER,
-        classad_AbflowRun=RUN_TAG,
-        classad_AbflowOwner=RUN_OWNER,
-        classad_AbflowJob=RULES.job_tag("process_ab"),
-        classad_AbflowCommand=RULES.pool_command("process_ab"),
     params:
         command=RULES.command("process_ab"),
     shell:
@@ -48,12 +44,8 @@ rule process_ab_det:
         "../../environment.yml"
     threads: 1
     resources:
+        **RULES.pool_resources("process_ab_det"),
         ab_jobs=1,
-        job_wrapper=JOB_WRAPPER,
-        classad_AbflowRun=RUN_TAG,
-        classad_AbflowOwner=RUN_OWNER,
-        classad_AbflowJob=RULES.job_tag("process_ab_det"),
-        classad_AbflowCommand=RULES.pool_command("process_ab_det"),
     params:
         command=RULES.command("process_ab_det"),
     shell:

@@ -14,12 +14,8 @@ rule process_qc:
     conda:
         "../../environment.yml"
     resources:
+        **RULES.pool_resources("process_qc"),
         qc=1,
-        job_wrapper=JOB_WRAPPER,
-        classad_AbflowRun=RUN_TAG,
-        classad_AbflowOwner=RUN_OWNER,
-        classad_AbflowJob=RULES.job_tag("process_qc"),
-        classad_AbflowCommand=RULES.pool_command("process_qc"),
     params:
         command=RULES.command("process_qc"),
     shell:

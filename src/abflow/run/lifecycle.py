@@ -87,7 +87,9 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
     messages.append(("info", f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"))
     messages += [("warning", str(w)) for w in night.warnings]
-    return Prepared(settings, rules, run_config, write_wrapper(settings), owner_id(), messages)
+    rules.owner = owner_id()
+    rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
+    return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages)
 
 
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:

@@ -14,14 +14,14 @@ import inspect
 import json
 import os
 import shlex
+import sys
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 from snakemake.io import ancient
 
-from abflow.job.command import JobCommand
+from abflow.job.command import ENTRY, OPTIONS, JobCommand
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
@@ -177,42 +177,26 @@ class RunScope:
         return [request]
 
 
-class _Command(ABC):
-    """A job's shell command, rendered only when Snakemake formats it (and then once).
+class JobLine:
+    """The command line of one job (abflow.job.command), without what its rule appends
+    (record, log, threads): made when Snakemake formats the job's shell command, and then once.
 
     Not a plain value, so Snakemake's ``params`` rerun trigger ignores it: switching profile,
     interpreter or command templates does not rerun a processed night (explicit reruns go
     through the rerun key).
     """
 
-    __slots__ = ("_text",)
+    __slots__ = ("_text", "job", "rules", "threads")
 
-    def __init__(self) -> None:
+    def __init__(self, rules: NightRules, job: JobId, threads: int) -> None:
+        self.rules, self.job, self.threads = rules, job, threads
         self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:  # Snakemake formats a job's command several times
-            self._text = " ".join(shlex.quote(w) for w in self.words())
+            words = self.rules.job_command(self.job, self.threads).argv(with_paths=False)
+            self._text = " ".join(map(self.rules.quote, words))
         return self._text
-
-    @abstractmethod
-    def words(self) -> list[str]:
-        """The command line."""
-
-
-class JobLine(_Command):
-    """The command line of one job (abflow.job.command), without what its rule appends
-    (record, log, threads); made when Snakemake formats the job's shell command, not before."""
-
-    __slots__ = ("job", "rules", "threads")
-
-    def __init__(self, rules: NightRules, job: JobId, threads: int) -> None:
-        super().__init__()
-        self.rules, self.job, self.threads = rules, job, threads
-
-    def words(self) -> list[str]:
-        """The command line."""
-        return self.rules.job_command(self.job, self.threads).argv(with_paths=False)
 
     def __repr__(self) -> str:
         return f"<command of {self.job.name}>"
@@ -230,7 +214,9 @@ class NightRules:
         pool: bool = False,
     ) -> None:
         self.night = night
-        self.pool = pool  # jobs are submitted to an HTCondor pool (the classad_* resources)
+        self.pool = pool  # jobs are submitted to an HTCondor pool (pool_resources)
+        self.job_wrapper = ""  # how the pool starts them (abflow.run.condor.write_wrapper)
+        self.owner = ""  # this run's AbflowOwner tag (abflow.run.condor.owner_id)
         self.settings: Settings = night.settings
         self.layout = self.settings.layout
         self.run_config = run_config
@@ -244,12 +230,21 @@ class NightRules:
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
         self.job_env = tuple(sorted(s.variables.items()))  # every job's $DFO_* directories
+        # the words every job's command line has, quoted once (a night has thousands of jobs)
+        constant = [sys.executable, ENTRY, run_config, s.state_dir, *OPTIONS,
+                    *(w for pair in self.job_env for w in pair)]  # fmt: skip
+        self._quoted = {word: shlex.quote(word) for word in constant}
         self._parent_records = {
             record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
                 setattr(self, name, _with_cached_signature(getattr(self, name)))
+
+    def quote(self, word: str) -> str:
+        """``word`` shell-quoted."""
+        quoted = self._quoted.get(word)
+        return quoted if quoted is not None else shlex.quote(word)
 
     @property
     def to_run(self) -> frozenset[str]:
@@ -412,7 +407,7 @@ class NightRules:
             return self.job_of(rule, wildcards).name
 
         tag.__name__ = f"job_tag_{rule}"
-        return tag
+        return _with_cached_signature(tag)
 
     def pool_command(self, rule: str) -> Callable[[Any, int], str]:
         """The AbflowCommand attribute of the HTCondor jobs of ``rule``: the job's whole
@@ -420,14 +415,27 @@ class NightRules:
         instead of a second Snakemake (abflow.run.condor)."""
 
         def pool_command(wildcards: Any, threads: int) -> str:
-            if not self.pool:  # not needed where jobs run locally: not built (DAG time)
-                return ""
             job = self.job_of(rule, wildcards)
             command = self.job_command(job, threads)
             return base64.b64encode(json.dumps(command.argv()[1:]).encode()).decode()
 
         pool_command.__name__ = f"pool_command_{rule}"
-        return pool_command
+        return _with_cached_signature(pool_command)
+
+    def pool_resources(self, rule: str) -> dict[str, Any]:
+        """The resources the HTCondor plugin turns into a pool job's settings: the job wrapper,
+        and the ClassAd tags by which abflow finds the job (abflow.state.queue) and which
+        carry its command line. None where jobs run locally (Snakemake would evaluate them for
+        every job of the DAG for nothing)."""
+        if not self.pool:
+            return {}
+        return {
+            "job_wrapper": self.job_wrapper,
+            "classad_AbflowRun": self.settings.state_dir,
+            "classad_AbflowOwner": self.owner,
+            "classad_AbflowJob": self.job_tag(rule),
+            "classad_AbflowCommand": self.pool_command(rule),
+        }
 
     # ----- priorities, threads, resources -----------------------------------------------------
     @rule_function

@@ -166,10 +166,11 @@ _KINDS = {
 class StateLayout:
     """The layout of one state directory."""
 
-    __slots__ = ("root",)
+    __slots__ = ("_patterns", "root")
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._patterns: dict[tuple[str, str], str] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StateLayout) and other.root == self.root
@@ -185,7 +186,12 @@ class StateLayout:
         """Path pattern of one kind of file of a step's jobs, with ``{ab}``, ``{det}`` or
         ``{file}`` wildcards (what the rules declare): ``records``, ``failed``, ``logs``,
         ``benchmarks``, ``work``."""
-        step = Step(step)
+        known = self._patterns.get((kind, step))
+        if known is None:
+            known = self._patterns[(kind, step)] = self._pattern(kind, Step(step))
+        return known
+
+    def _pattern(self, kind: str, step: Step) -> str:
         top, ext = _KINDS[kind]
         if step.is_download:
             if kind == "records":
