@@ -20,9 +20,11 @@ aims for). The bound can be unreachable: with 32 slots the ``both`` night needs 
 (the 32 detector jobs of each split fill every slot twice, leaving the 1 -> 3 -> 6 cascade
 only the two join rounds), which the plan shows.
 
-Then the CPU abflow spends per job outside the recipe's own command: ``python -m abflow.job``
-of a one-AB night whose command is ``true``, run ``--cpu-runs`` times directly, its CPU (user +
-system, the job and its children, os.wait4) minus that of ``sh -c true`` run the same way.
+Then the CPU abflow spends per job outside the recipe's own command, for a one-AB night whose
+command is ``true``, run ``--cpu-runs`` times: in a thread (how the workflow runs jobs on this
+machine: the process's CPU around the job, the command's not counted), and as a process of its
+own (``python -m abflow.job``, how a pool runs it: its CPU, user + system, with its children's,
+os.wait4, minus that of ``sh -c true`` run the same way).
 
     python bench/fanout.py --seconds 4 --repeat 1
     python bench/fanout.py --nights cascade --slots 2 --seconds 1   # one case, quick
@@ -45,10 +47,11 @@ from pathlib import Path
 import yaml
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
-from abflow.job.command import JobCommand
+from abflow.job.main import execute
 from abflow.model.config import resolve, write_run_config
 from abflow.model.load import load_night
 from abflow.model.plan import job_graph, job_priorities, list_schedule, lower_bound
+from abflow.run.rules import NightRules
 from abflow.state.layout import JobId, Step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,25 +193,31 @@ def _cpu_of(cmd: list[str], env: dict[str, str]) -> float:
 
 
 def job_cpu(runs: int) -> dict[str, float]:
-    """Median CPU of one abflow job around ``true``, and of ``sh -c true`` alone (seconds)."""
+    """CPU of one abflow job around ``true`` (seconds, median of ``runs``): as a process of its
+    own (``python -m abflow.job``, how a pool runs it) against ``sh -c true`` alone, and in a
+    thread of this process (how the workflow runs it on this machine; the process's own CPU,
+    the command's excluded)."""
     with tempfile.TemporaryDirectory(prefix="abflow-jobcpu-") as tmp:
         specs = [ABSpec(ab_name(0))]
         dfo = make_dfo_tree(tmp)
         write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+        Path(dfo["raw_dir"], DATE).mkdir(parents=True, exist_ok=True)
         for name in specs[0].raw_names():
-            Path(dfo["raw_dir"], DATE).mkdir(parents=True, exist_ok=True)
             Path(dfo["raw_dir"], DATE, name).touch()
         settings = resolve({"date": DATE, "dfo": dfo, "check_products": False,
                             "commands": {"process_ab": "true"}})  # fmt: skip
-        load_night(settings)
-        job = JobId(Step.PROCESS_AB, specs[0].name)
-        layout = settings.layout
-        argv = JobCommand(job, write_run_config(settings), record=layout.record(job),
-                          log=layout.log(job)).argv()  # fmt: skip
+        rules = NightRules(load_night(settings), write_run_config(settings))
+        command = rules.job_command(JobId(Step.PROCESS_AB, specs[0].name))
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         bare = [_cpu_of(["/bin/sh", "-c", "true"], env) for _ in range(runs)]
-        wrapped = [_cpu_of(argv, env) for _ in range(runs)]
-    return {"job_s": statistics.median(wrapped), "sh_true_s": statistics.median(bare)}
+        process = [_cpu_of(command.argv(), env) for _ in range(runs)]
+        thread = []
+        for _ in range(runs):
+            t0 = time.process_time()
+            execute(command)
+            thread.append(time.process_time() - t0)
+    return {"process_s": statistics.median(process), "sh_true_s": statistics.median(bare),
+            "thread_s": statistics.median(thread)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:>8} {slots:>5} {bound:>6g} {plan:>5g} {bare:>6.2f} {abflow:>7.2f} "
                   f"{abflow - bound:>+13.2f} {abflow / bare:>12.3f}", flush=True)  # fmt: skip
     cpu = job_cpu(args.cpu_runs)
-    outside = cpu["job_s"] - cpu["sh_true_s"]
-    print(f"CPU per abflow job outside its command: {outside * 1000:.1f} ms "
-          f"(job around 'true' {cpu['job_s'] * 1000:.1f} ms, 'sh -c true' "
-          f"{cpu['sh_true_s'] * 1000:.1f} ms; median of {args.cpu_runs})")  # fmt: skip
+    print(f"CPU per abflow job outside its command (median of {args.cpu_runs}): in a thread of "
+          f"Snakemake (this machine) {cpu['thread_s'] * 1000:.1f} ms; as a process of its own "
+          f"(a pool) {(cpu['process_s'] - cpu['sh_true_s']) * 1000:.1f} ms (job around 'true' "
+          f"{cpu['process_s'] * 1000:.1f} ms, 'sh -c true' "
+          f"{cpu['sh_true_s'] * 1000:.1f} ms)")  # fmt: skip
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     result = {"seconds": args.seconds, "rows": rows, "job_cpu": cpu,
               "at": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip

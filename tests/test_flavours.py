@@ -251,6 +251,49 @@ def test_condor_constraints_select_one_store_and_one_run() -> None:
     assert run_constraint('/odd "dir"') == 'AbflowRun == "/odd \\"dir\\""'
 
 
+def test_stop_now_ends_the_running_command_at_once_and_notes_no_failure(tmp_path, dfo) -> None:
+    """Jobs run in threads of Snakemake, their commands in sessions of their own: on SIGINT
+    (abflow stop --now, Ctrl-C) the run ends them itself, and the AB is not failed, only not
+    done (the next run starts it)."""
+    write_night(fan_cascade([1, 1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    marker = tmp_path / "started"
+    cfg = write_config(tmp_path / "config.yaml", dfo,
+                       commands={"process_ab": f"touch {marker}; sleep 120"})  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
+        "--profile", str(ROOT / "profiles" / "local"), "--configfile", str(cfg), "--cores", "1",
+    ]  # fmt: skip
+    state = Path(dfo["job_dir"], "abflow")
+    out = open(tmp_path / "snakemake.out", "w")  # noqa: SIM115 - closed in finally
+    run = subprocess.Popen(cmd, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists()
+        t0 = time.monotonic()
+        stop = subprocess.run(["abflow", "stop", "--now", "--wait", "30", "--configfile", str(cfg)],
+                              capture_output=True, text=True)  # fmt: skip
+        assert stop.returncode == 0 and "it has ended" in stop.stdout, stop.stdout + stop.stderr
+        assert time.monotonic() - t0 < 20  # not the 120 s of the command
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        out.close()
+    left = subprocess.run(["pgrep", "-f", f"touch {marker}; sleep 120"], capture_output=True)
+    assert left.stdout == b""  # the command's whole group is gone
+    ab = fan_cascade([1, 1])[0].name
+    assert not (state / "records" / f"{ab}.json").exists()
+    assert not (state / "failed" / f"{ab}.json").exists()  # interrupted, not failed
+    assert (
+        "interrupted: the command was ended"
+        in (state / "logs" / "process_ab" / f"{ab}.log").read_text()
+    )
+    assert not list((state / "running").rglob("*.json"))
+
+
 def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> None:
     specs = fan_cascade([1, 1, 1, 1, 1])  # a chain of five ABs
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)

@@ -15,10 +15,8 @@ rule download_raw:
         "../../environment.yml"
     resources:
         download=1,
-    params:
-        command=RULES.command("download_raw"),
-    shell:
-        "{params.command} --log {log:q}"
+    run:
+        RULES.run_job("download_raw", wildcards, threads, log[0])
 
 
 rule download_mcal:
@@ -34,10 +32,8 @@ rule download_mcal:
         "../../environment.yml"
     resources:
         download=1,
-    params:
-        command=RULES.command("download_mcal"),
-    shell:
-        "{params.command} --log {log:q}"
+    run:
+        RULES.run_job("download_mcal", wildcards, threads, log[0])
 
 
 # FULL_RAWDOWNLOAD: every AB to run waits for this flag, made once all downloads are done.

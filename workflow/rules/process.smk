@@ -2,10 +2,14 @@
 # and the local copies of its raw files and REAL calibrations. A multi-detector AB (MEF factor
 # n > 1, not under DRS_TYPE INT) runs as n process_ab_det jobs (commands.process_ab_det, {det} =
 # 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
-# Every job runs `python -m abflow.job` (abflow/job/), given the record and the log its rule
-# declares; the paths are the state layout's (abflow/state/layout.py). The job writes its own
-# benchmark (Snakemake's format, <state_dir>/benchmarks/...): a rule's `benchmark:` would have
-# Snakemake poll every running job's processes, which slowed 32-way fan-outs measurably.
+# Every job is abflow's job (abflow/job/), given the record and the log its rule declares (the
+# paths are the state layout's, abflow/state/layout.py): RULES.run_job runs it in a thread of
+# this Snakemake process (the profiles set force-use-threads), and on an HTCondor pool the job
+# wrapper runs the same job from the job's ClassAd (python -m abflow.job). A Python process per
+# job, or Snakemake's formatting of a long shell command for every job of the DAG, cost 32-way
+# fan-outs and large dry-runs measurably (bench/fanout.py, bench/dryrun.py). The job writes its
+# own benchmark (Snakemake's format): a rule's `benchmark:` has Snakemake poll every running
+# job's processes.
 
 
 rule process_ab:
@@ -23,10 +27,8 @@ rule process_ab:
     resources:
         **RULES.pool_resources("process_ab"),
         ab_jobs=1,
-    params:
-        command=RULES.command("process_ab"),
-    shell:
-        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"
+    run:
+        RULES.run_job("process_ab", wildcards, threads, log[0], output.record)
 
 
 rule process_ab_det:
@@ -46,7 +48,5 @@ rule process_ab_det:
     resources:
         **RULES.pool_resources("process_ab_det"),
         ab_jobs=1,
-    params:
-        command=RULES.command("process_ab_det"),
-    shell:
-        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"
+    run:
+        RULES.run_job("process_ab_det", wildcards, threads, log[0], output.record)

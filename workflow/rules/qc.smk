@@ -16,7 +16,5 @@ rule process_qc:
     resources:
         **RULES.pool_resources("process_qc"),
         qc=1,
-    params:
-        command=RULES.command("process_qc"),
-    shell:
-        "{params.command} --record {output.record:q} --log {log:q} --threads {threads}"
+    run:
+        RULES.run_job("process_qc", wildcards, threads, log[0], output.record)

@@ -78,7 +78,11 @@ def run_download(command: JobCommand, echo: Callable[[str], None] = print) -> in
         log.write(f"# abflow download {name}\n# command {command.run}\n")
         log.flush()
         env = {**os.environ, **dict(command.env)}
-        returncode = shell.wait(shell.start(command.run, directory, env, log.fileno()))
+        returncode, _usage, ended = shell.wait(shell.start(command.run, directory, env,
+                                                           log.fileno()))  # fmt: skip
+    if ended:  # the run was interrupted: nothing half-written stays, no failure is noted
+        remove_file(dest)
+        raise DownloadFailed(f"download of {name} interrupted (the next run starts it again)")
     seconds = time.monotonic() - t0
     size = os.path.getsize(dest) if os.path.isfile(dest) else -1
     if returncode != 0 or size <= 0:

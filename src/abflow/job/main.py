@@ -1,16 +1,17 @@
-"""What ``python -m abflow.job`` does: read the command line (abflow.job.command) and the run
-configuration (abflow.job.runconfig), then run the step: an AB's command (abflow.job.runner)
-or a download (abflow.job.download).
+"""What a job of a night does, given its command line (abflow.job.command): run the step, an
+AB's command (abflow.job.runner) or a download (abflow.job.download).
 
-Everything a job imports is chosen to start fast: no schema, no YAML, no Snakemake, no
-subprocess, no dataclasses (bench/fanout.py measures the CPU a job costs beside its command).
+:func:`execute` is the job. The workflow calls it in a thread of the Snakemake process for jobs
+that run on this machine, and ``python -m abflow.job`` (:func:`main`) runs it as a process of
+its own, as HTCondor does on an execute node. For that form everything it imports is chosen to
+start fast: no schema, no YAML, no Snakemake, no subprocess, no dataclasses (bench/fanout.py
+measures the CPU a job process costs beside its command).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 from abflow.job.command import JobCommand
 from abflow.state.layout import StateLayout, Step
@@ -51,53 +52,43 @@ def ab_step(command: JobCommand) -> StepRun:
         check_products=bool(command.products), info=info,
         files={INPUTS_FILE: {"ab": job.target, "virtual": dict(command.virtual)}},
         values={"det": job.det} if job.det is not None else {}, state_dir=command.state_dir,
+        benchmark_path=command.benchmark,
     )  # fmt: skip
 
 
-def run(command: JobCommand) -> int:
-    """Run the job; its exit status (a failure is explained on stderr and in its log)."""
+class JobFailed(RuntimeError):
+    """The job failed; the message says why (its log and failure note say more)."""
+
+
+def execute(command: JobCommand) -> None:
+    """Run the job; raise JobFailed if it failed (or was interrupted)."""
     if command.job.step.is_download:
         from abflow.job.download import DownloadFailed, run_download
 
         try:
             run_download(command, echo=lambda line: print(line, file=sys.stderr, flush=True))
         except DownloadFailed as exc:
-            print(f"abflow: {exc}", file=sys.stderr)
-            return 1
-        return 0
+            raise JobFailed(str(exc)) from None
+        return
     from abflow.job.runner import StepFailed, run_step
 
     try:
         run_step(ab_step(command), threads=command.threads)
     except StepFailed as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        raise JobFailed(str(exc)) from None
     if command.job.step in (Step.PROCESS_AB, Step.MEF_JOIN):  # its rerun requests were served
         for request in StateLayout(command.state_dir).requests_of(command.job.target):
             os.unlink(request)
+
+
+def run(command: JobCommand) -> int:
+    """Run the job as a command does: its exit status (a failure explained on stderr)."""
+    try:
+        execute(command)
+    except JobFailed as exc:
+        print(f"abflow: {exc}", file=sys.stderr)
+        return 1
     return 0
-
-
-BENCHMARK_HEADER = (
-    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
-)
-
-
-def write_benchmark(path: str, seconds: float) -> None:
-    """Snakemake's benchmark of the job, in Snakemake's format: its wall time, and its command's
-    resource use (the peak RSS of its largest process, its I/O and its CPU time)."""
-    import resource
-
-    from abflow.state.fsutil import atomic_write_text
-
-    use = resource.getrusage(resource.RUSAGE_CHILDREN)
-    h, rem = divmod(int(seconds), 3600)
-    values = [
-        f"{seconds:.4f}", f"{h}:{rem // 60:02d}:{rem % 60:02d}", f"{use.ru_maxrss / 1024:.2f}",
-        "-", "-", "-", f"{use.ru_inblock * 512 / 2**20:.2f}",
-        f"{use.ru_oublock * 512 / 2**20:.2f}", "-", f"{use.ru_utime + use.ru_stime:.2f}",
-    ]  # fmt: skip
-    atomic_write_text(path, BENCHMARK_HEADER + "\n" + "\t".join(values) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,8 +110,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     from abflow.job.shell import on_terminate
 
     on_terminate(terminate)
-    t0 = time.monotonic()
-    status = run(command)
-    if status == 0 and command.benchmark:
-        write_benchmark(command.benchmark, time.monotonic() - t0)
-    return status
+    return run(command)

@@ -18,7 +18,7 @@ import os
 import time
 
 from abflow.job import shell
-from abflow.state.fsutil import atomic_write_json, remove_file, remove_tree
+from abflow.state.fsutil import atomic_write_json, atomic_write_text, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout
 from abflow.state.layout import Step as StepName
 
@@ -35,12 +35,17 @@ class StepFailed(RuntimeError):
     """The step's command failed or did not leave its expected products."""
 
 
+class StepInterrupted(StepFailed):
+    """The run was interrupted (Ctrl-C, abflow stop --now) and ended the step's command."""
+
+
 class StepRun:
     """What to run for one AB step and where to put the results (a plain class: a job builds
     one at its start)."""
 
     __slots__ = (
         "ab",
+        "benchmark_path",
         "check_products",
         "command",
         "env",
@@ -72,6 +77,7 @@ class StepRun:
         files: Mapping[str, object] | None = None,
         values: Mapping[str, object] | None = None,
         state_dir: str = "",
+        benchmark_path: str = "",  # where the job's benchmark goes (Snakemake's format)
     ) -> None:
         self.ab, self.step, self.command, self.workdir = ab, step, command, workdir
         self.log_path, self.record_path, self.failed_path = log_path, record_path, failed_path
@@ -82,6 +88,7 @@ class StepRun:
         self.files = dict(files or {})
         self.values = dict(values or {})
         self.state_dir = state_dir
+        self.benchmark_path = benchmark_path
 
     @property
     def job(self) -> JobId:
@@ -106,13 +113,15 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 class _Outcome:
     """How a step's command ended."""
 
-    __slots__ = ("command", "duration", "end", "host", "output_from", "returncode", "start")
+    __slots__ = ("command", "duration", "end", "host", "output_from", "returncode", "start",
+                 "usage")  # fmt: skip
 
     def __init__(self, start: str, end: str, duration: float, host: str, command: str,
-                 returncode: int, output_from: int) -> None:  # fmt: skip
+                 returncode: int, output_from: int, usage: object) -> None:  # fmt: skip
         self.start, self.end, self.duration, self.host = start, end, duration, host
         self.command, self.returncode = command, returncode
         self.output_from = output_from  # where this run's output starts in the log
+        self.usage = usage  # the command's resource use (os.wait4)
 
 
 def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
@@ -136,7 +145,27 @@ def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
         )
     atomic_write_json(step.record_path, record)
     remove_file(step.failed_path)
+    if step.benchmark_path:
+        write_benchmark(step.benchmark_path, outcome)
     return record
+
+
+BENCHMARK_HEADER = (
+    "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+)
+
+
+def write_benchmark(path: str, outcome: _Outcome) -> None:
+    """The job's benchmark, in Snakemake's format: its command's wall time, peak memory of its
+    largest process (MiB), I/O (MiB) and CPU time (s)."""
+    use, seconds = outcome.usage, outcome.duration
+    h, rem = divmod(int(seconds), 3600)
+    values = [
+        f"{seconds:.4f}", f"{h}:{rem // 60:02d}:{rem % 60:02d}", f"{use.ru_maxrss / 1024:.2f}",
+        "-", "-", "-", f"{use.ru_inblock * 512 / 2**20:.2f}",
+        f"{use.ru_oublock * 512 / 2**20:.2f}", "-", f"{use.ru_utime + use.ru_stime:.2f}",
+    ]  # type: ignore[attr-defined]  # fmt: skip
+    atomic_write_text(path, BENCHMARK_HEADER + "\n" + "\t".join(values) + "\n")
 
 
 def _prepare_workdir(step: StepRun) -> None:
@@ -162,16 +191,15 @@ class RunningMarker:
         }  # fmt: skip
 
     def __enter__(self) -> RunningMarker:
-        if self.path:  # not durable: a crash leaves a stale marker, which readers recognise
-            atomic_write_json(self.path, self.content, durable=False)
-        return self
+        return self  # written by note_command, as soon as the command runs
 
     def __exit__(self, *exc: object) -> None:
         if self.path:
             remove_file(self.path)
 
     def note_command(self, pgid: int) -> None:
-        """Record the process group the job's command runs in (to end orphans)."""
+        """Mark the job, with the process group its command runs in (to end orphans). Not
+        durable: a crash leaves a stale marker, which the readers recognise."""
         self.content["pgid"] = pgid
         if self.path:
             atomic_write_json(self.path, self.content, durable=False)
@@ -182,8 +210,8 @@ def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
     env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
     env["OMP_NUM_THREADS"] = str(threads)
     start, t0, host = shell.now_iso(), time.monotonic(), shell.hostname()
-    with RunningMarker(step.state_dir, step.job) as marker, \
-            open(step.log_path, "a", encoding="utf-8") as log:  # fmt: skip
+    marker = RunningMarker(step.state_dir, step.job)
+    with open(step.log_path, "a", encoding="utf-8") as log, marker:
         log.write(
             f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
             f"# workdir {step.workdir}\n# command {command}\n"
@@ -191,17 +219,21 @@ def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
         log.flush()
         output_from = log.tell()
         pid = shell.start(command, step.workdir, env, log.fileno())
-        marker.note_command(pid)
+        marker.note_command(pid)  # (written once the command runs: it starts sooner)
         try:
-            returncode = shell.wait(pid)
+            returncode, usage, ended = shell.wait(pid)
         except BaseException:
             log.write(f"# {shell.now_iso()} interrupted: the command was ended\n")
             raise
+        if ended:  # the run was interrupted: not a failure of the AB
+            log.write(f"# {shell.now_iso()} interrupted: the command was ended\n")
+            raise StepInterrupted(f"{step.step} of AB {step.ab}: interrupted, the command "
+                                  "was ended (the next run starts it again)")  # fmt: skip
         end, duration = shell.now_iso(), round(time.monotonic() - t0, 3)
         reason = _failure_reason(step, returncode)
         log.write(f"# end {end} ({duration} s) exit {returncode}")
         log.write(f" FAILED: {reason}\n" if reason else " SUCCESSFUL\n")
-    return _Outcome(start, end, duration, host, command, returncode, output_from)
+    return _Outcome(start, end, duration, host, command, returncode, output_from, usage)
 
 
 def _failure_reason(step: StepRun, returncode: int) -> str:

@@ -1,9 +1,11 @@
 """Run one shell command line the way every job does: in its own process group, in a given
 working directory, with its output appended to the job's log; and end it as a whole.
 
-Built on ``os.posix_spawn`` rather than ``subprocess`` (whose import alone costs a job more CPU
-than everything else it does), and used by both kinds of job: an AB step (abflow.job.runner)
-and a download (abflow.job.download).
+Built on ``os.posix_spawn`` rather than ``subprocess`` (whose import alone costs a job process
+more CPU than everything else it does), and safe in threads: jobs run in threads of the
+Snakemake process when it runs them on this machine, and as processes of their own on an
+HTCondor pool. The commands running from this process are registered, so that the run can end
+them all at once when it is interrupted (:func:`end_all`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 SHELL = "/bin/sh"
+_running: dict[int, bool] = {}  # pid of a running command -> ended by end_all
 
 
 def now_iso() -> str:
@@ -36,37 +39,45 @@ def hostname() -> str:
     return os.uname().nodename
 
 
+def _quoted(path: str) -> str:
+    return "'" + path.replace("'", "'\\''") + "'"
+
+
 def start(command: str, cwd: str, env: dict[str, str], log_fd: int) -> int:
-    """Start ``sh -c command`` in ``cwd`` as the leader of a new session (its own process
-    group), stdin from /dev/null, stdout and stderr to ``log_fd``; return its pid."""
+    """Start ``command`` (a shell command line) in ``cwd`` as the leader of a new session (its
+    own process group), stdin from /dev/null, stdout and stderr to ``log_fd``; return its pid.
+
+    The shell changes into ``cwd`` on a line of its own before the command's lines (this
+    process's working directory is shared by the threads that run jobs)."""
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_DUP2, log_fd, 1),
         (os.POSIX_SPAWN_DUP2, log_fd, 2),
     ]
-    here = os.open(".", os.O_RDONLY)
-    os.chdir(cwd)  # posix_spawn has no cwd of its own: the job's is only borrowed
-    try:
-        return os.posix_spawn(SHELL, [SHELL, "-c", command], env, file_actions=actions, setsid=True)
-    finally:
-        os.fchdir(here)
-        os.close(here)
+    script = f"cd {_quoted(cwd)} || exit 125\n{command}"
+    pid = os.posix_spawn(SHELL, [SHELL, "-c", script], env, file_actions=actions, setsid=True)
+    _running[pid] = False
+    return pid
 
 
-def wait(pid: int) -> int:
-    """The exit status of ``pid`` as subprocess gives it (negative: killed by that signal).
-    If the job is interrupted meanwhile (SIGTERM, Ctrl-C), the command's process group is
-    ended first and the interruption goes on."""
+def wait(pid: int) -> tuple[int, object, bool]:
+    """(exit status as subprocess gives it, negative: killed by that signal; the resource use
+    of the command and what it waited for, as ``os.wait4`` gives it; whether :func:`end_all`
+    ended it). If the waiting job is
+    interrupted meanwhile (SIGTERM, Ctrl-C), the command's process group is ended first."""
     try:
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
     except BaseException:
         end_group(pid)
         raise
-    return os.waitstatus_to_exitcode(status)
+    finally:
+        ended = _running.pop(pid, False)
+    return os.waitstatus_to_exitcode(status), usage, ended
 
 
 def end_group(pid: int, grace: float = 5.0) -> None:
-    """End process ``pid`` and every process of its group: SIGTERM, SIGKILL after ``grace`` s."""
+    """End process ``pid`` and every process of its group: SIGTERM, SIGKILL after ``grace`` s
+    (for a command this process still has to reap)."""
     for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:  # noqa: SIM105 (contextlib: one more import for every job)
             os.killpg(pid, sig)
@@ -81,6 +92,34 @@ def end_group(pid: int, grace: float = 5.0) -> None:
             if done:
                 return
             time.sleep(0.05)
+
+
+def end_all(grace: float = 5.0) -> list[int]:
+    """End the process groups of every command running from this process (the run was
+    interrupted): SIGTERM now, SIGKILL after ``grace`` s to those still there. Their jobs,
+    waiting in other threads, reap them and report them as interrupted. Returns their pids."""
+    pids = list(_running)
+    for pid in pids:
+        _running[pid] = True
+        try:  # noqa: SIM105
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+    def kill_late() -> None:
+        time.sleep(grace)
+        for pid in pids:
+            if pid in _running:
+                try:  # noqa: SIM105
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    if pids:
+        import threading
+
+        threading.Thread(target=kill_late, name="abflow-end-jobs", daemon=True).start()
+    return pids
 
 
 def on_terminate(handler: Callable[[int, object], None]) -> None:

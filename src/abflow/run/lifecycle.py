@@ -104,6 +104,7 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     if problem:
         raise StartRefused(problem)
     compile_modules()
+    _end_jobs_on_interrupt()
     try:
         run = register_run(settings.state_dir, night.batch_ids(), executor=executor)
     except RunLocked as exc:
@@ -124,6 +125,27 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
         for job in end_orphans(settings.state_dir, owns):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
     return run
+
+
+def _end_jobs_on_interrupt() -> None:
+    """On Ctrl-C or ``abflow stop --now`` (SIGINT), end the commands of the jobs running here
+    first: they run in sessions of their own, and Snakemake, cancelling the run, waits for the
+    threads that run them."""
+    import signal
+
+    from abflow.job.shell import end_all
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: Any) -> None:
+        end_all()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing runs here to end
+        signal.signal(signal.SIGINT, interrupted)
 
 
 def _remove_pool_jobs(state_dir: str, owner: str, wait: float) -> list[Any]:

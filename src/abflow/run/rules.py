@@ -13,15 +13,13 @@ import base64
 import inspect
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from snakemake.io import ancient
 
-from abflow.job.command import ENTRY, OPTIONS, JobCommand
+from abflow.job.command import JobCommand
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
@@ -67,6 +65,10 @@ def ab_edited(record: dict[str, Any], digest: str) -> bool:
     """
     old = str(record.get("ab_digest") or "")
     return old.startswith("p") and old != digest
+
+
+class JobError(RuntimeError):
+    """A job of the night failed (Snakemake reports the rule's error with this message)."""
 
 
 class RunScope:
@@ -177,31 +179,6 @@ class RunScope:
         return [request]
 
 
-class JobLine:
-    """The command line of one job (abflow.job.command), without what its rule appends
-    (record, log, threads): made when Snakemake formats the job's shell command, and then once.
-
-    Not a plain value, so Snakemake's ``params`` rerun trigger ignores it: switching profile,
-    interpreter or command templates does not rerun a processed night (explicit reruns go
-    through the rerun key).
-    """
-
-    __slots__ = ("_text", "job", "rules", "threads")
-
-    def __init__(self, rules: NightRules, job: JobId, threads: int) -> None:
-        self.rules, self.job, self.threads = rules, job, threads
-        self._text: str | None = None
-
-    def __str__(self) -> str:
-        if self._text is None:  # Snakemake formats a job's command several times
-            words = self.rules.job_command(self.job, self.threads).argv(with_paths=False)
-            self._text = " ".join(map(self.rules.quote, words))
-        return self._text
-
-    def __repr__(self) -> str:
-        return f"<command of {self.job.name}>"
-
-
 class NightRules:
     """What the generic rules need to know about each job of a Night."""
 
@@ -230,21 +207,12 @@ class NightRules:
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
         self.job_env = tuple(sorted(s.variables.items()))  # every job's $DFO_* directories
-        # the words every job's command line has, quoted once (a night has thousands of jobs)
-        constant = [sys.executable, ENTRY, run_config, s.state_dir, *OPTIONS,
-                    *(w for pair in self.job_env for w in pair)]  # fmt: skip
-        self._quoted = {word: shlex.quote(word) for word in constant}
         self._parent_records = {
             record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
         for name, member in inspect.getmembers(type(self), inspect.isfunction):
             if getattr(member, "_abflow_rule_function", False):
                 setattr(self, name, _with_cached_signature(getattr(self, name)))
-
-    def quote(self, word: str) -> str:
-        """``word`` shell-quoted."""
-        quoted = self._quoted.get(word)
-        return quoted if quoted is not None else shlex.quote(word)
 
     @property
     def to_run(self) -> frozenset[str]:
@@ -391,14 +359,17 @@ class NightRules:
             return JobId(Step.PROCESS_AB_DET, ab, int(det))
         return JobId(Step(rule), ab)
 
-    def command(self, rule: str) -> Callable[[Any, int], JobLine]:
-        """The params function giving the command line of a rule's jobs."""
+    def run_job(self, rule: str, wildcards: Any, threads: int, log: str, record: str = "") -> None:
+        """Run the job of ``rule`` for ``wildcards`` here, in a thread of the Snakemake process
+        (the rules' ``run:``), with the log and the record its rule declares; raise if it
+        failed (its log and failure note say why)."""
+        from abflow.job.main import JobFailed, execute
 
-        def command(wildcards: Any, threads: int) -> JobLine:
-            return JobLine(self, self.job_of(rule, wildcards), threads)
-
-        command.__name__ = f"command_{rule}"
-        return _with_cached_signature(command)
+        command = self.job_command(self.job_of(rule, wildcards), threads)
+        try:
+            execute(command.replace(log=log, record=record or command.record))
+        except JobFailed as exc:
+            raise JobError(str(exc)) from None
 
     def job_tag(self, rule: str) -> Callable[[Any], str]:
         """The AbflowJob attribute of the HTCondor jobs of ``rule`` (the job's name)."""

@@ -272,10 +272,14 @@ def end_orphans(
         info = {"pid": job.pid, "host": job.host, "start": job.start}
         if process_alive(info) or job.pgid:
             orphans.append(job)
+    alive = {job.name for job in orphans if process_alive(
+        {"pid": job.pid, "host": job.host, "start": job.start})}  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for job in orphans:
-            for kill, target in ((os.killpg, job.pgid), (os.kill, job.pid)):
-                if target and target > 1 and target != os.getpgid(0):
+            # the command's group; the job's own process only while it is still that process
+            targets = ((os.killpg, job.pgid), (os.kill, job.pid if job.name in alive else None))
+            for kill, target in targets:
+                if target and target > 1 and target != os.getpgid(0) and target != os.getpid():
                     with suppress(OSError):
                         kill(target, sig)
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
