@@ -16,7 +16,9 @@ Two dry-runs (`snakemake -n`) of the same DAG are timed:
 measurements).
 
 Each is run --repeat times; the best wall time and the peak memory (max RSS of the snakemake
-process tree) are reported, with the ratio abflow / baseline. Results go to stdout and to
+process tree) are reported, with the ratio abflow / baseline, and the median of the ratios of
+the runs made back to back ("paired": this VM's speed drifts by 10 % within minutes, which the
+pairs share). Results go to stdout and to
 bench/results/dryrun.json.
 
     python bench/dryrun.py --sizes 1000 5000 20000 --repeat 2
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = []
     print(
-        f"{'ABs':>6} {'bare s':>8} {'abflow s':>9} {'ratio':>6} {'bare cpu':>9} "
+        f"{'ABs':>6} {'bare s':>8} {'abflow s':>9} {'ratio':>6} {'paired':>7} {'bare cpu':>9} "
         f"{'abflow cpu':>11} {'ratio':>6} {'bare MiB':>9} {'abflow MiB':>11}"
     )
     for n in args.sizes:
@@ -191,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             "bare_s": round(wall["bare"], 3),
             "abflow_s": round(wall["abflow"], 3),
             "ratio": round(wall["abflow"] / wall["bare"], 3),
+            "paired_ratio": round(
+                statistics.median(
+                    a[0] / b[0] for a, b in zip(times["abflow"], times["bare"], strict=True)
+                ),
+                3,
+            ),
             "bare_cpu_s": round(cpu["bare"], 3),
             "abflow_cpu_s": round(cpu["abflow"], 3),
             "cpu_ratio": round(cpu["abflow"] / cpu["bare"], 3),
@@ -201,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(row)
         print(
             f"{n:>6} {row['bare_s']:>8.2f} {row['abflow_s']:>9.2f} {row['ratio']:>6.2f} "
+            f"{row['paired_ratio']:>7.2f} "
             f"{row['bare_cpu_s']:>9.2f} {row['abflow_cpu_s']:>11.2f} {row['cpu_ratio']:>6.2f} "
             f"{row['bare_mib']:>9.0f} {row['abflow_mib']:>11.0f}",
             flush=True,

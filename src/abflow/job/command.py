@@ -18,10 +18,11 @@ and the log the job's rule declares. What only the Night knows comes on the comm
 the ABs the job takes calibrations from, where its virtual calibrations are, the products it
 must leave, its recipe, raw type, date and batch, and its rerun key.
 
-The job needs nothing but this line: it reads no configuration and parses no AB, so it starts
-in a few milliseconds of CPU beside the interpreter's own start, and the same line runs it under
-Snakemake's local executor and, directly, on an HTCondor execute node (``--job-ad``: the line
-as the job's ClassAd carries it).
+The job needs nothing but what this line carries: it reads no configuration and parses no AB.
+On this machine the workflow runs it in a thread of Snakemake (abflow.job.main.execute of the
+JobCommand, RULES.run_job); on an HTCondor execute node it runs as this command line, which the
+job's ClassAd carries (``--job-ad``), starting in a few milliseconds of CPU beside the
+interpreter's own start.
 """
 
 from __future__ import annotations
