@@ -5,7 +5,8 @@ Needs a pool (CONDOR_CONFIG; for a personal one: ../shared/condor/pool.sh start,
 eval "$(../shared/condor/pool.sh env)"). In the same run it measures two baselines:
 
 * the pool's round trip: one ``/bin/true`` job, submit to completion (median of 3);
-* Snakemake's own start, ``snakemake --version`` (every pool job starts a Snakemake first);
+* Snakemake's own start, ``snakemake --version`` (what each pool job paid before its command
+  while pool jobs started a Snakemake of their own; now they run abflow's job directly);
 
 then runs each night through ``snakemake --profile profiles/condor`` in a fresh temporary tree:
 
@@ -15,7 +16,8 @@ then runs each night through ``snakemake --profile profiles/condor`` in a fresh 
 Reported per night: the makespan on the pool (first submission to last completion) and the
 wall time of the snakemake command; the critical path (recorded command durations along the
 longest chain) and the goal, critical path + 2 round trips per cascade level; and the median
-per job of: waiting in the queue, the job's Snakemake start before the command, the command,
+per job of: waiting in the queue, the job's start before its command (the wrapper and abflow's
+job), the command,
 the job's end after the command, and the gap between a job's last parent ending and its
 submission (the executor plugin noticing it: status checks every 2 s).
 
@@ -154,7 +156,7 @@ def report(rows: list[tuple[str, dict[str, Any]]], trip: float, sm_start: float)
     """Print the table of the measured nights; return them with their goals."""
     head = (
         "| night | jobs | levels | makespan | snakemake wall | critical path | goal (CP + 2 RT "
-        "x levels) | makespan / goal | queue wait | job's Snakemake start | command | job end | "
+        "x levels) | makespan / goal | queue wait | job start before command | command | job end | "
         "submit gap |"
     )
     print(head)
