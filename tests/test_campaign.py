@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from conftest import records, run_snakemake, write_config
@@ -95,7 +97,11 @@ def test_a_multi_date_run_is_one_dag(tmp_path, dfo, capsys) -> None:
     run = run_snakemake(tmp_path, cfg, cores=3)
     assert "AB_list_CALIB_2013-02-11: no AB list: date skipped" in run.stdout + run.stderr
     state = os.path.join(dfo["job_dir"], "abflow")
-    assert os.listdir(os.path.join(state, "runs")) == []  # every lock it took is released
+    runs = os.listdir(os.path.join(state, "runs"))
+    assert [n for n in runs if not n.endswith(".history.json")] == []  # every lock released
+    for name in runs:  # and the run is in each date's history, ended
+        history = json.loads(Path(state, "runs", name).read_text())
+        assert len(history) == 1 and history[0]["end"] is not None
     recs = records(state)
     assert sorted(recs) == sorted(n for d in DATES for n in names[d])
     for d in DATES:

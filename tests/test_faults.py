@@ -79,7 +79,7 @@ def test_sigkill_of_snakemake_then_the_same_command_completes_the_night(tmp_path
             first.wait()
     done_before = {ab: rec["start"] for ab, rec in records(str(state(dfo))).items()}
     assert 3 <= len(done_before) < len(specs)
-    lock = json.loads(next((state(dfo) / "runs").glob("*.json")).read_text())
+    lock = json.loads((state(dfo) / "runs" / f"CALIB_{DATE}.json").read_text())
     assert lock["pid"] == first.pid  # the crashed run's lock is still there
 
     second = run_snakemake(tmp_path, cfg, cores=2)
@@ -98,7 +98,12 @@ def test_sigkill_of_snakemake_then_the_same_command_completes_the_night(tmp_path
         for a, b in itertools.pairwise(spans):
             assert a[1] is None or a[1] <= b[0], (ab, spans)
     assert not list((state(dfo) / "running").rglob("*.json"))
-    assert not list((state(dfo) / "runs").glob("*.json"))  # the lock is released at the end
+    locks = [p for p in (state(dfo) / "runs").glob("*.json") if ".history" not in p.name]
+    assert not locks  # the lock is released at the end
+    history = json.loads((state(dfo) / "runs" / f"CALIB_{DATE}.history.json").read_text())
+    assert [h["pid"] for h in history] == [first.pid, history[1]["pid"]]  # two runs of the night
+    assert history[0]["ended"] == "crashed" and history[0]["end"] <= history[1]["since"]
+    assert history[1]["end"] is not None and "ended" not in history[1]
 
 
 def test_a_killed_recipe_fails_its_ab_clearly_and_the_rerun_completes(tmp_path, dfo) -> None:

@@ -128,8 +128,11 @@ def test_every_profile_loads_and_dry_runs(tmp_path, dfo, profile) -> None:
     write_night(mef_chain(), dfo["ab_dir"], dfo["mon_dir"], DATE)
     cfg = write_config(tmp_path / "config.yaml", dfo)
     proc = run_snakemake(tmp_path, cfg, "-n", cores=2, profile=profile)
-    assert "This was a dry-run" in proc.stdout + proc.stderr
+    assert "dry-run of CALIB_" in proc.stdout + proc.stderr  # abflow's console, every profile
     if profile == "condor":  # the pool resources reach the jobs (no schedd needed for -n)
+        proc = run_snakemake(tmp_path, cfg, "-n", "--logger-abflow-snakemake", cores=2,
+                             profile=profile)  # fmt: skip
+        assert "This was a dry-run" in proc.stdout + proc.stderr  # Snakemake's own listing
         wrapper = Path(dfo["job_dir"], "abflow", "condor", "job-wrapper.sh")
         assert f"job_wrapper={wrapper}" in proc.stdout
         assert f"classad_AbflowRun={Path(dfo['job_dir'], 'abflow')}" in proc.stdout
@@ -326,6 +329,8 @@ def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> N
         run.wait()
         out.close()
     assert len(records(str(state))) == 1  # the running AB finished, no other one started
-    assert "not started: the night is stopping" in (tmp_path / "snakemake.out").read_text()
+    said = (tmp_path / "snakemake.out").read_text()
+    assert said.count("abflow: the night is stopping (abflow stop)") == 1, said
+    assert "4 did not run" in said and "Error in rule" not in said
     run_snakemake(tmp_path, cfg)  # the next run clears the flag and does the rest
     assert len(records(str(state))) == 5

@@ -64,10 +64,12 @@ def mef_night(dfo: dict[str, str]) -> None:
 
 
 def dry_run(tmp_path: Path, cfg: Path, profile: str, *args: str) -> subprocess.CompletedProcess:
-    """`snakemake --profile profiles/<profile> ... -n` as typed in the checkout."""
+    """`snakemake --profile profiles/<profile> ... -n` as typed in the checkout, with
+    Snakemake's own job listing (the tests read each job's threads from it)."""
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
         "--profile", f"profiles/{profile}", "--configfile", str(cfg), *args, "-n",
+        "--logger-abflow-snakemake",
     ]  # fmt: skip
     env = dict(os.environ, PWD=str(ROOT), PYTHONWARNINGS="ignore")
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -84,7 +84,7 @@ def test_subcascade_reruns_exactly_the_ab_and_its_descendants(tmp_path, dfo) -> 
     recs = records(state(dfo))
     assert recs[flat]["generation"] == 1 and recs[names[2]]["generation"] == 0
     again = run_snakemake(tmp_path, cfg, "-n", cores=2)
-    assert "Nothing to be done" in again.stdout + again.stderr
+    assert "abflow: nothing to do: every AB" in again.stdout + again.stderr
     bad = run_snakemake(tmp_path, cfg, "-n", "--config", "subcascade=NOPE.ab", check=False)
     assert bad.returncode != 0 and "subcascade=NOPE.ab: no such AB" in bad.stdout + bad.stderr
 
@@ -94,8 +94,10 @@ def test_forcerun_on_a_record_is_the_plain_snakemake_form(tmp_path, dfo) -> None
     run_snakemake(tmp_path, cfg, cores=2)
     record = os.path.join(state(dfo), "records", names[1] + ".json")
     dry = run_snakemake(tmp_path, cfg, "-n", "--forcerun", record, cores=2)
-    jobs = sorted(re.findall(r"wildcards: ab=(\S+)", dry.stdout))
-    assert jobs == sorted([names[1], names[4], names[5]])
+    jobs = re.findall(r"^  (\S+\.ab)\s+\w+\s+(.+)$", dry.stdout + dry.stderr, re.M)
+    assert sorted(jobs) == sorted([(names[1], "forced (--forcerun / --forceall)"),
+                                   (names[4], "an AB it takes calibrations from runs first"),
+                                   (names[5], "an AB it takes calibrations from runs first")])
 
 
 def test_failed_ab_leaves_siblings_done_children_unrun_and_rerun_does_the_rest(
@@ -111,7 +113,8 @@ def test_failed_ab_leaves_siblings_done_children_unrun_and_rerun_does_the_rest(
     assert done == set(names) - {failing, names[4], names[5]}
     note = Path(state(dfo), "failed", failing + ".json")
     assert "recipe crashed" in note.read_text()
-    assert f"process_ab of AB {failing} FAILED: command exited 2" in proc.stdout + proc.stderr
+    assert re.search(rf"^\[\s*\d+/10\] {re.escape(failing)}\s+\w+ FAILED [\d.]+ s: command "
+                     "exited 2$", proc.stdout + proc.stderr, re.M), proc.stderr  # fmt: skip
     before = mtimes(dfo)
     cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON")
     run_snakemake(tmp_path, cfg, cores=3)
@@ -153,7 +156,7 @@ def test_changing_the_execution_flavour_does_not_rerun_a_finished_night(tmp_path
     cfg, _ = night(tmp_path, dfo, [1, 2])
     run_snakemake(tmp_path, cfg)
     again = run_snakemake(tmp_path, cfg, "-n", "--config", "drs_type=CON", cores=4)
-    assert "Nothing to be done" in again.stdout + again.stderr
+    assert "abflow: nothing to do: every AB" in again.stdout + again.stderr
 
 
 def test_job_environment_carries_the_dfo_directories_and_the_run_config(tmp_path, dfo) -> None:
@@ -188,7 +191,7 @@ def test_subcascade_and_edits_work_from_another_working_directory(tmp_path, dfo)
     elsewhere = tmp_path / "elsewhere"  # no Snakemake metadata there
     elsewhere.mkdir()
     again = run_snakemake(elsewhere, cfg, "-n", cores=2)
-    assert "Nothing to be done" in again.stdout + again.stderr
+    assert "abflow: nothing to do: every AB" in again.stdout + again.stderr
     run_snakemake(elsewhere, cfg, "--config", f"subcascade={names[1]}", cores=2)
     after = mtimes(dfo)
     changed = sorted(f.removesuffix(".json") for f in after if after[f] != before[f])

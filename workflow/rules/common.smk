@@ -6,6 +6,7 @@ from abflow.run.lifecycle import StartRefused, finish_run, prepare, start_run
 from abflow.run.flavour import is_remote
 from abflow.views.monitor import PageRefresher, pool_queue
 from abflow.run.rules import AB_WILDCARD, FILE_WILDCARD
+from abflow.views.console import SUMMARY_ATTR, announce
 
 try:
     PREPARED = prepare(config, workflow)
@@ -20,6 +21,8 @@ RAW_OUTPUT = temp(RULES.raw_pattern) if RULES.cleanup_raw else RULES.raw_pattern
 # exactly their jobs.
 REFRESHER = PageRefresher(RULES.night)
 RUN = {}  # this run's lock (filled by onstart)
+# what the run does, carrying what abflow's console (--logger abflow) needs to know of it
+announce(logger, RULES, PREPARED.headline)
 for _level, _text in PREPARED.messages:
     getattr(logger, _level)(_text)
 
@@ -50,7 +53,9 @@ onstart:
 
 
 onsuccess:
-    finish_run(RULES.night, REFRESHER, RUN)
+    _summary = finish_run(RULES.night, REFRESHER, RUN, RULES.to_run)
+    if _summary:
+        logger.warning(_summary, extra={SUMMARY_ATTR: True})
 
 
 onerror:
@@ -62,4 +67,4 @@ onerror:
         getattr(workflow.executor_settings, "jobdir", "") or "",
     )
     if _summary:
-        logger.error(_summary)
+        logger.error(_summary, extra={SUMMARY_ATTR: True})

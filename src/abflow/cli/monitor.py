@@ -37,9 +37,13 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         default=900.0,
         help="with -r: give up after this many seconds if no run of the night starts",
     )
-    add_command(
-        sub, "timeline", cmd_timeline, both, help="draw the Gantt chart of a night's run (PNG, SVG)"
-    )
+    p = add_command(
+        sub, "timeline", cmd_timeline, both,
+        help="draw the Gantt chart of a night's last run (PNG, SVG)",
+    )  # fmt: skip
+    p.add_argument("--run", type=int, default=0, metavar="N",
+                   help="run N of the night (1: the first; --runs lists them; default: the last)")
+    p.add_argument("--runs", action="store_true", help="list the night's runs and exit")
     p = add_command(
         sub, "watch", cmd_watch, both, help="show the night's state (vultur_watch_q / cascade_stat)"
     )
@@ -104,18 +108,29 @@ def _written_since(state_dir: str, since: float) -> bool:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    """Draw the Gantt chart of the night's run (PNG and SVG)."""
+    """Draw the Gantt chart of the night's last run, or of run ``--run N`` (PNG and SVG)."""
     from abflow.views.monitor import timeline_paths, write_page
-    from abflow.views.timeline import draw
+    from abflow.views.timeline import draw, runs
 
     night = night_of(args)
+    if args.runs:
+        for k, run in enumerate(runs(night), 1):
+            end = run.get("end") or "(running, or crashed)"
+            how = f" {run['ended']}" if run.get("ended") else ""
+            print(f"run {k}: {run.get('since')} to {end}{how}, {run.get('executor', '')}, "
+                  f"pid {run.get('pid')} on {run.get('host')}")  # fmt: skip
+        return 0
     png, svg = timeline_paths(night)
-    items, achieved, predicted = draw(night, png, svg)
+    try:
+        items, achieved, predicted = draw(night, png, svg, args.run - 1 if args.run else -1)
+    except ValueError as exc:
+        print(f"abflow timeline: {exc}", file=sys.stderr)
+        return 2
     if not items:
-        print("abflow timeline: no completion records yet", file=sys.stderr)
+        print("abflow timeline: no completion records of that run", file=sys.stderr)
         return 1
-    pred = f", predicted {predicted:.1f} s" if predicted is not None else ""
-    print(f"wrote {png} and {svg}: {len(items)} jobs, achieved {achieved:.1f} s{pred}")
+    pred = f", the plan {predicted:.1f} s" if predicted is not None else ""
+    print(f"wrote {png} and {svg}: {len(items)} jobs, the run ended after {achieved:.1f} s{pred}")
     write_page(night)  # the page links the timeline
     return 0
 

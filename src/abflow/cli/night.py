@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
+    p.add_argument("--svg", metavar="FILE",
+                   help="also draw the cascade as an SVG picture into FILE (no graphviz needed)")
     p = add_command(
         sub,
         "plan",
@@ -69,6 +71,13 @@ def cmd_cascade(args: argparse.Namespace) -> int:
         print(json.dumps(cascade_summary(night), indent=2))
     else:
         print(format_cascade(night, verbose=not args.brief))
+    if args.svg:
+        from abflow.state.fsutil import atomic_write_text
+        from abflow.views.cascade import cascade_svg
+
+        atomic_write_text(args.svg, cascade_svg(night))
+        print(f"wrote {args.svg}: {len(night)} ABs, {night.dependencies()} dependencies",
+              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
     return 0
 
 

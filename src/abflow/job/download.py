@@ -63,7 +63,7 @@ def download_failure(layout: StateLayout, dfo: Mapping[str, str], dest: str) -> 
     return layout.failure(download_job(dfo, dest))
 
 
-def run_download(command: JobCommand, echo: Callable[[str], None] = print) -> int:
+def run_download(command: JobCommand, echo: Callable[[str], None] | None = None) -> int:
     """Fetch the file of a download job with its command (``--run``, into ``--dest``); return
     its size, or raise DownloadFailed."""
     job, dest, layout = command.job, command.dest, StateLayout(command.state_dir)
@@ -98,7 +98,8 @@ def run_download(command: JobCommand, echo: Callable[[str], None] = print) -> in
     )  # fmt: skip
     if command.progress:
         line = record_progress(command.progress, name, size, command.total)
-        echo(line)
+        if echo is not None:
+            echo(line)
         append_line(layout.progress_log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
     return size
 

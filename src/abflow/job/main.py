@@ -66,7 +66,7 @@ def execute(command: JobCommand) -> None:
         from abflow.job.download import DownloadFailed, run_download
 
         try:
-            run_download(command, echo=lambda line: print(line, file=sys.stderr, flush=True))
+            run_download(command)  # the console shows the run's progress (views.console)
         except DownloadFailed as exc:
             raise JobFailed(str(exc)) from None
         return

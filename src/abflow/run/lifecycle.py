@@ -45,6 +45,7 @@ class Prepared:
     job_wrapper: str  # the HTCondor job wrapper (abflow.run.condor)
     owner: str  # AbflowOwner of this run's HTCondor jobs
     messages: list[tuple[str, str]]  # (level, text) to say at the start
+    headline: str = ""  # what the run does (announced with the console's RunInfo)
 
 
 def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
@@ -85,11 +86,12 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
         workflow.resource_settings.cores, workflow.resource_settings.nodes, profiles.executor,
     )  # fmt: skip
     messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
-    messages.append(("info", f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"))
     messages += [("warning", str(w)) for w in night.warnings]
+    headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
     rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
-    return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages)
+    return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages,
+                    headline)  # fmt: skip
 
 
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:

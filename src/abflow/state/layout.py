@@ -15,6 +15,7 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     work/<AB>, work/<step>/<AB>[/<det>]       working directories (the command's cwd)
     requests/<AB>.<key>.rerun                 rerun requests (subcascade, an edited AB)
     runs/<batch>.json                         the run lock of a date
+    runs/<batch>.history.json                 every run of a date: start, end, who (timeline)
     config/<checksum>.json                    a run's configuration, named on every job's command
     STOP                                      abflow stop's flag
     running/<step>/<AB>[.<det>].json          markers of running jobs
@@ -257,6 +258,10 @@ class StateLayout:
     def lock(self, batch: str) -> str:
         """The run lock of a date (``<MODE>_<DATE>``)."""
         return os.path.join(self.root, "runs", f"{batch}.json")
+
+    def run_history(self, batch: str) -> str:
+        """Every run of a date (start, end, pid, host, executor), oldest first."""
+        return os.path.join(self.root, "runs", f"{batch}.history.json")
 
     def run_config(self, checksum: str) -> str:
         """A run's configuration (every directory resolved), named on its jobs' command line."""

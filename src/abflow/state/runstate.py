@@ -112,7 +112,45 @@ def register_run(
         raise
     with suppress(FileNotFoundError):
         os.unlink(layout.stop_flag)
+    for batch in batches:
+        _note_start(layout, batch, info, replaced)
     return {**info, "replaced": replaced}
+
+
+def _iso_now() -> str:
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _same_run(entry: dict[str, Any], info: dict[str, Any]) -> bool:
+    return all(entry.get(k) == info.get(k) for k in ("pid", "host", "start"))
+
+
+def _note_start(layout: StateLayout, batch: str, info: dict[str, Any], replaced: list) -> None:
+    """Add this run to the date's run history (a crashed predecessor ends where it starts)."""
+    path = layout.run_history(batch)
+    history = run_history_of(layout, batch)
+    now = _iso_now()
+    for entry in history:
+        if entry.get("end") is None and any(_same_run(entry, r) for r in replaced):
+            entry["end"], entry["ended"] = now, "crashed"
+    history.append({**{k: info[k] for k in ("pid", "host", "start", "executor", "command")},
+                    "since": now, "end": None})  # fmt: skip
+    atomic_write_json(path, history)
+
+
+def run_history_of(layout: StateLayout, batch: str) -> list[dict[str, Any]]:
+    """The runs of ``batch`` (``since`` and ``end`` ISO times; ``end`` None: running or
+    crashed), oldest first; [] before the first."""
+    import json
+
+    try:
+        with open(layout.run_history(batch), encoding="utf-8") as fh:
+            history = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
 
 
 def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> None:
@@ -147,8 +185,15 @@ def unregister_run(state_dir: str, batches: list[str] | str) -> None:
     for batch in [batches] if isinstance(batches, str) else batches:
         info = read_run(state_dir, batch)
         if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+            layout = StateLayout(state_dir)
+            history = run_history_of(layout, batch)
+            for entry in history:
+                if entry.get("end") is None and _same_run(entry, info):
+                    entry["end"] = _iso_now()
+            if history:
+                atomic_write_json(layout.run_history(batch), history)
             with suppress(FileNotFoundError):
-                os.unlink(StateLayout(state_dir).lock(batch))
+                os.unlink(layout.lock(batch))
 
 
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:

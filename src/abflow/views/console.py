@@ -1,0 +1,480 @@
+"""What a QC scientist reads on the console during a night (abflow's Snakemake logger).
+
+:class:`Console` turns Snakemake's log records into one line per AB as it starts, succeeds or
+fails (``[12/26] FORS2.2024-07-13T11:16:05.771_tpl.ab  flat succeeded 3.2 s``), a download
+progress line (files, bytes, rate: redrawn in place on a terminal, plain lines otherwise), a
+stop or an interruption reported once as what it is, and the end of the night: abflow's summary
+(every failed AB with its reason and log, every AB that did not run) and one count line. A
+dry-run shows the cascade as levels and which ABs would run and why
+(:mod:`abflow.views.dryrun`). Snakemake's own messages that only a developer reads (job blocks,
+"Select jobs to execute", exception blocks of jobs whose failure is already reported) are left
+out; its warnings and its errors about the workflow itself are kept.
+
+The workflow announces the run once (:func:`announce`: the ABs, their levels and what each
+makes, the state layout); the plugin package ``snakemake_logger_plugin_abflow`` feeds the
+records to a Console.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from abflow.state.layout import JobId, StateLayout, Step
+
+RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
+SUMMARY_ATTR = "abflow_summary"  # a record carrying abflow's end-of-run summary
+AB_RULES = ("process_ab", "process_ab_det")
+DOWNLOAD_RULES = ("download_raw", "download_mcal")
+STOPPING = "the night is stopping"  # abflow stop's reason for jobs it does not start
+# Snakemake's messages and what abflow says instead ("" drops them)
+TRANSLATED = {
+    "Nothing to be done": "abflow: nothing to do: every AB of this run is up to date",
+    "Exiting because a job execution failed": "",
+    "Will exit after finishing currently running jobs": "",
+    "Cancelling snakemake on user request": "",
+}
+# exceptions Snakemake prints at the end that abflow's summary says better
+DROPPED_ERRORS = ("At least one job did not complete successfully",)
+INTERRUPT = "Terminating processes on user request"
+PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the console needs to know of a run, announced by the workflow once."""
+
+    batch: str  # BATCH_ID (several joined for a multi-date run)
+    labels: Mapping[str, str]  # AB -> what it makes (its RAW_TYPE, lower case)
+    levels: tuple[tuple[str, ...], ...]  # the cascade's levels (AB names)
+    parents: Mapping[str, tuple[str, ...]]
+    layout: StateLayout
+    requested: frozenset[str] = frozenset()  # the subcascade asked for
+    pool: bool = False  # jobs go to an HTCondor pool
+
+    @classmethod
+    def of(cls, rules: Any) -> RunInfo:
+        """The RunInfo of an :class:`abflow.run.rules.NightRules`."""
+        night = rules.night
+        return cls(
+            batch=", ".join(night.batch_ids()),
+            labels={r.name: (r.ab.raw_type or r.ab.recipe or "ab").lower() for r in night},
+            levels=tuple(tuple(level) for level in night.levels()),
+            parents={r.name: r.parents for r in night},
+            layout=night.settings.layout,
+            requested=rules.scope.subcascade_set,
+            pool=bool(rules.pool),
+        )
+
+
+def announce(logger: logging.Logger, rules: Any, text: str) -> None:
+    """Log ``text`` (abflow's line about the run) carrying the run's :class:`RunInfo`."""
+    logger.info(text, extra={RUN_ATTR: RunInfo.of(rules)})
+
+
+@dataclass
+class Seen:
+    """A job Snakemake told about (JOB_INFO)."""
+
+    rule: str
+    ab: str = ""
+    det: int | None = None
+    output: tuple[str, ...] = ()
+    log: tuple[str, ...] = ()
+    reason: str = ""
+    start: float = 0.0
+
+    @classmethod
+    def of(cls, record: logging.LogRecord, now: float) -> Seen:
+        """The job of a JOB_INFO record."""
+        wildcards = getattr(record, "wildcards", None) or {}
+        det = wildcards.get("det")
+        return cls(
+            rule=str(getattr(record, "rule_name", "")),
+            ab=str(wildcards.get("ab", wildcards.get("file", ""))),
+            det=int(det) if det not in (None, "") else None,
+            output=tuple(str(o) for o in getattr(record, "output", None) or ()),
+            log=tuple(str(o) for o in getattr(record, "log", None) or ()),
+            reason=str(getattr(record, "reason", "") or ""),
+            start=now,
+        )
+
+    def job_id(self) -> JobId | None:
+        """abflow's identity of the job (None for Snakemake's bookkeeping rules)."""
+        try:
+            return JobId(Step(self.rule), self.ab, self.det)
+        except ValueError:
+            return None
+
+
+def human_bytes(n: float) -> str:
+    """``1.2 GB`` style (powers of 1000, as archive transfer rates are quoted)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_seconds(s: float) -> str:
+    """``3.2 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+@dataclass
+class Downloads:
+    """The run's downloads as one progress line."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    not_started: int = 0  # the night stopped or was interrupted first
+    running: int = 0
+    nbytes: int = 0
+    first: float | None = None
+    last_plain: float = -1e9  # when the last plain progress line was written
+    ended: float | None = None  # when the last one ended
+
+    @property
+    def active(self) -> bool:
+        """True while downloads of this run are outstanding."""
+        ended = self.done + self.failed + self.not_started
+        return self.first is not None and ended < max(self.total, 1)
+
+    def line(self, now: float) -> str:
+        """``downloads: 12/40 files, 1.2 GB, 35.0 MB/s, 2 running``."""
+        spent = max((self.ended or now) - (self.first or now), 1e-3)
+        total = f"/{self.total}" if self.total else ""
+        text = f"downloads: {self.done}{total} files, {human_bytes(self.nbytes)}"
+        if self.nbytes:
+            text += f", {human_bytes(self.nbytes / spent)}/s"
+        if self.running:
+            text += f", {self.running} running"
+        if self.failed:
+            text += f", {self.failed} FAILED"
+        if self.not_started:
+            text += f", {self.not_started} not started"
+        if not self.active:
+            text += f", done in {human_seconds(spent)}"
+        return text
+
+
+@dataclass
+class Tally:
+    """How the ABs of the run ended, for the count line."""
+
+    total: int = 0
+    started: set[str] = field(default_factory=set)
+    succeeded: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    not_started: set[str] = field(default_factory=set)
+
+    @property
+    def ended(self) -> int:
+        """ABs that succeeded or failed."""
+        return len(self.succeeded) + len(self.failed)
+
+    def counter(self) -> str:
+        """``[12/26]``."""
+        width = len(str(self.total))
+        return f"[{self.ended:>{width}}/{self.total}]"
+
+
+class Console:
+    """Snakemake's log records in, abflow's console lines out (see the module docstring)."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        tty: bool = False,
+        dryrun: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream, self.tty, self.dryrun, self.clock = stream, tty, dryrun, clock
+        self.run: RunInfo | None = None
+        self.jobs: dict[int, Seen] = {}
+        self.tally = Tally()
+        self.downloads = Downloads()
+        self.stats: dict[str, int] = {}
+        self.t0 = clock()
+        self.stopping = self.interrupted = self.summarised = self.closed = False
+        self.pending_error = ""  # the exception text Snakemake logged before a job's error
+        self.progress_shown = False
+        self.width = 0
+        self.dry_jobs: list[Seen] = []
+        self.dry_shown = False
+
+    # ----- output ------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """Write lines (the progress line, on a terminal, stays the last line)."""
+        if self.progress_shown:
+            self.stream.write("\r\x1b[K")
+            self.progress_shown = False
+        self.stream.write(text.rstrip("\n") + "\n")
+        self._progress()
+        self.stream.flush()
+
+    def _progress(self, final: bool = False) -> None:
+        """The download progress: redrawn in place on a terminal while downloads go on; else a
+        plain line at most every PLAIN_EVERY seconds; and a last line when they are done."""
+        d = self.downloads
+        if d.first is None or self.dryrun or d.ended is not None:
+            return
+        now = self.clock()
+        if final:
+            d.ended = now
+            self.stream.write(d.line(now) + "\n")
+        elif self.tty:
+            self.stream.write("\r\x1b[K" + d.line(now))
+            self.progress_shown = True
+        elif now - d.last_plain >= PLAIN_EVERY:
+            d.last_plain = now
+            self.stream.write(d.line(now) + "\n")
+
+    def ab_line(self, ab: str, what: str, counter: bool = True) -> str:
+        """``[12/26] <AB>  flat succeeded 3.2 s`` (the counter column blank for QC lines)."""
+        label = self.run.labels.get(ab, "") if self.run else ""
+        count = self.tally.counter()
+        return f"{count if counter else ' ' * len(count)} {ab:<{self.width}}  {label} {what}"
+
+    # ----- records -----------------------------------------------------------------------
+    def handle(self, record: logging.LogRecord) -> None:
+        """Take one of Snakemake's log records."""
+        run = getattr(record, RUN_ATTR, None)
+        if run is not None:
+            self.run = run
+            self.width = min(max((len(n) for n in run.labels), default=0), 60)
+        if getattr(record, SUMMARY_ATTR, None) is not None:
+            self.summarised = True
+        event = str(getattr(record, "event", "") or "")
+        handler = {
+            "job_info": self._job_info,
+            "job_finished": self._job_finished,
+            "job_error": self._job_error,
+            "error": self._error,
+            "run_info": self._run_info,
+        }.get(event)
+        if handler is not None:
+            handler(record)
+        elif not event:
+            self._message(record)
+
+    def _text(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        return "" if msg is None or msg == "None" else str(msg)
+
+    def _message(self, record: logging.LogRecord) -> None:
+        text = self._text(record)
+        if not text:
+            return
+        if text.startswith(INTERRUPT):
+            self._interrupt()
+            return
+        if text.startswith("This was a dry-run"):
+            self.show_dryrun()
+            return
+        for prefix, instead in TRANSLATED.items():
+            if text.startswith(prefix):
+                if instead:
+                    self.say(instead)
+                return
+        if text.startswith("Complete log(s):"):
+            self.say("Snakemake's log of this run:" + text.removeprefix("Complete log(s):"))
+        elif record.levelno >= logging.WARNING or text.startswith("abflow"):
+            self.say(text)
+
+    def _run_info(self, record: logging.LogRecord) -> None:
+        stats = getattr(record, "stats", None) or {}
+        if self.stats or not stats:
+            return
+        self.stats = {str(k): int(v) for k, v in stats.items()}
+        self.tally.total = self.stats.get("process_ab", 0)
+        self.downloads.total = sum(self.stats.get(r, 0) for r in DOWNLOAD_RULES)
+        if self.dryrun:
+            return
+        qc = self.stats.get("process_qc", 0)
+        extra = [f"{self.downloads.total} downloads"] if self.downloads.total else []
+        extra += [f"{qc} QC jobs"] if qc else []
+        n = self.tally.total
+        self.say(f"abflow: {n} AB{'s' if n != 1 else ''} to run"
+                 + (f" ({', '.join(extra)})" if extra else ""))  # fmt: skip
+
+    def _job_info(self, record: logging.LogRecord) -> None:
+        seen = Seen.of(record, self.clock())
+        self.jobs[int(getattr(record, "jobid", -1))] = seen
+        if self.dryrun:
+            self.dry_jobs.append(seen)
+            return
+        if seen.rule in AB_RULES and seen.ab not in self.tally.started:
+            self.tally.started.add(seen.ab)
+            self.say(self.ab_line(seen.ab, "started"))
+        elif seen.rule in DOWNLOAD_RULES:
+            d = self.downloads
+            d.first = seen.start if d.first is None else d.first
+            d.running += 1
+            self._redraw()
+
+    def _redraw(self) -> None:
+        if self.progress_shown:
+            self.stream.write("\r\x1b[K")
+            self.progress_shown = False
+        self._progress(final=not self.downloads.active)
+        self.stream.flush()
+
+    def _job_finished(self, record: logging.LogRecord) -> None:
+        seen = self.jobs.get(int(getattr(record, "job_id", -1)))
+        if seen is None:
+            return
+        took = human_seconds(self.clock() - seen.start)
+        if seen.rule == "process_ab":
+            self.tally.succeeded.add(seen.ab)
+            start = min((j.start for j in self.jobs.values() if j.ab == seen.ab
+                         and j.rule in AB_RULES), default=seen.start)  # fmt: skip
+            self.say(self.ab_line(seen.ab, f"succeeded {human_seconds(self.clock() - start)}"))
+        elif seen.rule == "process_qc":
+            self.say(self.ab_line(seen.ab, f"QC succeeded {took}", counter=False))
+        elif seen.rule in DOWNLOAD_RULES:
+            d = self.downloads
+            d.running, d.done = max(d.running - 1, 0), d.done + 1
+            d.nbytes += sum(_size(p) for p in seen.output)
+            self._redraw()
+
+    def _error(self, record: logging.LogRecord) -> None:
+        """An exception Snakemake prints: a job's is kept for its JOB_ERROR, others shown."""
+        text = self._text(record)
+        if getattr(record, "exception", "") in ("RuleException", "CalledProcessError"):
+            self.pending_error = text
+        elif text and not self.interrupted and not any(d in text for d in DROPPED_ERRORS):
+            self.say(text)
+
+    def _job_error(self, record: logging.LogRecord) -> None:
+        seen = self.jobs.get(int(getattr(record, "jobid", -1)))
+        pending, self.pending_error = self.pending_error, ""
+        if seen is None:
+            return
+        note = self._failure_note(seen)
+        stopped = note is None and (self.interrupted or STOPPING in pending or self._stop_flag())
+        if seen.rule in DOWNLOAD_RULES:
+            d = self.downloads
+            d.running = max(d.running - 1, 0)
+            d.not_started, d.failed = d.not_started + stopped, d.failed + (not stopped)
+            self._redraw()
+        if stopped:
+            self._not_started(seen)
+            return
+        reason, log = _reason(note, pending, seen)
+        self._report_failure(seen, reason, log)
+
+    def _report_failure(self, seen: Seen, reason: str, log: str) -> None:
+        where = f"\n{'':{len(self.tally.counter())}} log: {log}" if log else ""
+        if seen.rule in AB_RULES:
+            if seen.ab in self.tally.failed:
+                return  # another detector of an AB already reported
+            self.tally.failed.add(seen.ab)
+            det = f"detector {seen.det}: " if seen.det is not None else ""
+            took = human_seconds(self.clock() - seen.start)
+            self.say(self.ab_line(seen.ab, f"FAILED {took}: {det}{reason}") + where)
+        elif seen.rule == "process_qc":
+            self.say(self.ab_line(seen.ab, f"QC FAILED: {reason}", counter=False) + where)
+        elif seen.rule in DOWNLOAD_RULES:
+            self.say(f"download of {os.path.basename(seen.ab)} FAILED: {reason}{where}")
+        else:
+            self.say(f"{seen.rule} FAILED: {reason}{where}")
+
+    def _not_started(self, seen: Seen) -> None:
+        if seen.rule in AB_RULES:
+            self.tally.not_started.add(seen.ab)
+            self.tally.started.discard(seen.ab)
+        if not (self.stopping or self.interrupted):
+            self.stopping = True
+            self.say("abflow: the night is stopping (abflow stop): the running ABs finish, "
+                     "no other AB starts")  # fmt: skip
+
+    def _interrupt(self) -> None:
+        if self.interrupted:
+            return
+        self.interrupted = True
+        how = "abflow stop --now" if self._stop_flag() else "Ctrl-C"
+        running = sorted(self.tally.started - self.tally.succeeded - self.tally.failed)
+        self.say(f"abflow: interrupted ({how}): ending the running ABs"
+                 + (f" ({', '.join(running)})" if running else "")
+                 + "; the same command resumes the night")  # fmt: skip
+
+    def _stop_flag(self) -> bool:
+        return bool(self.run) and os.path.exists(self.run.layout.stop_flag)  # type: ignore[union-attr]
+
+    def _failure_note(self, seen: Seen) -> dict[str, Any] | None:
+        """The failure note the job wrote in this run, if any."""
+        job = seen.job_id()
+        if job is None or self.run is None:
+            return None
+        path = self.run.layout.failure(job)
+        try:
+            if os.path.getmtime(path) < time.time() - (self.clock() - seen.start) - 2:
+                return None  # an older failure of the same job
+            with open(path, encoding="utf-8") as fh:
+                note = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return note if isinstance(note, dict) else None
+
+    # ----- dry-run and end ---------------------------------------------------------------
+    def show_dryrun(self) -> None:
+        """The dry-run's view of the cascade (once)."""
+        if self.dry_shown:
+            return
+        self.dry_shown = True
+        from abflow.views.dryrun import render
+
+        self.say(render(self.run, self.dry_jobs, self.stats))
+
+    def close(self) -> None:
+        """The end of the run: the count line (the dry-run's view if not shown yet)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.dryrun:
+            if self.dry_jobs:
+                self.show_dryrun()
+            return
+        if self.progress_shown:  # the in-place line becomes a line of its own
+            self.stream.write("\r\x1b[K")
+            self.progress_shown = False
+        if self.downloads.first is not None and self.downloads.ended is None:
+            self.downloads.ended = self.clock()
+            self.stream.write(self.downloads.line(self.downloads.ended) + "\n")
+        if self.run is None or not (self.tally.total or self.tally.started):
+            return
+        t = self.tally
+        did_not_run = max(t.total - t.ended, 0)
+        parts = [f"{len(t.succeeded)} of {t.total} ABs succeeded"]
+        parts += [f"{len(t.failed)} failed"] if t.failed else []
+        parts += [f"{did_not_run} did not run"] if did_not_run else []
+        how = " (interrupted)" if self.interrupted else " (stopped)" if self.stopping else ""
+        took = human_seconds(self.clock() - self.t0)
+        self.say(f"abflow: {self.run.batch}: {', '.join(parts)}, in {took}{how}")
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[str, str]:
+    """Why a job failed and its log: from its failure note, else from the exception text."""
+    if note is not None:
+        return str(note.get("reason") or "failed"), str(note.get("log") or "")
+    lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
+    return (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")
