@@ -255,3 +255,38 @@ def test_commands_without_a_pool_print_no_htcondor_warning(tmp_path, dfo) -> Non
                             f"{[p for p in sys.path if p]!r}; import htcondor2"],
                            capture_output=True, text=True, env=env, check=False)  # fmt: skip
     assert "CONDOR_CONFIG is unset" in probe.stderr
+
+
+def test_watch_follows_a_local_run_and_ends_with_its_summary(tmp_path, dfo) -> None:
+    names, cfg = night(tmp_path, dfo, 1.0, fail=1)
+    env = {k: v for k, v in os.environ.items() if k != "CONDOR_CONFIG"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--profile",
+         str(ROOT / "profiles" / "local"), "--configfile", str(cfg), "--cores", "2",
+         "--config", "drs_type=CON"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        lock = Path(dfo["job_dir"], "abflow", "runs", f"CALIB_{DATE}.json")
+        deadline = time.monotonic() + 60
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watch = subprocess.Popen([str(BIN / "abflow"), "watch", "--interval", "0.5",
+                                  "--configfile", str(cfg)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        ends: dict[str, float] = {}
+        while len(ends) < 2 and time.monotonic() < deadline + 120:
+            for what, proc in (("run", run), ("watch", watch)):
+                if what not in ends and proc.poll() is not None:
+                    ends[what] = time.monotonic()
+            time.sleep(0.05)
+        out, _ = watch.communicate(timeout=10)
+    finally:
+        run.kill()
+    assert run.returncode != 0 and watch.returncode == 0  # one AB failed; watch is content
+    assert abs(ends["watch"] - ends["run"]) < 3  # watch ends with the run
+    assert "run by pid" in out  # it saw the run going on
+    tail = out[out.rindex("the run has ended"):]
+    assert tail.startswith("the run has ended: 7 of 10 ABs succeeded, 1 failed")
+    assert names[1] in tail and "command exited 3" in tail  # the summary names the failure
+    assert all(n in tail for n in (names[4], names[5]))  # and what did not run

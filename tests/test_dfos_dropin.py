@@ -333,3 +333,37 @@ def test_a_missing_ab_file_is_refused_or_on_request_left_out(tmp_path) -> None:
     skip = abflow(s, "check", "--config", "missing_abs=skip")
     assert skip.returncode == 0 and "CALIB_2024-07-12: 6 ABs" in skip.stdout
     assert f"AB {ARC2} is listed but" in skip.stderr and f"AB {STD2} left out" in skip.stderr
+
+
+def test_the_hand_written_night_on_the_console_and_as_pictures(tmp_path) -> None:
+    """The night as a QC scientist sees it: the cascade picture (no graphviz), the dry-run's
+    levels, one console line per AB, the timeline with every AB's name."""
+    import xml.etree.ElementTree as ET
+
+    s = site(tmp_path)
+    svg = tmp_path / "cascade.svg"
+    assert abflow(s, "cascade", "--brief", "--svg", str(svg)).returncode == 0
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = ET.parse(svg).getroot()
+    boxes = root.findall(".//s:g[@class='ab']", ns)
+    names = sorted(p.name for p in Path(s["dfo"]["ab_dir"]).iterdir())
+    assert sorted(b.findall("s:text", ns)[0].text for b in boxes) == names
+    assert all(b.find("s:title", ns).text.startswith(b.get("id")[3:]) for b in boxes)
+    edges = [e.find("s:title", ns).text for e in root.findall(".//s:path[@class='edge']", ns)]
+    assert len(edges) == 12  # `abflow check`: 12 dependencies
+    assert any(e.startswith(f"{FLAT1} takes ") and e.endswith(f" from {BIAS1}") for e in edges)
+    dry = snakemake(s, tmp_path, "-n")
+    out = dry.stdout + dry.stderr
+    assert "8 of 8 ABs would run, cascade of 4 levels" in out, out
+    assert re.search(r"level 3\s+2 ABs \(std 2\): 2 would run", out), out
+    run = snakemake(s, tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    succeeded = re.findall(r"^\[\s*\d/8\] (\S+)\s+\w+ succeeded [\d.]+ s$", out, re.M)
+    assert sorted(succeeded) == names, out
+    assert re.search(r"CALIB_2024-07-12: 8 of 8 ABs succeeded, in ", out)
+    assert "Error" not in out and "rule process_ab" not in out
+    assert abflow(s, "timeline").returncode == 0
+    tips = re.findall(r"<title>([^<]*)</title>",
+                      Path(s["dfo"]["mon_dir"], f"timeline_{DATE}.svg").read_text())
+    assert all(any(t.startswith(n) for t in tips) for n in names), tips

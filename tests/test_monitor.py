@@ -230,3 +230,75 @@ def test_snakemake_report_includes_the_benchmarks(tmp_path, dfo) -> None:
     run_snakemake(tmp_path, cfg, "--report", str(report))
     text = report.read_text()
     assert "Benchmarks" in text and "max_rss" in text
+
+
+def _record_times(dfo: dict[str, str]) -> dict[str, tuple[float, float, dict]]:
+    """Plan name -> (start, end, record) of every completion record (downloads included)."""
+    state = Path(dfo["job_dir"], "abflow")
+    out = {}
+    for base in (state / "records", state / "downloads" / "records"):
+        for p in base.rglob("*.json"):
+            rec = json.loads(p.read_text())
+            step = rec["step"]
+            name = {"download": f"download:{rec.get('file')}", "process_qc": f"qc:{rec.get('ab')}",
+                    "process_ab_det": f"{rec.get('ab')}#{rec.get('det')}"}.get(step, rec.get("ab"))
+            out[name] = (dt.datetime.fromisoformat(rec["start"]).timestamp(),
+                         dt.datetime.fromisoformat(rec["end"]).timestamp(), rec)  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_the_timeline_shows_the_last_run_with_names_and_plans_qc_and_downloads(
+    tmp_path, dfo
+) -> None:
+    """A night stopped after its first AB, then run to its end: the timeline is the second
+    run's (no idle gap, the first run's AB left out), every bar carries its AB's name as a
+    tooltip, and the plan's line accounts for the QC and download jobs it ran."""
+    specs = fan_cascade([1, 3, 6])
+    write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(
+        tmp_path / "config.yaml", dfo, drs_type="CON", qc_mode="SER",
+        commands={"process_ab": "sleep 1", "process_qc": "sleep 4",
+                  "download": "sleep 0.5; printf raw > {dest}"},
+    )  # fmt: skip
+    # run 1: only the bias (its completion record as the target)
+    bias_record = Path(dfo["job_dir"], "abflow", "records", f"{specs[0].name}.json")
+    run_snakemake(tmp_path, cfg, str(bias_record), cores=2)
+    time.sleep(2.0)  # an idle gap between the runs
+    run_snakemake(tmp_path, cfg, cores=2)
+    assert main(["timeline", "--configfile", str(cfg)]) == 0
+    png, svg = timeline_paths(load_night(resolve({"date": DATE, "dfo": dfo})))
+    data = json.loads(Path(png).with_suffix(".json").read_text())
+    history = json.loads(Path(dfo["job_dir"], "abflow", "runs", f"CALIB_{DATE}.history.json")
+                         .read_text())  # fmt: skip
+    assert len(history) == 2
+    since = dt.datetime.fromisoformat(history[1]["since"]).timestamp()
+    times = _record_times(dfo)
+    last = {job: t for job, t in times.items() if t[0] >= since}
+    assert sorted(b["job"] for b in data["bars"]) == sorted(last)  # exactly the last run's jobs
+    assert specs[0].name in times and specs[0].name not in last  # the bias ran in run 1
+    t0 = min(t[0] for t in last.values())
+    for bar in data["bars"]:
+        assert bar["start"] == pytest.approx(last[bar["job"]][0] - t0, abs=1e-3)
+        assert bar["end"] == pytest.approx(last[bar["job"]][1] - t0, abs=1e-3)
+    assert data["achieved"] == pytest.approx(max(t[1] for t in last.values()) - t0, abs=1e-3)
+    # every AB of the run is named in the SVG's tooltips
+    text = Path(svg).read_text()
+    for spec in specs[1:]:
+        assert f"<title>{spec.name} (process_ab)" in text and f"<title>QC {spec.name}" in text
+    # the plan: no schedule of these jobs ends before its longest chain, which here runs
+    # through a download, a flat, a science AB and that AB's 4 s QC
+    dur = {job: t[1] - t[0] for job, t in last.items()}
+    chains = []
+    for sci in specs[4:]:
+        flat = sci.parents[0]
+        fetched = max(dur[j] for j in dur if j.startswith(f"download:{flat.removesuffix('.ab')}"))
+        chains.append(fetched + dur[flat] + dur[sci.name] + dur[f"qc:{sci.name}"])
+    assert data["predicted"] >= max(chains) - 0.01
+    assert data["predicted"] <= data["achieved"] + 0.5
+    runs = subprocess.run(["abflow", "timeline", "--runs", "--configfile", str(cfg)],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert runs.startswith("run 1: ") and "\nrun 2: " in runs
+    assert main(["timeline", "--run", "1", "--configfile", str(cfg)]) == 0
+    one = json.loads(Path(png).with_suffix(".json").read_text())
+    assert [b["job"] for b in one["bars"] if b["kind"] == "process_ab"] == [specs[0].name]
