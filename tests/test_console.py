@@ -131,7 +131,7 @@ def test_a_night_with_a_failing_ab_reads_as_one_line_per_ab(pane, tmp_path, dfo)
     log = Path(dfo["job_dir"], "abflow", "logs", "process_ab", f"{failed}.log")
     assert f"log: {log}" in screen and log.exists()
     # the summary names the failed AB and each AB that did not run, then the count line
-    summary = screen[screen.index("abflow: 1 AB failed in this run"):]
+    summary = screen[screen.index("abflow: 1 AB failed in this run") :]
     assert all(b in summary for b in blocked), summary
     assert "abflow: 2 ABs did not run" in summary
     assert re.search(r"CALIB_\S+: 7 of 10 ABs succeeded, 1 failed, 2 did not run, in ", summary)
@@ -161,7 +161,7 @@ def test_a_stopped_night_says_so_once_and_lists_what_did_not_run(pane, tmp_path,
     succeeded = ab_lines(screen, "succeeded")
     assert names[0] in succeeded and len(succeeded) < 10
     not_run = [n for n in names if n not in succeeded]
-    summary = screen[screen.index("did not run"):]
+    summary = screen[screen.index("did not run") :]
     assert all(n in summary for n in not_run), summary
     assert re.search(rf"{len(succeeded)} of 10 ABs succeeded, {len(not_run)} did not run, "
                      r"in .* \(stopped\)", screen)  # fmt: skip
@@ -286,7 +286,7 @@ def test_watch_follows_a_local_run_and_ends_with_its_summary(tmp_path, dfo) -> N
     assert run.returncode != 0 and watch.returncode == 0  # one AB failed; watch is content
     assert abs(ends["watch"] - ends["run"]) < 3  # watch ends with the run
     assert "run by pid" in out  # it saw the run going on
-    tail = out[out.rindex("the run has ended"):]
+    tail = out[out.rindex("the run has ended") :]
     assert tail.startswith("the run has ended: 7 of 10 ABs succeeded, 1 failed")
     assert names[1] in tail and "command exited 3" in tail  # the summary names the failure
     assert all(n in tail for n in (names[4], names[5]))  # and what did not run

@@ -364,6 +364,7 @@ def test_the_hand_written_night_on_the_console_and_as_pictures(tmp_path) -> None
     assert re.search(r"CALIB_2024-07-12: 8 of 8 ABs succeeded, in ", out)
     assert "Error" not in out and "rule process_ab" not in out
     assert abflow(s, "timeline").returncode == 0
-    tips = re.findall(r"<title>([^<]*)</title>",
-                      Path(s["dfo"]["mon_dir"], f"timeline_{DATE}.svg").read_text())
+    tips = re.findall(
+        r"<title>([^<]*)</title>", Path(s["dfo"]["mon_dir"], f"timeline_{DATE}.svg").read_text()
+    )
     assert all(any(t.startswith(n) for t in tips) for n in names), tips

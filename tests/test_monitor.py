@@ -240,8 +240,11 @@ def _record_times(dfo: dict[str, str]) -> dict[str, tuple[float, float, dict]]:
         for p in base.rglob("*.json"):
             rec = json.loads(p.read_text())
             step = rec["step"]
-            name = {"download": f"download:{rec.get('file')}", "process_qc": f"qc:{rec.get('ab')}",
-                    "process_ab_det": f"{rec.get('ab')}#{rec.get('det')}"}.get(step, rec.get("ab"))
+            name = {
+                "download": f"download:{rec.get('file')}",
+                "process_qc": f"qc:{rec.get('ab')}",
+                "process_ab_det": f"{rec.get('ab')}#{rec.get('det')}",
+            }.get(step, rec.get("ab"))
             out[name] = (dt.datetime.fromisoformat(rec["start"]).timestamp(),
                          dt.datetime.fromisoformat(rec["end"]).timestamp(), rec)  # fmt: skip
     return out

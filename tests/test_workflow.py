@@ -95,9 +95,13 @@ def test_forcerun_on_a_record_is_the_plain_snakemake_form(tmp_path, dfo) -> None
     record = os.path.join(state(dfo), "records", names[1] + ".json")
     dry = run_snakemake(tmp_path, cfg, "-n", "--forcerun", record, cores=2)
     jobs = re.findall(r"^  (\S+\.ab)\s+\w+\s+(.+)$", dry.stdout + dry.stderr, re.M)
-    assert sorted(jobs) == sorted([(names[1], "forced (--forcerun / --forceall)"),
-                                   (names[4], "an AB it takes calibrations from runs first"),
-                                   (names[5], "an AB it takes calibrations from runs first")])
+    assert sorted(jobs) == sorted(
+        [
+            (names[1], "forced (--forcerun / --forceall)"),
+            (names[4], "an AB it takes calibrations from runs first"),
+            (names[5], "an AB it takes calibrations from runs first"),
+        ]
+    )
 
 
 def test_failed_ab_leaves_siblings_done_children_unrun_and_rerun_does_the_rest(

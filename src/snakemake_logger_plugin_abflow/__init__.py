@@ -89,13 +89,17 @@ def _snakemake_handler(settings: object, stream: object) -> logging.Handler:
     """Snakemake's own console handler, as Snakemake builds it without a logger plugin."""
     from snakemake.logging import ColorizingTextHandler, DefaultFilter, DefaultFormatter
 
-    handler = ColorizingTextHandler(nocolor=bool(getattr(settings, "nocolor", False)),
-                                    stream=stream)  # type: ignore[arg-type]
+    handler = ColorizingTextHandler(
+        nocolor=bool(getattr(settings, "nocolor", False)), stream=stream
+    )  # type: ignore[arg-type]
     handler.addFilter(DefaultFilter(
         getattr(settings, "quiet", None), bool(getattr(settings, "debug_dag", False)),
         bool(getattr(settings, "verbose", False)), bool(getattr(settings, "dryrun", False)),
         bool(getattr(settings, "printshellcmds", False)),
     ))  # fmt: skip
-    handler.setFormatter(DefaultFormatter(getattr(settings, "quiet", None),
-                                          bool(getattr(settings, "show_failed_logs", False))))
+    handler.setFormatter(
+        DefaultFormatter(
+            getattr(settings, "quiet", None), bool(getattr(settings, "show_failed_logs", False))
+        )
+    )
     return handler

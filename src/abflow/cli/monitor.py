@@ -41,8 +41,13 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         sub, "timeline", cmd_timeline, both,
         help="draw the Gantt chart of a night's last run (PNG, SVG)",
     )  # fmt: skip
-    p.add_argument("--run", type=int, default=0, metavar="N",
-                   help="run N of the night (1: the first; --runs lists them; default: the last)")
+    p.add_argument(
+        "--run",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N of the night (1: the first; --runs lists them; default: the last)",
+    )
     p.add_argument("--runs", action="store_true", help="list the night's runs and exit")
     p = add_command(
         sub, "watch", cmd_watch, both, help="show the night's state (vultur_watch_q / cascade_stat)"

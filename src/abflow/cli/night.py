@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--brief", action="store_true", help="counts per level only")
-    p.add_argument("--svg", metavar="FILE",
-                   help="also draw the cascade as an SVG picture into FILE (no graphviz needed)")
+    p.add_argument(
+        "--svg",
+        metavar="FILE",
+        help="also draw the cascade as an SVG picture into FILE (no graphviz needed)",
+    )
     p = add_command(
         sub,
         "plan",

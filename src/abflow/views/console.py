@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ TRANSLATED = {
 # exceptions Snakemake prints at the end that abflow's summary says better
 DROPPED_ERRORS = ("At least one job did not complete successfully",)
 INTERRUPT = "Terminating processes on user request"
+# Snakemake's routine messages of a run, which the console's own lines replace (anything else
+# it says, e.g. --lint's findings, is shown)
+ROUTINE = re.compile(
+    r"(Building DAG of jobs|Using shell:|Provided (cores|remote nodes|resources)|Rules claiming"
+    r"|Select jobs to execute|Execute \d+ jobs|Finished jobid|\d+ of \d+ steps|\[\w{3} \w{3} "
+    r"|Assuming unrestricted shared filesystem|Conda environments: ignored|Singularity "
+    r"containers: ignored|Group jobs: inactive|Job stats|Elapsed time|Waiting (at most|for "
+    r"more)|Removing (temporary|output)|Touching output|Trying to restart|Shutting down"
+    r"|Storing output|Write-protecting|Reason:|localrule |rule |Job \d+:|host: )"
+)
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
 
 
@@ -289,8 +300,8 @@ class Console:
                 return
         if text.startswith("Complete log(s):"):
             self.say("Snakemake's log of this run:" + text.removeprefix("Complete log(s):"))
-        elif record.levelno >= logging.WARNING or text.startswith("abflow"):
-            self.say(text)
+        elif record.levelno >= logging.WARNING or not ROUTINE.match(text):
+            self.say(text)  # abflow's own lines, and whatever Snakemake says out of routine
 
     def _run_info(self, record: logging.LogRecord) -> None:
         stats = getattr(record, "stats", None) or {}
@@ -316,7 +327,8 @@ class Console:
             return
         if seen.rule in AB_RULES and seen.ab not in self.tally.started:
             self.tally.started.add(seen.ab)
-            self.say(self.ab_line(seen.ab, "started"))
+            self.say(self.ab_line(seen.ab, "submitted" if self.run and self.run.pool
+                                  else "started"))  # fmt: skip
         elif seen.rule in DOWNLOAD_RULES:
             d = self.downloads
             d.first = seen.start if d.first is None else d.first

@@ -24,15 +24,19 @@ LIST_LIMIT = 60  # ABs listed one per line; above, grouped by reason
 def why(ab: str, reason: str, requested: frozenset[str]) -> str:
     """abflow's words for why ``ab`` would run, from Snakemake's reason for its job."""
     if ".rerun" in reason:  # a rerun request (abflow.state.layout: requests/) is newer
-        return "subcascade rerun requested" if ab in requested else (
-            "its AB file changed since it ran"
+        return (
+            "subcascade rerun requested"
+            if ab in requested
+            else ("its AB file changed since it ran")
         )
     for key, words in REASONS:
         if key in reason:
             if words is not None:
                 return words
-            return "subcascade rerun requested" if ab in requested else (
-                "its AB file changed since it ran"
+            return (
+                "subcascade rerun requested"
+                if ab in requested
+                else ("its AB file changed since it ran")
             )
     return reason or "it would run"
 

@@ -203,11 +203,15 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     if not (failed or qc_failed or not_run):
         return ""
     n, q = len(failed), len(qc_failed)
-    lines = [
-        f"abflow: {n} AB{'s' if n != 1 else ''} failed in this run"
-        + (f", {q} QC report{'s' if q != 1 else ''} failed" if q else "")
-        + ":"
-    ] if failed or qc_failed else []
+    lines = (
+        [
+            f"abflow: {n} AB{'s' if n != 1 else ''} failed in this run"
+            + (f", {q} QC report{'s' if q != 1 else ''} failed" if q else "")
+            + ":"
+        ]
+        if failed or qc_failed
+        else []
+    )
     for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
         lines += _failure_lines(a.ab, note or {})
     if not_run:

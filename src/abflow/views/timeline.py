@@ -89,8 +89,9 @@ def _label(rec: Mapping[str, Any]) -> str:
     return f"{qc}{rec.get('ab', '')}{det}"
 
 
-def _graph(night: Night, records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list[str]],
-                                                                         dict[str, int]]:
+def _graph(
+    night: Night, records: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Dependencies and priorities of the recorded jobs: AB jobs as the cascade has them, a
     QC job after its AB, an AB job after the downloads of its inputs made in the run."""
     _, ab_deps = job_graph(night)
