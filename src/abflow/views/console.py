@@ -383,7 +383,7 @@ class Console:
         if stopped:
             self._not_started(seen)
             return
-        reason, log = _reason(note, pending, seen)
+        reason, log = _reason(note, str(getattr(record, "rule_msg", "") or "") or pending, seen)
         self._report_failure(seen, reason, log)
 
     def _report_failure(self, seen: Seen, reason: str, log: str) -> None:
@@ -484,7 +484,8 @@ def _size(path: str) -> int:
 
 
 def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[str, str]:
-    """Why a job failed and its log: from its failure note, else from the exception text."""
+    """Why a job failed and its log: from its failure note, else from what the executor said
+    (``pending``: its message, e.g. HTCondor's hold reason, or the exception's text)."""
     if note is not None:
         return str(note.get("reason") or "failed"), str(note.get("log") or "")
     lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
