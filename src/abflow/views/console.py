@@ -51,7 +51,8 @@ ROUTINE = re.compile(
     r"|Assuming unrestricted shared filesystem|Conda environments: ignored|Singularity "
     r"containers: ignored|Group jobs: inactive|Job stats|Elapsed time|Waiting (at most|for "
     r"more)|Removing (temporary|output)|Touching output|Trying to restart|Shutting down"
-    r"|Storing output|Write-protecting|Reason:|localrule |rule |Job \d+:|host: )"
+    r"|Storing output|Write-protecting|Reasons?:|Some jobs were triggered by provenance"
+    r"|localrule |rule |Job \d+:|host: )"
 )
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
 
