@@ -158,6 +158,12 @@ def test_example_night_on_the_pool_matches_a_local_run(pool, example_local, tmp_
     state = os.path.join(dfo["job_dir"], "abflow")
     recs = records(state)
     assert len(recs) == 10 and all(r["status"] == "SUCCESSFUL" for r in recs.values())
+    # abflow's console: an AB is submitted, then succeeds; the executor's routine is left out
+    said = proc.stdout
+    assert sorted(re.findall(r"^\[\s*\d+/10\] (\S+)\s+\w+ submitted$", said, re.M)) == sorted(recs)
+    assert sorted(re.findall(r"^\[\s*\d+/10\] (\S+)\s+\w+ succeeded", said, re.M)) == sorted(recs)
+    assert "submitted to HTCondor Cluster ID" not in said and "Requesting memory" not in said
+    assert "10 of 10 ABs succeeded" in said
     # one HTCondor job per Snakemake job that is not a local rule, each exit 0
     names = job_names(state)
     assert len(names) == 10 + 48 + 10  # ABs (MUSE joins included), MUSE per-IFU jobs, QC

@@ -52,7 +52,10 @@ ROUTINE = re.compile(
     r"containers: ignored|Group jobs: inactive|Job stats|Elapsed time|Waiting (at most|for "
     r"more)|Removing (temporary|output)|Touching output|Trying to restart|Shutting down"
     r"|Storing output|Write-protecting|Reasons?:|Some jobs were triggered by provenance"
-    r"|localrule |rule |Job \d+:|host: )"
+    r"|localrule |rule |Job \d+:|host: |Config file .* is extended by additional config"
+    # the HTCondor executor's routine (a held job is not: it is shown)
+    r"|Job \d+ with HTCondor Cluster ID \d+ was successful|Job \d+ submitted to HTCondor"
+    r"|Requesting (memory|disk|cpus|gpus)|The logs of the HTCondor job are stored)"
 )
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
 
