@@ -334,3 +334,22 @@ def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> N
     assert "4 did not run" in said and "Error in rule" not in said
     run_snakemake(tmp_path, cfg)  # the next run clears the flag and does the rest
     assert len(records(str(state))) == 5
+
+
+def test_the_htcondor_executor_gets_time_to_start_before_its_first_status_check() -> None:
+    """The plugin's status thread starts before the executor is set up; with no delay its first
+    check can fail the run (AttributeError '_event_logs'): abflow asks for 1 s."""
+    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+    from abflow.run.condor import FIRST_STATUS_CHECK, delay_first_status_check
+
+    plugin = ExecutorPluginRegistry().get_plugin("htcondor")
+    before = plugin.common_settings.init_seconds_before_status_checks
+    try:
+        plugin.common_settings.init_seconds_before_status_checks = 0  # the plugin's own value
+        assert delay_first_status_check(plugin) is True
+        assert plugin.common_settings.init_seconds_before_status_checks == FIRST_STATUS_CHECK == 1
+        assert delay_first_status_check(plugin) is False  # raised once, never lowered
+        assert delay_first_status_check(object()) is False  # another executor: nothing to do
+    finally:
+        plugin.common_settings.init_seconds_before_status_checks = before

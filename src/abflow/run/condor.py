@@ -123,3 +123,24 @@ def write_wrapper(settings: Settings, python: str | None = None) -> str:
 def owner_id(host: str | None = None, pid: int | None = None) -> str:
     """``<host>:<pid>`` of a Snakemake process (this one by default): the AbflowOwner tag."""
     return f"{host or socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+# seconds before the executor plugin's first status check (see delay_first_status_check)
+FIRST_STATUS_CHECK = 1
+
+
+def delay_first_status_check(executor_plugin: object) -> bool:
+    """Let the HTCondor executor finish starting before it checks its first job.
+
+    snakemake-interface-executor-plugins starts a remote executor's status thread before the
+    executor's ``__post_init__`` runs, and the htcondor plugin asks for no delay before the first
+    check, so on a busy submit host that check can find the plugin half set up
+    (``'Executor' object has no attribute '_event_logs'``) and the run fails before any job.
+    A first check after FIRST_STATUS_CHECK s (the profile checks every 2 s anyway) avoids it.
+    Returns True if the plugin's setting was raised."""
+    common = getattr(executor_plugin, "common_settings", None)
+    current = getattr(common, "init_seconds_before_status_checks", None)
+    if not isinstance(current, int) or current >= FIRST_STATUS_CHECK:
+        return False
+    common.init_seconds_before_status_checks = FIRST_STATUS_CHECK  # type: ignore[union-attr]
+    return True

@@ -54,7 +54,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     from abflow.model.config import ConfigError, resolve, write_run_config
     from abflow.model.load import load_night
     from abflow.model.night import NightError
-    from abflow.run.condor import owner_id, write_wrapper
+    from abflow.run.condor import delay_first_status_check, owner_id, write_wrapper
     from abflow.run.flavour import decide, describe, executor_problem, is_remote, read_profiles
     from abflow.run.rules import NightRules
 
@@ -90,6 +90,8 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
     rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
+    if rules.pool and not workflow.remote_exec:
+        delay_first_status_check(getattr(workflow, "executor_plugin", None))
     return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages,
                     headline)  # fmt: skip
 
