@@ -347,9 +347,40 @@ def test_the_htcondor_executor_gets_time_to_start_before_its_first_status_check(
     before = plugin.common_settings.init_seconds_before_status_checks
     try:
         plugin.common_settings.init_seconds_before_status_checks = 0  # the plugin's own value
-        assert delay_first_status_check(plugin) is True
+        assert delay_first_status_check("htcondor") is True
         assert plugin.common_settings.init_seconds_before_status_checks == FIRST_STATUS_CHECK == 1
-        assert delay_first_status_check(plugin) is False  # raised once, never lowered
-        assert delay_first_status_check(object()) is False  # another executor: nothing to do
+        assert delay_first_status_check("htcondor") is False  # raised once, never lowered
+        assert delay_first_status_check("no-such-executor") is False  # not installed
     finally:
         plugin.common_settings.init_seconds_before_status_checks = before
+
+
+# Snakemake's command line in this process, then the delay the plugin Snakemake ran with has
+SNAKEMAKE_THEN_DELAY = """
+import sys
+from snakemake.cli import main
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+sys.argv = ["snakemake", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+plugin = ExecutorPluginRegistry().get_plugin("htcondor")
+print("delay", plugin.common_settings.init_seconds_before_status_checks)
+"""
+
+
+@pytest.mark.parametrize(("profile", "delay"), [("condor", 1), ("local", 0)])
+def test_a_condor_run_reads_the_snakefile_and_delays_the_executors_first_check(
+    tmp_path, dfo, profile, delay
+) -> None:
+    """The delay reaches the plugin object Snakemake runs with (the Snakefile is read before
+    the workflow has its executor plugin), and only when the run's jobs go to a pool."""
+    write_night(mef_chain(), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(tmp_path / "config.yaml", dfo)
+    cmd = [sys.executable, "-c", SNAKEMAKE_THEN_DELAY, "-s", str(SNAKEFILE), "--directory",
+           str(tmp_path), "--profile", str(ROOT / "profiles" / profile), "--configfile",
+           str(cfg), "-n"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "dry-run of CALIB_" in proc.stdout + proc.stderr, proc.stderr  # the Snakefile was read
+    assert proc.stdout.splitlines()[-1] == f"delay {delay}"

@@ -91,7 +91,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     rules.owner = owner_id()
     rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
     if rules.pool and not workflow.remote_exec:
-        delay_first_status_check(getattr(workflow, "executor_plugin", None))
+        delay_first_status_check(profiles.executor)
     return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages,
                     headline)  # fmt: skip
 
