@@ -97,6 +97,7 @@ def test_job_modules_import_only_light_modules_at_their_top(module: str) -> None
         "_signal",
         "abflow.job",
         "abflow.job.command",
+        "abflow.job.marker",
         "abflow.job.shell",
         "abflow.state.fsutil",
         "abflow.state.layout",

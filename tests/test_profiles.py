@@ -19,7 +19,7 @@ SNAKEMAKE = "/venv/bin/snakemake"  # what sys.argv[0] looks like for the console
 
 def test_read_profiles_finds_the_profiles_of_the_command_line(tmp_path) -> None:
     found = read_profiles([SNAKEMAKE, "--profile", str(ROOT / "profiles" / "condor"), "-n"], {})
-    assert found.config == {"drs_type": "CON"} and found.executor == "htcondor"
+    assert found.config == {"drs_type": "CON"} and found.executor == "abflow-htcondor"
     # relative to the directory the command started in, --profile=X spelling, later wins
     env = {"PWD": str(ROOT)}
     both = read_profiles(

@@ -67,7 +67,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     else:
         print(f"no running night registered in {state}")
     if args.now:
-        removed = _remove_night_jobs(args, settings, info)
+        removed = _remove_night_jobs(args, settings)
         if removed:
             print(removed)
     if info and args.wait:
@@ -89,10 +89,10 @@ def _ab_of(name: str) -> str:
         return ""
 
 
-def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict | None) -> str:
-    """Remove this night's jobs from the HTCondor queue (of its live run, if one holds the
-    lock): jobs of other nights, or of other runs, stay. Returns what was done ("" without a
-    pool)."""
+def _remove_night_jobs(args: argparse.Namespace, settings: Settings) -> str:
+    """Remove this night's jobs from the HTCondor queue: those of its ABs, whichever run
+    submitted or adopted them (a night has one live run; jobs of other nights stay). Returns
+    what was done ("" without a pool)."""
     from abflow.state.queue import night_queue, remove_jobs, schedd
 
     try:
@@ -100,8 +100,7 @@ def _remove_night_jobs(args: argparse.Namespace, settings: Settings, info: dict 
         if queue is None:
             return ""
         night = load_night(settings)
-        owner = (info or {}).get("owner")
-        mine = [j for j in queue if _ab_of(j.job) in night and (not owner or j.owner == owner)]
+        mine = [j for j in queue if _ab_of(j.job) in night]
         removed = remove_jobs(schedd(args.schedd), mine, "abflow stop --now")
     except Exception as exc:
         return f"HTCondor: could not remove the night's jobs ({exc})"

@@ -69,6 +69,16 @@ OPTIONS: dict[str, tuple[str, int, bool]] = {
     "--threads": ("threads", 1, False),
 }
 INTEGERS = ("det", "total", "threads")
+# set to the job's HTCondor ClusterId where the job runs on a pool (python -m abflow.job
+# --job-ad): its marker, record and failure note carry it, and a crashed controller's successor
+# leaves the job alone (it adopts it) instead of ending it as an orphan
+POOL_JOB = "ABFLOW_CLUSTER"
+
+
+def pool_cluster() -> int | None:
+    """The HTCondor job this process runs as (None: not a pool job)."""
+    value = os.environ.get(POOL_JOB, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def compile_modules() -> None:
@@ -211,19 +221,23 @@ class JobCommand:
         return cls(JobId(step, positional[1], det), **values)  # type: ignore[arg-type]
 
     @classmethod
-    def from_job_ad(cls, path: str) -> JobCommand:
+    def from_job_ad(cls, path: str) -> tuple[JobCommand, int]:
         """The job an HTCondor job ad carries (its AbflowCommand: the command line, JSON in
-        base64, set by the workflow's rules; see abflow.run.condor)."""
+        base64, set by the workflow's rules; see abflow.run.condor), and its ClusterId."""
         import base64
         import json
 
+        argv, cluster = None, 0
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 name, _, value = line.partition(" = ")
                 if name.strip() == "AbflowCommand":
                     argv = json.loads(base64.b64decode(value.strip().strip('"')))
-                    return cls.parse(argv[argv.index(ENTRY) + 1 :])  # after the entry point
-        raise ValueError(f"{path}: no AbflowCommand in the job ad")
+                elif name.strip() == "ClusterId" and value.strip().isdigit():
+                    cluster = int(value.strip())
+        if argv is None:
+            raise ValueError(f"{path}: no AbflowCommand in the job ad")
+        return cls.parse(argv[argv.index(ENTRY) + 1 :]), cluster  # after the entry point
 
 
 def _split(argv: list[str]) -> tuple[list[str], dict[str, object]]:

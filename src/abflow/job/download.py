@@ -1,10 +1,14 @@
 """A download job: ``commands.download`` for one file of the night.
 
 The command (``ngasClient -f {file}``, or the example's ``abflow fetch {file} {dest}``:
-abflow.job.fetch) runs in the destination directory with its output in the job's log. A
-failed download leaves nothing under the file's name and a failure note naming the file and
-the archive's last words (the ABs needing the file are FAILED with it); a finished one a
-record (bytes, start, end, host) and a line of the night's download progress.
+abflow.job.fetch) runs in a staging directory beside the destination
+(``<dir>/.abflow-downloading/<file>/``, emptied first; ``{dest}`` is the file there) with its
+output in the job's log; the finished file is then renamed into place. So the destination only
+ever holds a complete file, whatever happens to the run meanwhile (a crash, a reboot): the
+next run finds the file, or downloads it again. A failed download leaves nothing under the
+file's name and a failure note naming the file and the archive's last words (the ABs needing
+the file are FAILED with it); a finished one a record (bytes, start, end, host) and a line of
+the night's download progress.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import os
 import time
 
 from abflow.job import shell
-from abflow.state.fsutil import append_line, atomic_write_json, remove_file
+from abflow.job.marker import RunningMarker
+from abflow.state.fsutil import append_line, atomic_write_json, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout, Step
 
 TYPE_CHECKING = False
@@ -49,6 +54,16 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
     return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
 
 
+STAGING = ".abflow-downloading"
+
+
+def staging_path(dest: str) -> str:
+    """Where the download command writes ``dest`` (its ``{dest}``) before it is renamed into
+    place; the command runs in that file's directory."""
+    name = os.path.basename(dest)
+    return os.path.join(os.path.dirname(dest), STAGING, name, name)
+
+
 def download_job(dfo: Mapping[str, str], dest: str) -> JobId:
     """The download job of ``dest`` (a path below dfo.raw_dir or dfo.cal_dir)."""
     raw = dfo["raw_dir"].rstrip("/") + "/"
@@ -70,20 +85,31 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     name = os.path.basename(dest)
     if os.path.exists(layout.stop_flag):
         raise DownloadFailed(f"download of {name} not started: the night is stopping (abflow stop)")
-    directory = os.path.dirname(dest)
-    os.makedirs(directory, exist_ok=True)
+    staged = staging_path(dest)
+    directory = os.path.dirname(staged)
+    remove_tree(directory)  # what an earlier attempt left
+    os.makedirs(directory)
     os.makedirs(os.path.dirname(command.log) or ".", exist_ok=True)
     t0, started = time.monotonic(), shell.now_iso()
-    with open(command.log, "w", encoding="utf-8") as log:
+    marker = RunningMarker(command.state_dir, job)  # a crashed run's successor ends it
+    with open(command.log, "w", encoding="utf-8") as log, marker:
         log.write(f"# abflow download {name}\n# command {command.run}\n")
         log.flush()
         env = {**os.environ, **dict(command.env)}
-        returncode, _usage, ended = shell.wait(shell.start(command.run, directory, env,
-                                                           log.fileno()))  # fmt: skip
+        pid = shell.start(command.run, directory, env, log.fileno())
+        marker.note_command(pid)
+        returncode, _usage, ended = shell.wait(pid)
     if ended:  # the run was interrupted: nothing half-written stays, no failure is noted
-        remove_file(dest)
+        remove_tree(directory)
         raise DownloadFailed(f"download of {name} interrupted (the next run starts it again)")
     seconds = time.monotonic() - t0
+    if returncode == 0 and os.path.isfile(staged):
+        os.replace(staged, dest)
+    remove_tree(directory)
+    try:  # noqa: SIM105 (contextlib: one more import for a job) -- the staging area, if unused
+        os.rmdir(os.path.dirname(directory))
+    except OSError:
+        pass
     size = os.path.getsize(dest) if os.path.isfile(dest) else -1
     if returncode != 0 or size <= 0:
         _failed(layout.failure(job), dest, command.log,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from abflow.job.command import JobCommand
+from abflow.job.command import POOL_JOB, JobCommand
 from abflow.state.layout import StateLayout, Step
 
 TYPE_CHECKING = False
@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if len(args) == 2 and args[0] == "--job-ad":
-            command = JobCommand.from_job_ad(args[1])
+            command, cluster = JobCommand.from_job_ad(args[1])
+            os.environ[POOL_JOB] = str(cluster)  # its marker, record and note say so
         else:
             command = JobCommand.parse(args)
     except (OSError, ValueError) as exc:

@@ -18,6 +18,8 @@ import os
 import time
 
 from abflow.job import shell
+from abflow.job.command import pool_cluster
+from abflow.job.marker import RunningMarker
 from abflow.state.fsutil import atomic_write_json, atomic_write_text, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout
 from abflow.state.layout import Step as StepName
@@ -177,34 +179,6 @@ def _prepare_workdir(step: StepRun) -> None:
     os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
 
 
-class RunningMarker:
-    """``running/<job>.json`` while the job's command runs (abflow.state.runstate reads the
-    markers: who runs what, to end a crashed run's orphans); none without a state directory."""
-
-    __slots__ = ("content", "path")
-
-    def __init__(self, state_dir: str, job: JobId) -> None:
-        self.path = StateLayout(state_dir).marker(job) if state_dir else ""
-        self.content: dict[str, object] = {
-            "name": job.name, "host": shell.hostname(), "pid": os.getpid(),
-            "start": time.time(), "path": self.path,
-        }  # fmt: skip
-
-    def __enter__(self) -> RunningMarker:
-        return self  # written by note_command, as soon as the command runs
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path:
-            remove_file(self.path)
-
-    def note_command(self, pgid: int) -> None:
-        """Mark the job, with the process group its command runs in (to end orphans). Not
-        durable: a crash leaves a stale marker, which the readers recognise."""
-        self.content["pgid"] = pgid
-        if self.path:
-            atomic_write_json(self.path, self.content, durable=False)
-
-
 def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
     """Run the command (marked as running) with its output in the log; how it ended."""
     env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
@@ -259,6 +233,8 @@ def _record(step: StepRun, outcome: _Outcome, threads: int) -> dict[str, object]
         "exit_code": outcome.returncode, "workdir": step.workdir, "log": step.log_path,
         "products": products, "missing_products": missing, **step.info,
     }  # fmt: skip
+    if pool_cluster():
+        record["cluster"] = pool_cluster()
     results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
     if results is not None:
         record["results"] = results

@@ -6,12 +6,15 @@ settings, the Night, the rules' lookups, the run configuration file every job na
 HTCondor job wrapper, and what the run says about itself at its start.
 
 Start: refuse a flavour the executor cannot run, take the lock of every date, and take over
-from a crashed run: its HTCondor jobs are removed from the queue (and gone) and its local
-orphans ended before anything of this run starts, so no AB runs twice at once.
+from a crashed run: on a pool its HTCondor jobs are adopted (abflow.run.pool: not submitted
+again, their results taken when they end), elsewhere removed from the queue (and gone); its
+local orphans are ended before anything of this run starts, so no AB runs twice at once. A
+terminal that closes (SIGHUP) does not end the run: its console goes on in the night's log.
 
 End: the timeline and the final monitor page of every date; on a pool, a failure note for every
 job of this run that HTCondor held (with the hold reason) and the removal of whatever of this
-run is left in the queue; the summary of what failed and what did not run; the locks released.
+run (and of the runs it took over) is left in the queue; the summary of what failed and what did
+not run; the locks released.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from abflow.job.shell import now_iso
-from abflow.state.fsutil import atomic_write_json
 
 Log = Callable[[str], None]
 # seconds to wait for a crashed run's running pool jobs to be ended by their starters
@@ -54,8 +56,9 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     from abflow.model.config import ConfigError, resolve, write_run_config
     from abflow.model.load import load_night
     from abflow.model.night import NightError
-    from abflow.run.condor import delay_first_status_check, owner_id, write_wrapper
+    from abflow.run.condor import owner_id, write_wrapper
     from abflow.run.flavour import decide, describe, executor_problem, is_remote, read_profiles
+    from abflow.run.pool import MemoryPolicy, PoolRun, configure
     from abflow.run.rules import NightRules
 
     profiles = read_profiles()
@@ -90,14 +93,14 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
     rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
-    if rules.pool and not workflow.remote_exec:
-        delay_first_status_check(profiles.executor)
+    memory = MemoryPolicy.of(settings.raw.get("memory_retry"))
+    configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
     return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages,
                     headline)  # fmt: skip
 
 
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
-    """Take the locks of the run and clean up after a crashed predecessor; return the lock
+    """Take the locks of the run and take over from a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
     from abflow.job.command import compile_modules
     from abflow.run.flavour import executor_problem, is_remote
@@ -114,14 +117,16 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     except RunLocked as exc:
         raise StartRefused(str(exc)) from None
     run["since"] = now_iso()
+    _outlive_the_terminal(settings.layout.console_log(settings.batch_id), warn)
     for crashed in run["replaced"]:
         warn(
             f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) ended "
             "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
         )
-    owners = {c.get("owner") for c in run["replaced"] if is_remote(str(c.get("executor", "")))}
-    for owner in sorted(o for o in owners if o):
-        removed = _remove_pool_jobs(settings.state_dir, str(owner), TAKEOVER_WAIT)
+    if is_remote(executor):
+        _take_over_pool_jobs(night, run, warn)
+    elif run["lineage"]:
+        removed = _remove_pool_jobs(settings.state_dir, run["lineage"], TAKEOVER_WAIT)
         if removed:
             warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
                  ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
@@ -129,6 +134,54 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
         for job in end_orphans(settings.state_dir, owns):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
     return run
+
+
+def _take_over_pool_jobs(night: Any, run: dict[str, Any], warn: Log) -> None:
+    """Hand the executor what dead controllers of this night left on the pool: their jobs in
+    the queue (adopted or, if stale, removed) and, for runs that crashed, their jobs that failed
+    meanwhile (abflow.run.pool.Takeover). Any job of the night's ABs in the queue is a dead
+    run's: this run holds the locks of all its dates."""
+    from abflow.run.pool import Takeover, current
+    from abflow.state.layout import JobId
+    from abflow.state.queue import ended_jobs, pool_configured, queued_jobs, schedd
+
+    pool_run = current()
+    if pool_run is None or not pool_configured():
+        return
+    pool_run.owners = (str(run["owner"]), *run["lineage"])
+
+    def ours(name: str) -> bool:
+        try:
+            return JobId.parse(name).target in night
+        except ValueError:
+            return False
+
+    try:
+        sd = schedd()
+        queued = [j for j in queued_jobs(sd, night.settings.state_dir, with_command=True)
+                  if ours(j.job)]  # fmt: skip
+        ended = ended_jobs(sd, night.settings.state_dir, run["lineage"], run["lineage_since"])
+    except Exception as exc:  # no schedd: the executor submits, and says why it cannot
+        warn(f"abflow: could not ask the HTCondor schedd for the jobs of earlier runs: {exc}")
+        return
+    pool_run.takeover = Takeover.of(queued, [e for e in ended if ours(e.job)])
+    if queued:
+        warn(f"abflow: {len(queued)} HTCondor job(s) of this night are in the queue: each is "
+             "adopted if this run needs it (not submitted again), else removed")  # fmt: skip
+
+
+def _outlive_the_terminal(log: str, warn: Log) -> None:
+    """Go on when the terminal closes (SIGHUP): the console continues in ``log`` (and says so
+    on the terminal first); Ctrl-C still interrupts."""
+    import signal
+
+    from abflow.views.console import continue_in
+
+    def hung_up(signum: int, frame: Any) -> None:
+        continue_in(log)
+
+    with contextlib.suppress(ValueError):  # not the main thread (no terminal to lose)
+        signal.signal(signal.SIGHUP, hung_up)
 
 
 def _end_jobs_on_interrupt() -> None:
@@ -152,8 +205,8 @@ def _end_jobs_on_interrupt() -> None:
         signal.signal(signal.SIGINT, interrupted)
 
 
-def _remove_pool_jobs(state_dir: str, owner: str, wait: float) -> list[Any]:
-    """Remove the queued jobs of run ``owner``; [] where no pool answers."""
+def _remove_pool_jobs(state_dir: str, owner: str | Iterable[str], wait: float) -> list[Any]:
+    """Remove the queued jobs of run ``owner`` (or of several); [] where no pool answers."""
     from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
 
     if not pool_configured():
@@ -166,19 +219,22 @@ def _remove_pool_jobs(state_dir: str, owner: str, wait: float) -> list[Any]:
         return []
 
 
-def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
-    """Failure notes for this run's jobs that HTCondor holds (the plugin gives up on them after
-    its held timeout but leaves them in the queue); then remove every job of this run still
-    queued. Returns the jobs noted ("" jobs where no pool answers)."""
+def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[str]:
+    """Failure notes for the jobs of runs ``owners`` (this run and those it took over) that
+    HTCondor holds (the plugin gives up on them after its held timeout but leaves them in the
+    queue); then remove every job of those runs still queued. Returns the jobs noted ([] where
+    no pool answers)."""
     from abflow.state.layout import JobId
+    from abflow.state.notes import write_failure
     from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
 
     settings = night.settings
-    if not pool_configured():
+    owners = sorted({o for o in owners if o})
+    if not pool_configured() or not owners:
         return []
     try:
         sd = schedd()
-        jobs = queued_jobs(sd, settings.state_dir, owner)
+        jobs = queued_jobs(sd, settings.state_dir, owners)
     except Exception:
         return []
     noted = []
@@ -189,16 +245,10 @@ def note_held_jobs(night: Any, owner: str, jobdir: str = "") -> list[str]:
             continue
         if job.status != "held" or held.target not in night:
             continue
-        path = settings.layout.failure(held)
         err = sorted(glob.glob(os.path.join(jobdir, "*", f"*_{job.cluster}.err"))) if jobdir else []
-        ab, det = held.target, held.det
-        atomic_write_json(
-            path,
-            {"ab": ab, "step": held.step.value, **({"det": det} if det is not None else {}),
-             "status": "FAILED", "end": now_iso(), "host": job.host, "cluster": job.cluster,
-             "reason": f"HTCondor job {job.cluster} held: {job.hold_reason}",
-             "log": err[0] if err else "", "log_tail": [job.hold_reason]},
-        )  # fmt: skip
+        write_failure(settings.layout, held, f"HTCondor job {job.cluster} held: {job.hold_reason}",
+                      log=err[0] if err else "", log_tail=[job.hold_reason], host=job.host,
+                      cluster=job.cluster)  # fmt: skip
         noted.append(job.job)
     with contextlib.suppress(Exception):  # the end of a run must not fail on the pool
         remove_jobs(sd, jobs, "abflow: the run ended")
@@ -222,7 +272,7 @@ def finish_run(
     from abflow.views.timeline import draw
 
     if run and is_remote(str(run.get("executor", ""))):
-        note_held_jobs(night, str(run.get("owner", "")), jobdir)
+        note_held_jobs(night, [str(run.get("owner", "")), *run.get("lineage", ())], jobdir)
     for part in night.nights():
         try:
             draw(part, *timeline_paths(part))
@@ -230,7 +280,8 @@ def finish_run(
             print(f"abflow: could not draw the timeline: {exc}", flush=True)
     refresher.stop()
     try:
-        summary = failure_summary(night, names, run.get("since") if run else None)
+        since = (run.get("lineage_start") or run.get("since")) if run else None
+        summary = failure_summary(night, names, since)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
     unregister_run(night.settings.state_dir, night.batch_ids())

@@ -20,6 +20,7 @@ from typing import Any
 from snakemake.io import ancient
 
 from abflow.job.command import JobCommand
+from abflow.job.download import staging_path
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
@@ -203,6 +204,7 @@ class NightRules:
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
         token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.progress_file = self.layout.progress(token)
+        self._downloads: set[JobId] | None = None  # the download jobs the night may have
         self.with_qc = s.qc_mode != "IMPLICIT"
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
@@ -224,8 +226,15 @@ class NightRules:
         return self.layout.pattern(kind, rule)
 
     def owns(self, job: JobId) -> bool:
-        """True if ``job`` belongs to this night."""
-        return job.target in self.night
+        """True if ``job`` belongs to this night (a download: of a file one of its ABs reads)."""
+        if not job.step.is_download:
+            return job.target in self.night
+        if self._downloads is None:
+            from abflow.job.download import download_job
+
+            self._downloads = {download_job(self.settings.dfo, path) for record in self.night
+                               for path in (*record.raw_inputs, *record.cal_inputs)}  # fmt: skip
+        return job in self._downloads
 
     # ----- what rule all asks for ------------------------------------------------------------
     def final_records(self) -> list[str]:
@@ -318,7 +327,8 @@ class NightRules:
         if job.step.is_download:
             root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
             dest = os.path.join(root, job.target)
-            run = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": dest,
+            staged = staging_path(dest)  # renamed to dest once complete (abflow.job.download)
+            run = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": staged,
                        "date": s.date, "mode": s.mode, "config": self.run_config})  # fmt: skip
             return JobCommand(job, run=run, dest=dest, progress=self.progress_file,
                               total=len(self.scope.planned_downloads), **common)  # fmt: skip

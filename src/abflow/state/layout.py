@@ -19,10 +19,13 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     config/<checksum>.json                    a run's configuration, named on every job's command
     STOP                                      abflow stop's flag
     running/<step>/<AB>[.<det>].json          markers of running jobs
+    retries/<step>/<AB>[.<det>].json          a pool job's memory retries (raised requests)
     downloads/<token>.progress                a run's download progress
     downloads/records/<file>.json             finished downloads
     downloads/<batch>.all-downloaded          FULL_RAWDOWNLOAD's flag
     condor/job-wrapper.sh                     how HTCondor starts a job
+    logs/night/<batch>.log                    the console of a night that outlives its terminal
+    runs/<batch>.submit.json                  how abflow submit handed the night over
 
 A job is ``(step, target, detector)``: the target is an AB name, or an archive file name for a
 download. Its name, ``<step>/<target>`` or ``<step>/<target>.<det>``, names its running marker
@@ -234,6 +237,10 @@ class StateLayout:
         """The marker ``job`` holds while its command runs."""
         return os.path.join(self.running_dir, job.name + ".json")
 
+    def retries(self, job: JobId) -> str:
+        """What the pool did to ``job`` beyond running it once: its memory retries."""
+        return os.path.join(self.root, "retries", job.name + ".json")
+
     # ----- the night and the run ----------------------------------------------------------
     @property
     def records_dir(self) -> str:
@@ -322,6 +329,16 @@ class StateLayout:
     def downloads_done_log(self, batch: str) -> str:
         """The log of the rule that makes the flag."""
         return os.path.join(self.root, "logs", "downloads", f"{batch}.log")
+
+    # ----- a night that outlives its terminal --------------------------------------------
+    def console_log(self, batch: str) -> str:
+        """Where the console of a night goes once it has no terminal: submitted with ``abflow
+        submit``, or its terminal closed."""
+        return os.path.join(self.root, "logs", "night", f"{batch}.log")
+
+    def submission(self, batch: str) -> str:
+        """How ``abflow submit`` handed the night over (command, controller job, log)."""
+        return os.path.join(self.root, "runs", f"{batch}.submit.json")
 
     # ----- HTCondor ---------------------------------------------------------------------
     @property

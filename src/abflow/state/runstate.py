@@ -84,7 +84,10 @@ def register_run(
 
     Raises RunLocked (taking nothing) if a live run holds one of them. A stale lock (its
     process gone, on this host) is taken over; the returned info lists such crashed runs under
-    ``replaced`` so the caller can say so and end their orphaned jobs.
+    ``replaced`` so the caller can say so and take over their jobs. The lock carries the
+    ``lineage`` of the run: the AbflowOwner of every crashed run it took over (theirs included,
+    so that a run that takes over from a run that took over still finds the first one's jobs),
+    and when the first of them started (``lineage_since``, epoch seconds; ``lineage_start``, ISO).
     """
     layout = StateLayout(state_dir)
     batches = [batches] if isinstance(batches, str) else list(batches)
@@ -112,9 +115,27 @@ def register_run(
         raise
     with suppress(FileNotFoundError):
         os.unlink(layout.stop_flag)
+    lineage = _lineage(replaced)
+    if lineage["lineage"]:
+        info.update(lineage)
+        for batch in batches:  # the lock says what this run took over (for its successor)
+            atomic_write_json(layout.lock(batch), {**info, "batch": batch})
     for batch in batches:
         _note_start(layout, batch, info, replaced)
-    return {**info, "replaced": replaced}
+    return {"lineage": [], "lineage_since": 0.0, "lineage_start": "", **info, "replaced": replaced}
+
+
+def _lineage(replaced: list[dict[str, Any]]) -> dict[str, Any]:
+    """The crashed runs (and the runs they had taken over) a run takes over from."""
+    owners: set[str] = set()
+    starts: list[float] = []
+    for run in replaced:
+        owners.update(str(o) for o in [run.get("owner"), *run.get("lineage", ())] if o)
+        starts += [float(t) for t in (run.get("proc_start"), run.get("lineage_since"))
+                   if isinstance(t, int | float) and t]  # fmt: skip
+    since = min(starts, default=0.0)
+    start = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(since)) if since else ""
+    return {"lineage": sorted(owners), "lineage_since": since, "lineage_start": start}
 
 
 def _iso_now() -> str:
@@ -265,6 +286,7 @@ class RunningJob:
     start: float
     pgid: int | None = None
     path: str = ""
+    cluster: int | None = None  # the HTCondor job it runs as (on a pool)
 
     @property
     def name(self) -> str:
@@ -307,12 +329,14 @@ def end_orphans(
 
     ``belongs(job)`` says whether a job belongs to this run's ABs (other dates may be running
     from the same state directory). Each orphan's command process group gets SIGTERM, then
-    SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed.
+    SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed. Jobs that
+    run on an HTCondor pool (their marker names their cluster) are not orphans: the pool runs
+    them, and the new run adopts them.
     """
     here = socket.gethostname()
     orphans = []
     for job in running_jobs(state_dir):
-        if job.host != here or not belongs(job.job):
+        if job.host != here or job.cluster or not belongs(job.job):
             continue
         info = {"pid": job.pid, "host": job.host, "start": job.start}
         if process_alive(info) or job.pgid:
@@ -362,6 +386,7 @@ def running_jobs(state_dir: str) -> list[RunningJob]:
                     float(data["start"]),
                     int(data["pgid"]) if data.get("pgid") else None,
                     path,
+                    int(data["cluster"]) if data.get("cluster") else None,
                 )
             )
         except (ValueError, KeyError, TypeError):

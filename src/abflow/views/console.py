@@ -17,11 +17,13 @@ records to a Console.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -30,6 +32,9 @@ from abflow.state.layout import JobId, StateLayout, Step
 
 RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
 SUMMARY_ATTR = "abflow_summary"  # a record carrying abflow's end-of-run summary
+# a record of abflow's HTCondor executor (snakemake_executor_plugin_abflow_htcondor): a dict
+# with "what" (submitted, adopted, memory, removed), "job" (AbflowJob), "cluster" and more
+POOL_ATTR = "abflow_pool"
 AB_RULES = ("process_ab", "process_ab_det")
 DOWNLOAD_RULES = ("download_raw", "download_mcal")
 STOPPING = "the night is stopping"  # abflow stop's reason for jobs it does not start
@@ -43,6 +48,10 @@ TRANSLATED = {
 # exceptions Snakemake prints at the end that abflow's summary says better
 DROPPED_ERRORS = ("At least one job did not complete successfully",)
 INTERRUPT = "Terminating processes on user request"
+# what snakemake-interface-executor-plugins appends to every remote job's error message
+EXECUTOR_SUFFIX = (
+    "For further error details see the cluster/cloud log and the log files of the involved rule(s)."
+)
 # Snakemake's routine messages of a run, which the console's own lines replace (anything else
 # it says, e.g. --lint's findings, is shown)
 ROUTINE = re.compile(
@@ -58,6 +67,7 @@ ROUTINE = re.compile(
     r"|Requesting (memory|disk|cpus|gpus)|The logs of the HTCondor job are stored)"
 )
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
+CONSOLES: weakref.WeakSet[Console] = weakref.WeakSet()  # this process's consoles (continue_in)
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,9 @@ class Console:
         self.width = 0
         self.dry_jobs: list[Seen] = []
         self.dry_shown = False
+        self.announced: set[str] = set()  # ABs whose submission or adoption was said
+        self.adopted: set[str] = set()  # ABs (or their QC) taken over from a run that died
+        CONSOLES.add(self)
 
     # ----- output ------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -270,6 +283,10 @@ class Console:
             self.width = min(max((len(n) for n in run.labels), default=0), 60)
         if getattr(record, SUMMARY_ATTR, None) is not None:
             self.summarised = True
+        pool_event = getattr(record, POOL_ATTR, None)
+        if isinstance(pool_event, Mapping):
+            self._pool_event(pool_event)
+            return
         event = str(getattr(record, "event", "") or "")
         handler = {
             "job_info": self._job_info,
@@ -331,13 +348,47 @@ class Console:
             return
         if seen.rule in AB_RULES and seen.ab not in self.tally.started:
             self.tally.started.add(seen.ab)
-            self.say(self.ab_line(seen.ab, "submitted" if self.run and self.run.pool
-                                  else "started"))  # fmt: skip
+            if not (self.run and self.run.pool):  # on a pool: said by the executor's record
+                self.say(self.ab_line(seen.ab, "started"))
         elif seen.rule in DOWNLOAD_RULES:
             d = self.downloads
             d.first = seen.start if d.first is None else d.first
             d.running += 1
             self._redraw()
+
+    def _pool_event(self, event: Mapping[str, Any]) -> None:
+        """What abflow's HTCondor executor did with a job: submitted or adopted it (said once
+        per AB, as an AB's start), released it with more memory, removed stale jobs."""
+        what = str(event.get("what", ""))
+        if what == "removed":
+            clusters = ", ".join(str(c) for c in event.get("clusters", ()))
+            self.say(f"abflow: removed HTCondor job(s) {clusters}: {event.get('why', '')}")
+            return
+        try:
+            job = JobId.parse(str(event.get("job", "")))
+        except ValueError:
+            return
+        cluster = event.get("cluster")
+        if what == "memory":
+            self.say(self.ab_line(job.target, f"held for memory ({event.get('reason', '')}): "
+                                  f"HTCondor job {cluster} runs again with "
+                                  f"{event.get('to_mb')} MB (was {event.get('from_mb')} MB)",
+                                  counter=False))  # fmt: skip
+            return
+        if what == "adopted":
+            self.adopted.add(job.target)
+        if job.step is Step.PROCESS_QC:
+            if what == "adopted":
+                self.say(self.ab_line(job.target, f"QC adopted (HTCondor job {cluster})",
+                                      counter=False))  # fmt: skip
+            return
+        if job.target in self.announced:
+            return
+        self.announced.add(job.target)
+        status = f", {event['status']}" if event.get("status") else ""
+        text = (f"adopted (HTCondor job {cluster}{status}, left by the run that died)"
+                if what == "adopted" else f"submitted (HTCondor job {cluster})")  # fmt: skip
+        self.say(self.ab_line(job.target, text))
 
     def _redraw(self) -> None:
         if self.progress_shown:
@@ -355,7 +406,10 @@ class Console:
             self.tally.succeeded.add(seen.ab)
             start = min((j.start for j in self.jobs.values() if j.ab == seen.ab
                          and j.rule in AB_RULES), default=seen.start)  # fmt: skip
-            self.say(self.ab_line(seen.ab, f"succeeded {human_seconds(self.clock() - start)}"))
+            took = self._recorded_duration(seen) if seen.ab in self.adopted else None
+            took = took if took is not None else self.clock() - start
+            self.say(self.ab_line(seen.ab, f"succeeded {human_seconds(took)}"
+                                  + self._retried(seen.ab)))  # fmt: skip
         elif seen.rule == "process_qc":
             self.say(self.ab_line(seen.ab, f"QC succeeded {took}", counter=False))
         elif seen.rule in DOWNLOAD_RULES:
@@ -363,6 +417,29 @@ class Console:
             d.running, d.done = max(d.running - 1, 0), d.done + 1
             d.nbytes += sum(_size(p) for p in seen.output)
             self._redraw()
+
+    def _recorded_duration(self, seen: Seen) -> float | None:
+        """How long the job's command ran, as its record says (an adopted job ran before this
+        console saw it)."""
+        job = seen.job_id()
+        if job is None or self.run is None:
+            return None
+        try:
+            with open(self.run.layout.record(job), encoding="utf-8") as fh:
+                return float(json.load(fh).get("duration_s"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def _retried(self, ab: str) -> str:
+        """`` (memory raised to 4096 MB)`` if the pool ran a job of ``ab`` again with more
+        memory."""
+        if self.run is None or not self.run.pool:
+            return ""
+        from abflow.state.notes import retries_of_ab
+
+        top = max((int(r.get("to_mb") or 0) for r in retries_of_ab(self.run.layout, ab)),
+                  default=0)  # fmt: skip
+        return f" (memory raised to {top} MB)" if top else ""
 
     def _error(self, record: logging.LogRecord) -> None:
         """An exception Snakemake prints: a job's is kept for its JOB_ERROR, others shown."""
@@ -480,6 +557,44 @@ class Console:
         self.say(f"abflow: {self.run.batch}: {', '.join(parts)}, in {took}{how}")
 
 
+def continue_in(log: str) -> None:
+    """The terminal is gone (SIGHUP): say so on it while it may still take a line, then send
+    everything this process writes to the terminal (abflow's console, Snakemake's messages) to
+    ``log`` instead, appended, and read nothing from it any more. The console stops redrawing
+    lines in place. Standard streams that are not a terminal (a file, a pipe) stay as they are."""
+    from datetime import datetime
+
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    when = datetime.now().astimezone().isoformat(timespec="seconds")
+    text = (f"abflow: the terminal closed (SIGHUP) at {when}: the night goes on; its console "
+            f"continues in {log}\n").encode()  # fmt: skip
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        ttys = [n for n in (1, 2) if _isatty(n)]
+        for n in ttys[:1]:
+            with contextlib.suppress(OSError):  # it is gone already
+                os.write(n, b"\r\x1b[K" + text)
+        for n in ttys:
+            os.dup2(fd, n)
+        if ttys:
+            os.write(fd, text)
+        if _isatty(0):
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+    finally:
+        os.close(fd)
+    for console in list(CONSOLES):
+        console.tty, console.progress_shown = False, False
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -492,6 +607,7 @@ def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[s
     (``pending``: its message, e.g. HTCondor's hold reason, or the exception's text)."""
     if note is not None:
         return str(note.get("reason") or "failed"), str(note.get("log") or "")
+    pending = pending.replace(EXECUTOR_SUFFIX, "")
     lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
     return (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")
