@@ -1,12 +1,13 @@
 """Test double for a pipeline or QC command (not a product path): logs when it runs.
 
     python standin_job.py LOG AB_FILE [--seconds S] [--seconds-if NAME=S ...] [--check-raw]
-                          [--fail-if NAME]
+                          [--fail-if NAME] [--memory-mb M]
 
 Appends ``start <AB> <t>`` and ``end <AB> <t>`` lines to LOG (O_APPEND, one write per line),
 sleeps S seconds in between (the S of the first --seconds-if whose NAME is in the AB name,
 else --seconds), and with --check-raw fails unless every RAWFILE of the AB exists
 (expanded from the $DFO_* variables the job gets). Exits 3 when the AB name contains NAME.
+With --memory-mb it holds M MB of memory (touched, so resident) while it sleeps.
 Ended by SIGTERM (abflow or HTCondor ending the job), it appends ``killed <AB> <t>`` first.
 """
 
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--seconds-if", action="append", default=[], metavar="NAME=S")
     parser.add_argument("--check-raw", action="store_true")
     parser.add_argument("--fail-if", default="")
+    parser.add_argument("--memory-mb", type=int, default=0)
     args = parser.parse_args()
     name = os.path.basename(args.ab_file)
 
@@ -56,6 +58,9 @@ def main() -> int:
         if part in name:
             seconds = float(value)
             break
+    held = bytearray(args.memory_mb * 2**20)
+    for i in range(0, len(held), 4096):
+        held[i] = 1
     time.sleep(seconds)
     note(args.log, f"end {name}")
     if args.fail_if and args.fail_if in name:

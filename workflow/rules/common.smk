@@ -65,6 +65,7 @@ onerror:
         RUN,
         RULES.to_run,
         getattr(workflow.executor_settings, "jobdir", "") or "",
+        ok=False,
     )
     if _summary:
         logger.error(_summary, extra={SUMMARY_ATTR: True})

@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 
 from abflow import __version__
-from abflow.cli import control, createjob, fetch, monitor, night
+from abflow.cli import control, createjob, fetch, monitor, night, submit
 from abflow.cli.common import make_parents
 from abflow.model.config import ConfigError
 from abflow.model.night import NightError
 
-MODULES = (night, monitor, control, createjob, fetch)
+MODULES = (night, submit, monitor, control, createjob, fetch)
 ENTRY_POINTS = "abflow.commands"
 
 

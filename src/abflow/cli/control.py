@@ -39,8 +39,11 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    """Stop the running night: no new job starts; with --now, running jobs are ended too."""
+    """Stop the running night: no new job starts; with --now, running jobs are ended too. A
+    night handed over with abflow submit stops as well: its controller ends when nothing runs
+    any more, and one waiting for HTCondor to start it again is removed."""
     from abflow.state import runstate
+    from abflow.state.submission import controller_state, read_submission
 
     settings = settings_of(args)
     state = settings.state_dir
@@ -55,6 +58,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
             runstate.remove_lock(state, batch)
         elif held and info is None:
             info = held
+    sub = read_submission(settings.layout, settings.batch_id)
+    controller = controller_state(sub) if sub else None
+    pooled = bool(sub and sub.pool and controller and controller.alive)
     if info:
         runstate.request_stop(state)
         print(
@@ -62,22 +68,52 @@ def cmd_stop(args: argparse.Namespace) -> int:
             f"{info['host']}) to start no new job; running jobs finish"
         )
         if args.now:
-            sent = runstate.interrupt(info)
+            sent = _remove_controller(sub, "abflow stop --now") if pooled else None
+            sent = sent or runstate.interrupt(info)
             print("interrupted it: running jobs are cancelled" if sent else "could not signal it")
+    elif pooled:  # its controller died and waits for HTCondor to start it again: not any more
+        print(_remove_controller(sub, "abflow stop") or "could not remove its controller")
     else:
         print(f"no running night registered in {state}")
     if args.now:
         removed = _remove_night_jobs(args, settings)
         if removed:
             print(removed)
-    if info and args.wait:
-        deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline and runstate.process_alive(info):
-            time.sleep(0.5)
-        alive = runstate.process_alive(info)
-        print("it is still running" if alive else "it has ended")
-        return 1 if alive else 0
+    if (info or pooled) and args.wait:
+        return _wait_for_end(info, sub if pooled else None, args.wait)
     return 0
+
+
+def _remove_controller(sub: object, why: str) -> str:
+    """Remove a submitted night's controller job (HTCondor sends it SIGINT: it ends the
+    night's jobs); what was done ("" if it could not be)."""
+    from abflow.state.queue import QueuedJob, remove_jobs, schedd
+
+    try:
+        cluster = sub.cluster  # type: ignore[attr-defined]
+        remove_jobs(schedd(sub.schedd or None), [QueuedJob(cluster, "", "idle")], why)  # type: ignore[attr-defined]
+    except Exception as exc:
+        print(f"HTCondor: could not remove the controller: {exc}", file=sys.stderr)
+        return ""
+    return f"removed the night's controller (HTCondor job {cluster}) from the queue"
+
+
+def _wait_for_end(info: dict | None, sub: object, seconds: float) -> int:
+    """Wait up to ``seconds`` for the run (and a submitted controller) to end; 0 if it did."""
+    from abflow.state import runstate
+    from abflow.state.submission import controller_state
+
+    def alive() -> bool:
+        return bool(info and runstate.process_alive(info)) or bool(
+            sub is not None and controller_state(sub).alive  # type: ignore[arg-type]
+        )
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and alive():
+        time.sleep(0.5)
+    still = alive()
+    print("it is still running" if still else "it has ended")
+    return 1 if still else 0
 
 
 def _ab_of(name: str) -> str:

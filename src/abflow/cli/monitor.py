@@ -12,6 +12,7 @@ from abflow.model.config import Settings
 from abflow.model.load import load_night
 from abflow.model.night import Night
 from abflow.state.layout import StateLayout
+from abflow.state.submission import Submission
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -159,18 +160,43 @@ def _queue_line(queue: list | None, problem: str) -> str:
     return "HTCondor: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs")
 
 
+def _follow_submitted(night: Night, sub: Submission) -> int:
+    """Follow the console of a night handed over with abflow submit until its controller has
+    ended (through restarts), then say how the night stands."""
+    from abflow.state.submission import controller_state
+    from abflow.views.follow import follow
+    from abflow.views.status import night_state
+
+    print(f"abflow watch: {sub.batch} runs as {sub.where}; its console ({sub.log}) follows "
+          "(Ctrl-C stops watching, not the night)", flush=True)  # fmt: skip
+    follow(sub.log, sub.offset, lambda: not controller_state(sub).alive, sys.stdout)
+    if controller_state(sub).alive:
+        return 0  # watching was stopped
+    c = night_state(night).counts()
+    print(f"the run has ended: {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} "
+          f"failed (controller {controller_state(sub).describe()})", flush=True)  # fmt: skip
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Show the state of the night (with its HTCondor jobs) until its run ends, then its
     summary; without a run going on, show it once."""
+    from abflow.state.submission import controller_state, read_submission
     from abflow.views.status import failure_summary, night_state
 
     settings = settings_of(args)
     night = load_night(settings)
+    sub = read_submission(settings.layout, settings.batch_id)
+    controller = controller_state(sub) if sub else None
+    if sub and controller and controller.alive and not args.once:
+        return _follow_submitted(night, sub)
     seen_run = False
     while True:
         queue, problem = _pool_queue(args, settings)
         state = night_state(night, queue)
         line = _queue_line(queue, problem)
+        if sub and controller and controller.alive:
+            line += f"\ncontroller: {sub.where}, {controller.describe()}; console: {sub.log}"
         print(state.format() + (f"\n{line}" if line else ""), flush=True)
         seen_run = seen_run or state.run_alive
         if args.once:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from abflow.job.shell import now_iso
 
 Log = Callable[[str], None]
+INTERRUPTED = threading.Event()  # SIGINT came (Ctrl-C, abflow stop --now, condor_rm)
 # seconds to wait for a crashed run's running pool jobs to be ended by their starters
 TAKEOVER_WAIT = 120.0
 
@@ -175,10 +177,12 @@ def _outlive_the_terminal(log: str, warn: Log) -> None:
     on the terminal first); Ctrl-C still interrupts."""
     import signal
 
-    from abflow.views.console import continue_in
+    from abflow.views.console import continue_in, terminal_streams
+
+    ttys = terminal_streams()
 
     def hung_up(signum: int, frame: Any) -> None:
-        continue_in(log)
+        continue_in(log, ttys)
 
     with contextlib.suppress(ValueError):  # not the main thread (no terminal to lose)
         signal.signal(signal.SIGHUP, hung_up)
@@ -195,6 +199,7 @@ def _end_jobs_on_interrupt() -> None:
     previous = signal.getsignal(signal.SIGINT)
 
     def interrupted(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
         end_all()
         if callable(previous):
             previous(signum, frame)
@@ -255,16 +260,28 @@ def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[
     return noted
 
 
+def outcome(ok: bool, stop_flag: str) -> str:
+    """How a run ended (abflow.state.runstate.OUTCOMES): ``ok`` (Snakemake's onsuccess), else
+    interrupted (SIGINT), stopped (abflow stop's flag) or failed."""
+    if ok:
+        return "succeeded"
+    if INTERRUPTED.is_set():
+        return "interrupted"
+    return "stopped" if os.path.exists(stop_flag) else "failed"
+
+
 def finish_run(
     night: Any,
     refresher: Any,
     run: dict[str, Any],
     names: Iterable[str] | None = None,
     jobdir: str = "",
+    ok: bool = True,
 ) -> str:
     """End of a run: held jobs noted and leftovers removed (on a pool), timeline and final page
-    of every date, the run's locks released. Returns the summary of what failed since the
-    run's start among the ABs ``names`` of the run ("" if nothing did)."""
+    of every date, the run's locks released and how it ended noted (``ok``: Snakemake's
+    onsuccess). Returns the summary of what failed since the run's start among the ABs
+    ``names`` of the run ("" if nothing did)."""
     from abflow.run.flavour import is_remote
     from abflow.state.runstate import unregister_run
     from abflow.views.monitor import timeline_paths
@@ -284,5 +301,6 @@ def finish_run(
         summary = failure_summary(night, names, since)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
-    unregister_run(night.settings.state_dir, night.batch_ids())
+    how = outcome(ok, night.settings.layout.stop_flag)
+    unregister_run(night.settings.state_dir, night.batch_ids(), how)
     return summary

@@ -66,11 +66,11 @@ class MemoryPolicy:
 
     def next_request(self, requested_mb: int, used_mb: int = 0) -> int | None:
         """The memory (MB) to retry a job with that asked for ``requested_mb`` and used
-        ``used_mb``; None if it may not ask for more (the cap is reached, or retries are off)."""
+        ``used_mb``: the larger of the two times the factor, at most the cap; None if it may
+        not ask for more (the cap is reached, or retries are off)."""
         if self.factor <= 1 or requested_mb <= 0:
             return None
-        wanted = max(math.ceil(requested_mb * self.factor), used_mb + 1)
-        new = min(wanted, self.max_mb)
+        new = min(math.ceil(max(requested_mb, used_mb) * self.factor), self.max_mb)
         return new if new > requested_mb else None
 
     @classmethod

@@ -26,6 +26,7 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     condor/job-wrapper.sh                     how HTCondor starts a job
     logs/night/<batch>.log                    the console of a night that outlives its terminal
     runs/<batch>.submit.json                  how abflow submit handed the night over
+    condor/controller-<batch>.out, .events    its controller job's output and event log
 
 A job is ``(step, target, detector)``: the target is an AB name, or an archive file name for a
 download. Its name, ``<step>/<target>`` or ``<step>/<target>.<det>``, names its running marker
@@ -339,6 +340,12 @@ class StateLayout:
     def submission(self, batch: str) -> str:
         """How ``abflow submit`` handed the night over (command, controller job, log)."""
         return os.path.join(self.root, "runs", f"{batch}.submit.json")
+
+    def controller_files(self, batch: str) -> tuple[str, str]:
+        """The HTCondor output (what the controller says before its console goes to the
+        night's log) and event log of a submitted night's controller job."""
+        base = os.path.join(self.root, "condor", f"controller-{batch}")
+        return base + ".out", base + ".events"
 
     # ----- HTCondor ---------------------------------------------------------------------
     @property

@@ -201,8 +201,12 @@ def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> N
             os.unlink(tmp)
 
 
-def unregister_run(state_dir: str, batches: list[str] | str) -> None:
-    """Release this process's locks (only those it holds)."""
+OUTCOMES = ("succeeded", "failed", "stopped", "interrupted")  # how a run ended ("crashed" too)
+
+
+def unregister_run(state_dir: str, batches: list[str] | str, outcome: str = "") -> None:
+    """Release this process's locks (only those it holds), noting in the run history when the
+    run ended and how (one of OUTCOMES)."""
     for batch in [batches] if isinstance(batches, str) else batches:
         info = read_run(state_dir, batch)
         if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
@@ -211,6 +215,8 @@ def unregister_run(state_dir: str, batches: list[str] | str) -> None:
             for entry in history:
                 if entry.get("end") is None and _same_run(entry, info):
                     entry["end"] = _iso_now()
+                    if outcome:
+                        entry["ended"] = outcome
             if history:
                 atomic_write_json(layout.run_history(batch), history)
             with suppress(FileNotFoundError):

@@ -557,28 +557,34 @@ class Console:
         self.say(f"abflow: {self.run.batch}: {', '.join(parts)}, in {took}{how}")
 
 
-def continue_in(log: str) -> None:
+def terminal_streams() -> tuple[int, ...]:
+    """This process's standard streams that are a terminal now (ask while it is there: a
+    terminal that has hung up no longer says it is one)."""
+    return tuple(n for n in (0, 1, 2) if _isatty(n))
+
+
+def continue_in(log: str, ttys: tuple[int, ...]) -> None:
     """The terminal is gone (SIGHUP): say so on it while it may still take a line, then send
-    everything this process writes to the terminal (abflow's console, Snakemake's messages) to
-    ``log`` instead, appended, and read nothing from it any more. The console stops redrawing
-    lines in place. Standard streams that are not a terminal (a file, a pipe) stay as they are."""
+    everything this process writes to the terminal (``ttys``: its standard streams that were
+    one; abflow's console, Snakemake's messages) to ``log`` instead, appended, and read nothing
+    from it any more. The console stops redrawing lines in place. Standard streams that are not
+    a terminal (a file, a pipe) stay as they are."""
     from datetime import datetime
 
     os.makedirs(os.path.dirname(log), exist_ok=True)
     when = datetime.now().astimezone().isoformat(timespec="seconds")
     text = (f"abflow: the terminal closed (SIGHUP) at {when}: the night goes on; its console "
             f"continues in {log}\n").encode()  # fmt: skip
+    out = [n for n in ttys if n in (1, 2)]
+    for n in out[:1]:
+        with contextlib.suppress(OSError):  # it is gone already
+            os.write(n, b"\r\x1b[K" + text)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        ttys = [n for n in (1, 2) if _isatty(n)]
-        for n in ttys[:1]:
-            with contextlib.suppress(OSError):  # it is gone already
-                os.write(n, b"\r\x1b[K" + text)
-        for n in ttys:
+        for n in out:
             os.dup2(fd, n)
-        if ttys:
-            os.write(fd, text)
-        if _isatty(0):
+        os.write(fd, text)
+        if 0 in ttys:
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)

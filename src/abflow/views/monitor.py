@@ -19,6 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from abflow import __version__
+from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.layout import JobId, Step
@@ -98,8 +99,20 @@ def render(state: NightState, link: Link) -> str:
         written=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         run=state.run if state.run and state.run_alive else None,
         timeline={"png": png, "svg": svg} if os.path.exists(png) else None,
-        rows=[_row(night, item) for item in state.abs], link=anchor,
+        rows=[_row(night, item) for item in state.abs], link=anchor, controller=_controller(s),
     )  # fmt: skip
+
+
+def _controller(settings: Settings) -> dict[str, str] | None:
+    """What the page says of a night handed over with abflow submit: where its controller
+    runs, whether it still does, and its console log."""
+    from abflow.state.submission import controller_state, read_submission
+
+    sub = read_submission(settings.layout, settings.batch_id)
+    if sub is None:
+        return None
+    return {"where": sub.where, "state": controller_state(sub).describe(), "log": sub.log,
+            "submitted": _time(sub.submitted)}  # fmt: skip
 
 
 def _row(night: Night, item: ABState) -> dict[str, object]:

@@ -1,0 +1,130 @@
+"""A night handed over with ``abflow submit``: how, and whether its controller still runs.
+
+``abflow submit`` writes ``runs/<batch>.submit.json`` (abflow.state.layout): the Snakemake
+command line of the night's controller, its working directory, the console log it writes, and
+where it runs: as an HTCondor job of the submit host (scheduler universe; ``cluster``, which the
+schedd restarts when the controller dies and after a reboot of the pool) or, without a pool, as
+a process detached from the terminal (``pid``). ``abflow watch``, ``stop`` and the AB monitor
+page read it; :func:`controller_state` says whether the controller runs, waits to be started
+again, or has ended (and how).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from abflow.state.fsutil import atomic_write_json, read_json_object
+from abflow.state.layout import StateLayout
+
+
+@dataclass
+class Submission:
+    """How a night's controller was started by ``abflow submit``."""
+
+    batch: str  # BATCH_ID
+    argv: list[str]  # the controller's command line (snakemake ...)
+    cwd: str  # its working directory
+    log: str  # its console
+    offset: int = 0  # where this submission's lines start in the console log
+    pool: bool = False  # an HTCondor job (else a detached process)
+    cluster: int = 0  # the HTCondor job
+    schedd: str = ""  # the schedd it was submitted to ("": the local one)
+    pid: int = 0  # the detached process
+    proc_start: float = 0.0  # when it started (a pid used again later is not it)
+    host: str = ""
+    submitted: str = ""  # ISO time
+    profile: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """``HTCondor job 123`` or ``pid 4711 on host``."""
+        return f"HTCondor job {self.cluster}" if self.pool else f"pid {self.pid} on {self.host}"
+
+
+def write_submission(layout: StateLayout, sub: Submission) -> str:
+    """Record ``sub`` (atomically); return the record's path."""
+    path = layout.submission(sub.batch)
+    atomic_write_json(path, asdict(sub))
+    return path
+
+
+def read_submission(layout: StateLayout, batch: str) -> Submission | None:
+    """The last submission of ``batch``, or None."""
+    data = read_json_object(layout.submission(batch))
+    if not data:
+        return None
+    known = {k: v for k, v in data.items() if k in Submission.__dataclass_fields__}
+    try:
+        return Submission(**known)
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    """Where a submitted night's controller is."""
+
+    alive: bool  # it runs, or HTCondor will start it (again)
+    status: str  # running, idle (waiting to start or restart), held, ended, removed, unknown
+    exit_code: int | None = None  # how it ended (None: not ended, or not known)
+    detail: str = ""  # a hold reason, or how it ended
+
+    def describe(self) -> str:
+        """``running``, ``waiting to be started again (idle)``, ``ended (exit 0)``..."""
+        text = {
+            "idle": "waiting to be started (again) by HTCondor",
+            "held": "held by HTCondor",
+            "ended": "ended" + (f" (exit {self.exit_code})" if self.exit_code is not None else ""),
+        }.get(self.status, self.status)
+        return text + (f": {self.detail}" if self.detail else "")
+
+
+def controller_state(sub: Submission) -> ControllerState:
+    """Ask the schedd (or this host's processes) where the controller of ``sub`` is."""
+    if not sub.pool:
+        return _process_state(sub)
+    from abflow.state.queue import JOB_STATUS, ended_ads, schedd
+
+    try:
+        sd = schedd(sub.schedd or None)
+        ads = list(sd.query(constraint=f"ClusterId == {sub.cluster}",
+                            projection=["JobStatus", "HoldReason"]))  # fmt: skip
+        if ads:
+            status = JOB_STATUS.get(int(ads[0].get("JobStatus", 0)), "unknown")
+            if status in ("completed", "removed"):  # leaving the queue
+                return ControllerState(False, "ended" if status == "completed" else status)
+            alive = status != "held"
+            return ControllerState(alive, status, detail=str(ads[0].get("HoldReason") or ""))
+        ended = ended_ads(sd, [sub.cluster]).get(sub.cluster)
+    except Exception as exc:
+        return ControllerState(False, "unknown", detail=f"the schedd did not answer: {exc}")
+    if ended is None:
+        return ControllerState(False, "ended", detail="no longer in the queue or its history")
+    if ended.get("JobStatus") == 3:
+        return ControllerState(False, "removed", 1, str(ended.get("RemoveReason") or ""))
+    code = ended.get("ExitCode")
+    return ControllerState(False, "ended", int(code) if code is not None else None)
+
+
+def _process_state(sub: Submission) -> ControllerState:
+    import socket
+
+    from abflow.state.runstate import process_alive
+
+    if sub.host and sub.host != socket.gethostname():
+        return ControllerState(True, "running", detail=f"on {sub.host}: cannot be checked here")
+    info = {"pid": sub.pid, "host": sub.host, "proc_start": sub.proc_start or None}
+    if sub.pid and process_alive(info):
+        return ControllerState(True, "running")
+    return ControllerState(False, "ended")
+
+
+def log_size(path: str) -> int:
+    """The size of a console log (0 if there is none yet)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
