@@ -2,7 +2,7 @@
 
 The command (``ngasClient -f {file}``, or the example's ``abflow fetch {file} {dest}``:
 abflow.job.fetch) runs in a staging directory beside the destination
-(``<dir>/.abflow-downloading/<file>/``, emptied first; ``{dest}`` is the file there) with its
+(``<dir>/.<file>.abflow-download/``, emptied first; ``{dest}`` is the file there) with its
 output in the job's log; the finished file is then renamed into place. So the destination only
 ever holds a complete file, whatever happens to the run meanwhile (a crash, a reboot): the
 next run finds the file, or downloads it again. A failed download leaves nothing under the
@@ -54,14 +54,14 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
     return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
 
 
-STAGING = ".abflow-downloading"
+STAGING = ".{name}.abflow-download"
 
 
 def staging_path(dest: str) -> str:
     """Where the download command writes ``dest`` (its ``{dest}``) before it is renamed into
-    place; the command runs in that file's directory."""
+    place: a directory of its own beside it (hidden), in which the command runs."""
     name = os.path.basename(dest)
-    return os.path.join(os.path.dirname(dest), STAGING, name, name)
+    return os.path.join(os.path.dirname(dest), STAGING.format(name=name), name)
 
 
 def download_job(dfo: Mapping[str, str], dest: str) -> JobId:
@@ -106,10 +106,6 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     if returncode == 0 and os.path.isfile(staged):
         os.replace(staged, dest)
     remove_tree(directory)
-    try:  # noqa: SIM105 (contextlib: one more import for a job) -- the staging area, if unused
-        os.rmdir(os.path.dirname(directory))
-    except OSError:
-        pass
     size = os.path.getsize(dest) if os.path.isfile(dest) else -1
     if returncode != 0 or size <= 0:
         _failed(layout.failure(job), dest, command.log,

@@ -145,12 +145,28 @@ def snakemake_program() -> list[str]:
     return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "snakemake"]
 
 
+def abflow_program() -> list[str]:
+    """abflow's own abflow command, by absolute path (see snakemake_program)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "abflow")
+    return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "abflow"]
+
+
 def snakemake_call(night: Night, request: JobRequest, qc_mode: str) -> str:
-    """The workflow call that replaces vultur_exec_cascade for this night."""
+    """The workflow call that replaces vultur_exec_cascade for this night. DRS_TYPE CON hands
+    the night to HTCondor and waits for it (``abflow submit --wait``, as ``vultur_exec_cascade
+    --wait`` did): ending the job file's shell does not end the night, and a controller that
+    dies is started again by HTCondor."""
     s = night.settings
     config = [f"mode={s.mode}", f"date={s.date}", f"drs_type={s.drs_type}", f"qc_mode={qc_mode}"]
     if request.subcascade:
         config.append(f"subcascade={request.subcascade}")
+    if s.drs_type == "CON":
+        words = [
+            *abflow_program(), "submit", "--wait",
+            "--profile", os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
+            "--configfile", request.configfile, "--config", *config,
+        ]  # fmt: skip
+        return " ".join(shlex.quote(w) for w in words)
     words = [
         *snakemake_program(),
         "-s", os.path.join(ROOT, "Snakefile"),
