@@ -7,11 +7,9 @@ they skip, saying how to point them at one; with ABFLOW_REQUIRE_POOL=1 they fail
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -110,15 +108,21 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def standin_config(
-    base: Path, dfo: dict[str, str], seconds: float, fail_if: str = "", quick: str = "", **kw
+    base: Path,
+    dfo: dict[str, str],
+    seconds: float,
+    fail_if: str = "",
+    quick: str = "",
+    seconds_if: dict[str, float] | None = None,
+    **kw,
 ):
     """A night whose AB command is the stand-in job (logs start/end/killed per AB); ABs whose
-    name contains ``quick`` take 1 s."""
+    name contains ``quick`` take 1 s, those containing a key of ``seconds_if`` its value."""
     command = f"{sys.executable} {STANDIN} {base / 'jobs.log'} {{ab_file}} --seconds {seconds}"
     if fail_if:
         command += f" --fail-if {fail_if}"
-    if quick:
-        command += f" --seconds-if {quick}=1"
+    for name, value in {**(seconds_if or {}), **({quick: 1} if quick else {})}.items():
+        command += f" --seconds-if {name}={value}"
     return write_config(base / "config.yaml", dfo, commands={"process_ab": command}, **kw)
 
 
@@ -160,7 +164,10 @@ def test_example_night_on_the_pool_matches_a_local_run(pool, example_local, tmp_
     assert len(recs) == 10 and all(r["status"] == "SUCCESSFUL" for r in recs.values())
     # abflow's console: an AB is submitted, then succeeds; the executor's routine is left out
     said = proc.stdout
-    assert sorted(re.findall(r"^\[\s*\d+/10\] (\S+)\s+\w+ submitted$", said, re.M)) == sorted(recs)
+    submitted = re.findall(
+        r"^\[\s*\d+/10\] (\S+)\s+\w+ submitted \(HTCondor job \d+\)$", said, re.M
+    )
+    assert sorted(submitted) == sorted(recs)
     assert sorted(re.findall(r"^\[\s*\d+/10\] (\S+)\s+\w+ succeeded", said, re.M)) == sorted(recs)
     assert "submitted to HTCondor Cluster ID" not in said and "Requesting memory" not in said
     assert "10 of 10 ABs succeeded" in said
@@ -283,7 +290,7 @@ def test_failing_recipe_fails_its_ab_and_blocks_only_its_descendants(pool, tmp_p
 
 
 def test_held_job_fails_within_the_held_timeout_with_its_reason(pool, tmp_path, dfo) -> None:
-    """A job whose input the pool user cannot read goes on hold; with --htcondor-held-timeout
+    """A job whose input the pool user cannot read goes on hold; with --abflow-htcondor-held-timeout
     5 the AB fails after ~5 s, the hold reason in the message, its job removed from the queue;
     meanwhile watch and the status page show it held, with the reason."""
     if os.geteuid() != 0:
@@ -296,7 +303,7 @@ def test_held_job_fails_within_the_held_timeout_with_its_reason(pool, tmp_path, 
     cfg = standin_config(tmp_path, dfo, 0)
     state = os.path.join(dfo["job_dir"], "abflow")
     run = start_on_pool(
-        tmp_path, cfg, "--config", f"date={DATE}", "--htcondor-held-timeout", "8",
+        tmp_path, cfg, "--config", f"date={DATE}", "--abflow-htcondor-held-timeout", "8",
         "--set-resources", f"process_ab:input='{secret}'",
     )  # fmt: skip
     t0 = time.monotonic()
@@ -342,42 +349,6 @@ def test_stop_now_removes_this_nights_jobs_and_only_them(pool, tmp_path, dfo) ->
         assert ended and all(r[-1][2] == "killed" for r in ended.values()), ended
     finally:
         htcondor2.Schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {foreign}")
-
-
-def test_killed_submitter_then_the_same_command(pool, tmp_path, dfo) -> None:
-    """Snakemake SIGKILLed mid-night: the same command again keeps the finished ABs, removes
-    the crashed run's jobs from the queue first, and no AB runs twice at once."""
-    quick, slow1, slow2 = ABSpec(ab_name(0)), ABSpec(ab_name(1)), ABSpec(ab_name(2))
-    slow1.parents = [quick.name]
-    child = ABSpec(ab_name(3), parents=[slow1.name])
-    write_night([quick, slow1, slow2, child], dfo["ab_dir"], dfo["mon_dir"], DATE)
-    cfg = standin_config(tmp_path, dfo, 12, quick=quick.name)
-    state = os.path.join(dfo["job_dir"], "abflow")
-    run = start_on_pool(tmp_path, cfg, "--config", f"date={DATE}")
-    log = tmp_path / "jobs.log"
-
-    def started(*abs_: str) -> bool:
-        return log.exists() and all(f"start {ab}" in log.read_text() for ab in abs_)
-
-    wait_for(lambda: quick.name in records(state), 180, "the first AB")
-    wait_for(lambda: started(slow1.name, slow2.name), 120, "both slow recipes to run")
-    first_record = Path(state, "records", f"{quick.name}.json").stat().st_mtime_ns
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    left = {j["AbflowJob"] for j in queue(state)}
-    assert left  # the crashed run's jobs go on in the queue
-    proc = on_pool(tmp_path, cfg, "--config", f"date={DATE}")
-    assert re.search(r"removed \d+ HTCondor job\(s\) left by that run", proc.stdout)
-    assert set(records(state)) == {s.name for s in (quick, slow1, slow2, child)}
-    assert Path(state, "records", f"{quick.name}.json").stat().st_mtime_ns == first_record
-    runs = spans(tmp_path / "jobs.log")
-    for ab, ab_runs in runs.items():
-        for (_, e1, _), (s2, _, _) in itertools.pairwise(ab_runs):
-            assert e1 is not None and e1 <= s2, f"{ab} ran twice at once: {ab_runs}"
-    assert len(runs[quick.name]) == 1
-    # the crashed run's running jobs were ended, not left to finish
-    for ab in (slow1.name, slow2.name):
-        assert [how for _s, _e, how in runs[ab]] == ["killed", "end"], runs[ab]
 
 
 # ----------------------------------------------------------------------------- DFOS job files

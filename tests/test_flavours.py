@@ -336,51 +336,22 @@ def test_stop_lets_running_jobs_finish_and_starts_no_new_one(tmp_path, dfo) -> N
     assert len(records(str(state))) == 5
 
 
-def test_the_htcondor_executor_gets_time_to_start_before_its_first_status_check() -> None:
-    """The plugin's status thread starts before the executor is set up; with no delay its first
-    check can fail the run (AttributeError '_event_logs'): abflow asks for 1 s."""
+def test_the_condor_profile_runs_abflows_htcondor_executor_which_waits_before_its_first_check() -> (
+    None
+):
+    """profiles/condor selects abflow's executor (the htcondor plugin's, subclassed). The
+    interface starts the status thread before the executor is set up; with no delay its first
+    check can fail the run (AttributeError '_event_logs'): abflow's plugin asks for 1 s in its
+    own common settings, and leaves the htcondor plugin's as they are."""
     from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
-    from abflow.run.condor import FIRST_STATUS_CHECK, delay_first_status_check
+    from abflow.run.flavour import read_profiles
 
-    plugin = ExecutorPluginRegistry().get_plugin("htcondor")
-    before = plugin.common_settings.init_seconds_before_status_checks
-    try:
-        plugin.common_settings.init_seconds_before_status_checks = 0  # the plugin's own value
-        assert delay_first_status_check("htcondor") is True
-        assert plugin.common_settings.init_seconds_before_status_checks == FIRST_STATUS_CHECK == 1
-        assert delay_first_status_check("htcondor") is False  # raised once, never lowered
-        assert delay_first_status_check("no-such-executor") is False  # not installed
-    finally:
-        plugin.common_settings.init_seconds_before_status_checks = before
-
-
-# Snakemake's command line in this process, then the delay the plugin Snakemake ran with has
-SNAKEMAKE_THEN_DELAY = """
-import sys
-from snakemake.cli import main
-from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
-sys.argv = ["snakemake", *sys.argv[1:]]
-try:
-    main()
-except SystemExit:
-    pass
-plugin = ExecutorPluginRegistry().get_plugin("htcondor")
-print("delay", plugin.common_settings.init_seconds_before_status_checks)
-"""
-
-
-@pytest.mark.parametrize(("profile", "delay"), [("condor", 1), ("local", 0)])
-def test_a_condor_run_reads_the_snakefile_and_delays_the_executors_first_check(
-    tmp_path, dfo, profile, delay
-) -> None:
-    """The delay reaches the plugin object Snakemake runs with (the Snakefile is read before
-    the workflow has its executor plugin), and only when the run's jobs go to a pool."""
-    write_night(mef_chain(), dfo["ab_dir"], dfo["mon_dir"], DATE)
-    cfg = write_config(tmp_path / "config.yaml", dfo)
-    cmd = [sys.executable, "-c", SNAKEMAKE_THEN_DELAY, "-s", str(SNAKEFILE), "--directory",
-           str(tmp_path), "--profile", str(ROOT / "profiles" / profile), "--configfile",
-           str(cfg), "-n"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert "dry-run of CALIB_" in proc.stdout + proc.stderr, proc.stderr  # the Snakefile was read
-    assert proc.stdout.splitlines()[-1] == f"delay {delay}"
+    profile = read_profiles(["snakemake", "--profile", str(ROOT / "profiles" / "condor")], {})
+    assert profile.executor == "abflow-htcondor"
+    registry = ExecutorPluginRegistry()
+    ours, theirs = registry.get_plugin("abflow-htcondor"), registry.get_plugin("htcondor")
+    assert issubclass(ours.executor, theirs.executor)
+    assert ours.common_settings.init_seconds_before_status_checks == 1
+    assert theirs.common_settings.init_seconds_before_status_checks == 0
+    assert ours.common_settings.non_local_exec is True

@@ -1,13 +1,14 @@
 """Test double for a pipeline or QC command (not a product path): logs when it runs.
 
     python standin_job.py LOG AB_FILE [--seconds S] [--seconds-if NAME=S ...] [--check-raw]
-                          [--fail-if NAME] [--memory-mb M]
+                          [--fail-if NAME] [--memory-mb M] [--memory-mb-if NAME=M ...]
 
 Appends ``start <AB> <t>`` and ``end <AB> <t>`` lines to LOG (O_APPEND, one write per line),
 sleeps S seconds in between (the S of the first --seconds-if whose NAME is in the AB name,
 else --seconds), and with --check-raw fails unless every RAWFILE of the AB exists
 (expanded from the $DFO_* variables the job gets). Exits 3 when the AB name contains NAME.
-With --memory-mb it holds M MB of memory (touched, so resident) while it sleeps.
+With --memory-mb it holds M MB of memory (touched, so resident) while it sleeps (the M of the
+first --memory-mb-if whose NAME is in the AB name, if any).
 Ended by SIGTERM (abflow or HTCondor ending the job), it appends ``killed <AB> <t>`` first.
 """
 
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--check-raw", action="store_true")
     parser.add_argument("--fail-if", default="")
     parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--memory-mb-if", action="append", default=[], metavar="NAME=M")
     args = parser.parse_args()
     name = os.path.basename(args.ab_file)
 
@@ -58,7 +60,13 @@ def main() -> int:
         if part in name:
             seconds = float(value)
             break
-    held = bytearray(args.memory_mb * 2**20)
+    memory = args.memory_mb
+    for item in args.memory_mb_if:
+        part, _, value = item.rpartition("=")
+        if part in name:
+            memory = int(value)
+            break
+    held = bytearray(memory * 2**20)
     for i in range(0, len(held), 4096):
         held[i] = 1
     time.sleep(seconds)

@@ -123,33 +123,3 @@ def write_wrapper(settings: Settings, python: str | None = None) -> str:
 def owner_id(host: str | None = None, pid: int | None = None) -> str:
     """``<host>:<pid>`` of a Snakemake process (this one by default): the AbflowOwner tag."""
     return f"{host or socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-# seconds before the executor plugin's first status check (see delay_first_status_check)
-FIRST_STATUS_CHECK = 1
-
-
-def delay_first_status_check(executor: str) -> bool:
-    """Let the executor plugin ``executor`` finish starting before it checks its first job.
-
-    snakemake-interface-executor-plugins starts a remote executor's status thread before the
-    executor's ``__post_init__`` runs, and the htcondor plugin asks for no delay before the first
-    check, so on a busy submit host that check can find the plugin half set up
-    (``'Executor' object has no attribute '_event_logs'``) and the run fails before any job.
-    A first check after FIRST_STATUS_CHECK s (the profile checks every 2 s anyway) avoids it.
-
-    Called while the Snakefile is read, before Snakemake hands the plugin to the workflow
-    (``workflow.executor_plugin`` is still None then): the plugin is the one object Snakemake's
-    plugin registry (a singleton) gives out for that name. Returns True if its setting was
-    raised."""
-    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
-
-    registry = ExecutorPluginRegistry()
-    if not registry.is_installed(executor):
-        return False
-    common = registry.get_plugin(executor).common_settings
-    current = getattr(common, "init_seconds_before_status_checks", None)
-    if not isinstance(current, int) or current >= FIRST_STATUS_CHECK:
-        return False
-    common.init_seconds_before_status_checks = FIRST_STATUS_CHECK
-    return True

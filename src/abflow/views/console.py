@@ -68,6 +68,7 @@ ROUTINE = re.compile(
 )
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
 CONSOLES: weakref.WeakSet[Console] = weakref.WeakSet()  # this process's consoles (continue_in)
+_CONTINUED: set[str] = set()  # the logs this process's terminal output went to (continue_in)
 
 
 @dataclass(frozen=True)
@@ -385,9 +386,15 @@ class Console:
         if job.target in self.announced:
             return
         self.announced.add(job.target)
-        status = f", {event['status']}" if event.get("status") else ""
-        text = (f"adopted (HTCondor job {cluster}{status}, left by the run that died)"
-                if what == "adopted" else f"submitted (HTCondor job {cluster})")  # fmt: skip
+        status = str(event.get("status") or "")
+        if what != "adopted":
+            text = f"submitted (HTCondor job {cluster})"
+        elif status == "failed":
+            text = (f"adopted (HTCondor job {cluster} of the run that died, ended while no "
+                    "controller ran)")  # fmt: skip
+        else:
+            status = f", {status}" if status else ""
+            text = f"adopted (HTCondor job {cluster}{status}, left by the run that died)"
         self.say(self.ab_line(job.target, text))
 
     def _redraw(self) -> None:
@@ -571,6 +578,9 @@ def continue_in(log: str, ttys: tuple[int, ...]) -> None:
     a terminal (a file, a pipe) stay as they are."""
     from datetime import datetime
 
+    if log in _CONTINUED:  # a second hang-up (the session's): the console is there already
+        return
+    _CONTINUED.add(log)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     when = datetime.now().astimezone().isoformat(timespec="seconds")
     text = (f"abflow: the terminal closed (SIGHUP) at {when}: the night goes on; its console "

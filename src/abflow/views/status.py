@@ -26,6 +26,7 @@ from typing import Any
 from abflow.model.night import Night
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
+from abflow.state.notes import retries_of_ab
 from abflow.state.runstate import process_alive, read_run, running_jobs
 
 STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
@@ -45,6 +46,15 @@ class ABState:
     running_since: float | None = None
     host: str = ""
     pool: str = ""  # its HTCondor jobs: "idle", "running", "held: <reason>" (empty: none)
+    retries: list[dict[str, Any]] = field(default_factory=list)  # memory retries on the pool
+
+    @property
+    def memory(self) -> str:
+        """``memory raised 100 -> 420 MB`` if the pool ran a job of it again with more."""
+        if not self.retries:
+            return ""
+        first, last = self.retries[0], self.retries[-1]
+        return f"memory raised {first.get('from_mb')} -> {last.get('to_mb')} MB"
 
 
 @dataclass
@@ -140,7 +150,9 @@ def _recorded(night: Night, ab: str) -> ABState:
         failure = failure or read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
     if failure is None and record is None:  # a file it needs could not be downloaded
         failure = _download_failure(night, ab)
-    return ABState(ab, "created", record, failure, qc, qc_failure)
+    state = ABState(ab, "created", record, failure, qc, qc_failure)
+    state.retries = retries_of_ab(layout, ab)
+    return state
 
 
 def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
@@ -200,7 +212,8 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     failed = [a for a in mine if a.state == "failed" and _since(a.failure, since)]
     qc_failed = [a for a in mine if _since(a.qc_failure, since)]
     not_run = [a for a in mine if a.state in ("blocked", "queued", "created", "held")]
-    if not (failed or qc_failed or not_run):
+    retried = [a for a in mine if any(_at_or_after(r.get("time"), since) for r in a.retries)]
+    if not (failed or qc_failed or not_run or retried):
         return ""
     n, q = len(failed), len(qc_failed)
     lines = (
@@ -214,6 +227,14 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     )
     for a, note in [(a, a.failure) for a in failed] + [(a, a.qc_failure) for a in qc_failed]:
         lines += _failure_lines(a.ab, note or {})
+    if retried:
+        k = len(retried)
+        lines.append(f"abflow: {k} AB{'s' if k != 1 else ''} ran again on the pool with more "
+                     "memory (held for exceeding the request; memory_retry):")  # fmt: skip
+        for a in retried:
+            last = a.retries[-1]
+            lines.append(f"  {a.ab}: {a.memory} ({last.get('reason', '')}), "
+                         + ("succeeded" if a.state == "succeeded" else a.state))  # fmt: skip
     if not_run:
         ok = {a.ab for a in state.abs if a.state == "succeeded"}
         k = len(not_run)
@@ -225,6 +246,18 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
             waits = [p for p in night[a.ab].parents if p not in ok]
             lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
     return "\n".join(lines)
+
+
+def _at_or_after(epoch: object, since: str | None) -> bool:
+    """True for a time (epoch seconds) at or after ``since`` (ISO time; None: any)."""
+    if since is None:
+        return True
+    import datetime as _dt
+
+    try:
+        return float(epoch) >= _dt.datetime.fromisoformat(since).timestamp()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True
 
 
 def _since(note: dict[str, Any] | None, since: str | None) -> bool:

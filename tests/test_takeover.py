@@ -1,0 +1,298 @@
+"""A night that outlives its controller, without a pool: what a new controller does with the
+jobs a dead one left (abflow.run.pool), the lineage of crashed runs in the lock, memory retries,
+the submission record, the console log of a closed terminal, and atomic downloads.
+
+The same behaviour on a live pool: tests/test_outlive.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from abflow.run.pool import Decision, MemoryPolicy, Takeover, is_memory_hold
+from abflow.state.layout import JobId, StateLayout, Step
+from abflow.state.queue import EndedJob, QueuedJob, run_constraint
+
+A = "process_ab/A.ab"
+B = "process_ab/B.ab"
+
+
+def queued(cluster: int, job: str, status: str = "running", command: str = "cmd") -> QueuedJob:
+    return QueuedJob(cluster, job, status, command=command, since=1000.0 + cluster)
+
+
+def ended(
+    cluster: int, job: str, code: int | None, command: str = "cmd", at: float = 0
+) -> EndedJob:
+    signal_ = 9 if code is None else None
+    return EndedJob(cluster, job, "vm:1", command, code, signal_, at or 2000.0 + cluster)
+
+
+# ----------------------------------------------------------------------------- adoption
+def test_a_queued_job_with_the_same_command_is_adopted_not_submitted() -> None:
+    takeover = Takeover.of([queued(7, A, "running"), queued(8, B, "idle")])
+    assert takeover.decide(A, "cmd") == Decision("adopt", 7, "running", 1007.0)
+    assert takeover.decide(B, "cmd").action == "adopt"
+    assert takeover.decide("process_ab/C.ab", "cmd").action == "submit"  # nothing left for it
+
+
+def test_a_job_is_decided_once_a_retry_of_it_is_submitted() -> None:
+    takeover = Takeover.of([queued(7, A)])
+    assert takeover.decide(A, "cmd").action == "adopt"
+    assert takeover.decide(A, "cmd").action == "submit"  # Snakemake's own retry of the job
+
+
+def test_a_queued_job_with_another_command_is_removed_first_so_no_ab_runs_twice() -> None:
+    takeover = Takeover.of([queued(7, A, command="old")])
+    decision = takeover.decide(A, "new")
+    assert decision.action == "submit" and decision.remove == (7,)
+
+
+def test_of_several_queued_jobs_of_an_ab_the_running_one_is_adopted_the_rest_removed() -> None:
+    jobs = [queued(5, A, "idle"), queued(6, A, "running"), queued(9, A, "held"),
+            queued(4, A, "running", command="old")]  # fmt: skip
+    decision = Takeover.of(jobs).decide(A, "cmd")
+    assert decision.action == "adopt" and decision.cluster == 6
+    assert sorted(decision.remove) == [4, 5, 9]
+
+
+def test_a_job_that_failed_while_no_controller_ran_is_taken_as_failed() -> None:
+    takeover = Takeover.of([], [ended(3, A, 0, at=10), ended(4, A, 3, at=20), ended(5, B, None)])
+    decision = takeover.decide(A, "cmd")
+    assert decision.action == "failed" and decision.cluster == 4
+    assert "exit 3" in decision.reason and "no controller ran" in decision.reason
+    assert "killed by signal 9" in takeover.decide(B, "cmd").reason
+
+
+def test_a_later_success_or_another_command_is_not_taken_as_failed() -> None:
+    takeover = Takeover.of([], [ended(4, A, 3, at=20), ended(5, A, 0, at=30),
+                                ended(6, B, 1, command="old")])  # fmt: skip
+    assert takeover.decide(A, "cmd").action == "submit"  # its latest run succeeded
+    assert takeover.decide(B, "cmd").action == "submit"  # that failure ran another command
+
+
+def test_a_queued_job_wins_over_an_earlier_failure_and_removed_jobs_are_not_adopted() -> None:
+    takeover = Takeover.of([queued(8, A), queued(9, B, "removed")], [ended(4, A, 3)])
+    assert takeover.decide(A, "cmd").action == "adopt"
+    assert takeover.decide(B, "cmd") == Decision("submit")
+
+
+def test_jobs_no_decision_took_over_are_leftovers() -> None:
+    takeover = Takeover.of([queued(7, A), queued(8, B)])
+    takeover.decide(A, "cmd")
+    assert takeover.leftovers() == [8]
+
+
+def test_a_constraint_on_several_owners() -> None:
+    one = run_constraint("/night", "vm:1")
+    assert one == 'AbflowRun == "/night" && AbflowOwner == "vm:1"'
+    assert run_constraint("/night", ["vm:2", "vm:1"]) == (
+        'AbflowRun == "/night" && (AbflowOwner == "vm:1" || AbflowOwner == "vm:2")'
+    )
+
+
+# ----------------------------------------------------------------------------- memory
+def test_memory_is_raised_by_the_factor_from_the_larger_of_request_and_use() -> None:
+    policy = MemoryPolicy(factor=2, max_mb=4096)
+    assert policy.next_request(1000, 300) == 2000
+    assert policy.next_request(1000, 1500) == 3000  # it used more than it asked for
+    assert policy.next_request(3000, 3100) == 4096  # capped
+    assert policy.next_request(4096, 5000) is None  # at the cap: no retry
+    assert MemoryPolicy(factor=1).next_request(1000, 2000) is None  # retries off
+    assert MemoryPolicy.of({"factor": 1.5, "max_mb": 10}) == MemoryPolicy(1.5, 10)
+    assert MemoryPolicy.of(None) == MemoryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("code", "subcode", "reason", "memory"),
+    [
+        (34, 102, "Job has gone over cgroup memory limit of 100 megabytes", True),
+        (34, 104, "disk usage exceeded request_disk", False),
+        (34, None, "usage exceeded the provisioned limit", True),
+        (26, 102, "pool policy", True),  # SYSTEM_PERIODIC_HOLD with the memory sub-code
+        (26, 0, "memory usage 231 MB exceeded request_memory 100 MB", True),
+        (3, 0, "job policy: MemoryUsage > RequestMemory", True),
+        (26, 0, "ran too long", False),
+        (1, 0, "held by the operator: check memory", False),  # a person's condor_hold
+        (13, 0, "transfer of input failed: memory.dat", False),
+    ],
+)
+def test_which_holds_are_for_memory(code, subcode, reason, memory) -> None:
+    assert is_memory_hold(code, subcode, reason) is memory
+
+
+# ----------------------------------------------------------------------------- the lock's lineage
+def test_a_run_taking_over_from_crashed_runs_carries_their_lineage(tmp_path) -> None:
+    from abflow.state.runstate import read_run, register_run, unregister_run
+
+    state = str(tmp_path / "state")
+    layout = StateLayout(state)
+    os.makedirs(os.path.dirname(layout.lock("CALIB_D")))
+    dead = {"pid": 999999, "host": os.uname().nodename, "start": "x", "proc_start": 100.0,
+            "owner": "vm:999999", "lineage": ["vm:888888"], "lineage_since": 50.0}  # fmt: skip
+    layout_lock = Path(layout.lock("CALIB_D"))
+    layout_lock.write_text(json.dumps(dead))
+    run = register_run(state, ["CALIB_D"])
+    assert run["lineage"] == ["vm:888888", "vm:999999"]
+    assert run["lineage_since"] == 50.0 and run["lineage_start"]
+    assert read_run(state, "CALIB_D")["lineage"] == ["vm:888888", "vm:999999"]  # for its successor
+    unregister_run(state, ["CALIB_D"], "succeeded")
+    history = json.loads(Path(layout.run_history("CALIB_D")).read_text())
+    assert [h.get("ended") for h in history] == ["succeeded"]
+    fresh = register_run(state, ["CALIB_D"])
+    assert fresh["lineage"] == [] and fresh["replaced"] == []
+
+
+# ----------------------------------------------------------------------------- orphans
+def test_a_crashed_runs_pool_jobs_are_not_orphans_its_local_ones_are(tmp_path) -> None:
+    from abflow.state.fsutil import atomic_write_json
+    from abflow.state.runstate import end_orphans
+
+    state = str(tmp_path / "state")
+    layout = StateLayout(state)
+    local = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    pooled = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        marked = [(JobId(Step.PROCESS_AB, "A.ab"), local, {}),
+                  (JobId(Step.PROCESS_AB, "B.ab"), pooled, {"cluster": 17})]  # fmt: skip
+        for job, proc, extra in marked:
+            atomic_write_json(layout.marker(job), {
+                "name": job.name, "host": os.uname().nodename, "pid": proc.pid,
+                "start": time.time(), "pgid": proc.pid, "path": layout.marker(job), **extra,
+            })  # fmt: skip
+        ended_ = end_orphans(state, lambda job: True, grace=2)
+        assert [j.name for j in ended_] == ["process_ab/A.ab"]
+        assert local.wait(timeout=10) == -signal.SIGTERM
+        assert pooled.poll() is None  # the pool's job goes on, to be adopted
+    finally:
+        for proc in (local, pooled):
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- downloads
+def test_a_download_lands_under_its_name_only_once_complete(tmp_path) -> None:
+    """The command writes {dest} in a staging directory; the file is renamed into place when
+    the command succeeded, so a crash mid-download leaves nothing under the final name."""
+    from abflow.job.command import JobCommand
+    from abflow.job.download import DownloadFailed, run_download, staging_path
+
+    dest = tmp_path / "raw" / "2013-02-12" / "X.fits"
+    staged = staging_path(str(dest))
+    assert os.path.dirname(os.path.dirname(staged)) == str(dest.parent)
+    seen = tmp_path / "seen"
+
+    def command(run: str) -> JobCommand:
+        return JobCommand(JobId(Step.DOWNLOAD_RAW, "2013-02-12/X.fits"), config="c",
+                          state_dir=str(tmp_path / "state"), run=run, dest=str(dest),
+                          log=str(tmp_path / "x.log"))  # fmt: skip
+
+    writes = (
+        f"printf half > {staged}; test -e {dest} && echo early > {seen}; printf full >> {staged}"
+    )
+    assert run_download(command(writes)) == len("halffull")
+    assert dest.read_text() == "halffull" and not seen.exists()
+    assert not os.path.exists(os.path.dirname(staged))  # the staging directory is gone
+    dest.unlink()
+    with pytest.raises(DownloadFailed):
+        run_download(command(f"printf half > {staged}; exit 1"))
+    assert not dest.exists() and not os.path.exists(os.path.dirname(staged))
+
+
+# ----------------------------------------------------------------------------- submission
+def test_a_submission_record_round_trips_and_a_detached_controller_is_followed(tmp_path) -> None:
+    from abflow.state.runstate import process_start
+    from abflow.state.submission import (
+        Submission,
+        controller_state,
+        read_submission,
+        write_submission,
+    )  # fmt: skip
+
+    layout = StateLayout(str(tmp_path))
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        sub = Submission("CALIB_D", ["snakemake"], str(tmp_path), str(tmp_path / "log"),
+                         pid=proc.pid, proc_start=process_start(proc.pid) or 0.0,
+                         host=os.uname().nodename)  # fmt: skip
+        write_submission(layout, sub)
+        again = read_submission(layout, "CALIB_D")
+        assert again == sub and again.where == f"pid {proc.pid} on {os.uname().nodename}"
+        assert controller_state(again).alive
+    finally:
+        proc.kill()
+        proc.wait()
+    assert controller_state(again).status == "ended"
+    reused = Submission("CALIB_D", [], "", "", pid=os.getpid(), proc_start=1.0,
+                        host=os.uname().nodename)  # fmt: skip
+    assert not controller_state(reused).alive  # a pid now used by a later process is not it
+
+
+def test_follow_prints_whole_lines_until_the_writer_has_ended(tmp_path) -> None:
+    from abflow.views.follow import follow
+
+    log = tmp_path / "console.log"
+    log.write_text("before\n")
+    offset = log.stat().st_size
+    writes = iter(["first\nhal", "f line\n", "last\n"])
+    checks = {"n": 0}
+
+    def ended() -> bool:
+        checks["n"] += 1
+        text = next(writes, None)
+        if text is not None:
+            with open(log, "a") as fh:
+                fh.write(text)
+        return text is None
+
+    out = StringIO()
+    end = follow(str(log), offset, ended, out, interval=0)
+    assert out.getvalue() == "first\nhalf line\nlast\n"
+    assert end == log.stat().st_size and checks["n"] == 4
+
+
+# ----------------------------------------------------------------------------- the closed terminal
+def test_a_closed_terminal_sends_the_console_to_the_log_and_says_so_first(tmp_path) -> None:
+    """A process whose output is a terminal: on SIGHUP it says where its console continues,
+    on the terminal, and writes everything after to the log (the terminal gone, nothing is
+    lost)."""
+    import pty
+
+    log = tmp_path / "night.log"
+    program = (
+        "import os, signal, sys, time\n"
+        "from abflow.views.console import continue_in, terminal_streams\n"
+        "ttys = terminal_streams()\n"
+        f"signal.signal(signal.SIGHUP, lambda *a: continue_in({str(log)!r}, ttys))\n"
+        "print('before', flush=True)\n"
+        "sys.stdin.readline()\n"  # the test's go: it has read 'before' and sends SIGHUP
+        "time.sleep(0.5)\n"
+        "print('after', flush=True)\n"
+        "print('error after', file=sys.stderr, flush=True)\n"
+    )
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execv(sys.executable, [sys.executable, "-c", program])
+    seen = b""
+    while b"before" not in seen:
+        seen += os.read(master, 1024)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while b"continues in" not in seen and time.monotonic() < deadline:
+        seen += os.read(master, 1024)
+    assert b"the terminal closed (SIGHUP)" in seen and str(log).encode() in seen
+    os.close(master)  # the terminal goes away
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("abflow: the terminal closed (SIGHUP)")
+    assert lines[1:] == ["after", "error after"]
