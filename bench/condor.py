@@ -13,6 +13,13 @@ then runs each night through ``snakemake --profile profiles/condor`` in a fresh 
 * ``cascade``: bias -> 3 flats -> 6 std of ``--seconds`` stand-in jobs (``sleep``);
 * ``example``: the bundled example night with the real recipes (``--example``; needs esorex).
 
+With ``--outlive`` it also measures a night that outlives its controller (issue 20): the cascade
+night with ``--outlive-seconds`` stand-in recipes whose controller is SIGKILLed while the three
+flats run, then restarted with the same command (the recipe-seconds lost, goal 0, against what
+the flats had run at the kill, which removing their jobs used to throw away; the time from the
+restart to the first adopted result, and how long after that job's own end the controller took
+it), and the same night handed over with ``abflow submit --wait`` against run interactively.
+
 Reported per night: the makespan on the pool (first submission to last completion) and the
 wall time of the snakemake command; the critical path (recorded command durations along the
 longest chain) and the goal, critical path + 2 round trips per cascade level; and the median
@@ -22,6 +29,7 @@ the job's end after the command, and the gap between a job's last parent ending 
 submission (the executor plugin noticing it: status checks every 2 s).
 
     python bench/condor.py --repeat 1 --example
+    python bench/condor.py --outlive
 """
 
 from __future__ import annotations
@@ -175,15 +183,131 @@ def report(rows: list[tuple[str, dict[str, Any]]], trip: float, sm_start: float)
     return results
 
 
+def standin_night(base: Path, seconds: float) -> Path:
+    """The cascade night whose recipes are the stand-in job (it logs start, end, killed)."""
+    from conftest import write_config
+
+    from abflow.example.generate import fan_cascade, make_dfo_tree, write_night
+
+    dfo = make_dfo_tree(base / "dfo")
+    write_night(fan_cascade([1, 3, 6]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    standin = ROOT / "tests" / "standins" / "standin_job.py"
+    command = f"{sys.executable} {standin} {base / 'jobs.log'} {{ab_file}} --seconds {seconds}"
+    return write_config(base / "config.yaml", dfo, commands={"process_ab": command})
+
+
+def _night_cmd(base: Path, cfg: Path) -> list[str]:
+    return [
+        str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(base),
+        "--profile", "profiles/condor", "--configfile", str(cfg), "--config", f"date={DATE}",
+    ]  # fmt: skip
+
+
+def _runs(log: Path) -> list[tuple[str, float, float | None, str]]:
+    """(AB, start, end, how) of every recipe run the stand-in logged."""
+    runs: list[tuple[str, float, float | None, str]] = []
+    for line in log.read_text().splitlines():
+        what, ab, t = line.split()
+        if what == "start":
+            runs.append((ab, float(t), None, "running"))
+        else:
+            i = max(k for k, r in enumerate(runs) if r[0] == ab)
+            runs[i] = (ab, runs[i][1], float(t), what)
+    return runs
+
+
+def crash_and_restart(base: Path, seconds: float) -> dict[str, Any]:
+    """SIGKILL the controller while the flats run, start the same command again; measure."""
+    cfg = standin_night(base, seconds)
+    log = base / "jobs.log"
+    env = dict(os.environ, PWD=str(ROOT))
+    first = subprocess.Popen(_night_cmd(base, cfg), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    while not (log.exists() and log.read_text().count("start ") >= 4):  # bias + 3 flats
+        time.sleep(0.1)
+    time.sleep(seconds / 2)
+    first.kill()
+    first.wait()
+    killed = time.time()
+    ran_at_kill = sum(killed - s for _ab, s, e, _h in _runs(log) if e is None)
+    restart = time.time()
+    second = subprocess.Popen(_night_cmd(base, cfg), cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    adopted: set[str] = set()
+    first_result = None
+    assert second.stdout is not None
+    for line in second.stdout:
+        # an AB's line: "[ 3/10] <AB>  flat adopted (...)"
+        words = line.split("]", 1)[1].split() if line.startswith("[") else []
+        if "adopted" in words:
+            adopted.add(words[0])
+        if first_result is None and "succeeded" in words and words[0] in adopted:
+            first_result = (time.time(), words[0])
+    if second.wait() != 0:
+        raise SystemExit("the restarted night failed")
+    runs = _runs(log)
+    last = {ab: s for ab, s, _e, _h in runs}  # the run of each AB that counted (its last)
+    lost = sum((e or killed) - s for ab, s, e, _h in runs if s != last[ab])
+    took_at, ab = first_result or (time.time(), "")
+    ended = max(e for a, _s, e, how in runs if a == ab and e is not None) if ab else took_at
+    return {"lost": lost, "ran_at_kill": ran_at_kill, "adopted": len(adopted),
+            "to_first_result": took_at - restart, "after_job_end": took_at - ended,
+            "runs": len(runs)}  # fmt: skip
+
+
+def submitted_vs_interactive(base: Path, seconds: float) -> tuple[float, float]:
+    """Wall time of the same night run interactively and handed over with abflow submit
+    --wait (the same stand-in recipes)."""
+    times = []
+    for how in ("interactive", "submit"):
+        night_base = base / how
+        night_base.mkdir()
+        cfg = standin_night(night_base, seconds)
+        submit = [str(BIN / "abflow"), "submit", "--wait", "--configfile", str(cfg), "-d", DATE]
+        cmd = _night_cmd(night_base, cfg) if how == "interactive" else submit
+        t0 = time.monotonic()
+        subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PWD=str(ROOT)), check=True,
+                       capture_output=True)  # fmt: skip
+        times.append(time.monotonic() - t0)
+    return times[0], times[1]
+
+
+def outlive(tmp: Path, seconds: float) -> None:
+    """Print the rows of issue 20: a SIGKILLed controller, and submit against interactive."""
+    crash = crash_and_restart(tmp / "crash", seconds)
+    print(f"| controller SIGKILLed mid-night ({seconds:.0f} s recipes) | recipe-seconds lost "
+          f"{crash['lost']:.1f} (goal 0; the {crash['adopted']} adopted jobs had run "
+          f"{crash['ran_at_kill']:.1f} s at the kill) | restart to first adopted result "
+          f"{crash['to_first_result']:.1f} s, {crash['after_job_end']:.1f} s after that job "
+          f"ended | {crash['runs']} recipe runs for 10 ABs |")  # fmt: skip
+    (tmp / "pair").mkdir()
+    interactive, submitted = submitted_vs_interactive(tmp / "pair", seconds)
+    print(f"| the same night, abflow submit --wait vs interactive | {submitted:.1f} s vs "
+          f"{interactive:.1f} s | ratio {submitted / interactive:.2f} |")  # fmt: skip
+
+
 def main() -> int:
     """Run the benchmark on the pool CONDOR_CONFIG names and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=0.5, help="stand-in job length")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--example", action="store_true", help="also the example night")
+    parser.add_argument(
+        "--outlive",
+        action="store_true",
+        help="only the rows of a night that "
+        "outlives its controller (crash and restart, submit vs interactive)",
+    )
+    parser.add_argument(
+        "--outlive-seconds", type=float, default=8.0, help="stand-in recipe length for --outlive"
+    )
     args = parser.parse_args()
     if not os.environ.get("CONDOR_CONFIG"):
         raise SystemExit("no pool: set CONDOR_CONFIG (see the docstring)")
+    if args.outlive:
+        with tempfile.TemporaryDirectory(prefix="abflow-outlive-bench-") as tmpdir:
+            outlive(Path(tmpdir), args.outlive_seconds)
+        return 0
     trips = sorted(round_trip() for _ in range(3))
     trip = trips[1]
     sm_start = statistics.median(snakemake_start() for _ in range(3))

@@ -84,13 +84,14 @@ def queue(state_dir: str) -> list[dict[str, Any]]:
 
 
 def history(state_dir: str, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """This night store's finished jobs from the schedd's history (waiting for ``expected``)."""
+    """This night store's finished jobs from the schedd's history (waiting for ``expected``);
+    not the controller job of a night handed over with abflow submit."""
     import htcondor2
 
     deadline = time.monotonic() + timeout
     while True:
         ads = htcondor2.Schedd().history(
-            constraint=run_constraint(state_dir),
+            constraint=f"{run_constraint(state_dir)} && AbflowJob =!= undefined",
             projection=["ClusterId", "AbflowJob", "ExitCode", "JobStatus"],
         )
         rows = [dict(ad) for ad in ads]
