@@ -103,7 +103,7 @@ def test_sigkill_of_snakemake_then_the_same_command_completes_the_night(tmp_path
     history = json.loads((state(dfo) / "runs" / f"CALIB_{DATE}.history.json").read_text())
     assert [h["pid"] for h in history] == [first.pid, history[1]["pid"]]  # two runs of the night
     assert history[0]["ended"] == "crashed" and history[0]["end"] <= history[1]["since"]
-    assert history[1]["end"] is not None and "ended" not in history[1]
+    assert history[1]["end"] is not None and history[1]["ended"] == "succeeded"
 
 
 def test_a_killed_recipe_fails_its_ab_clearly_and_the_rerun_completes(tmp_path, dfo) -> None:

@@ -193,6 +193,26 @@ def _controller_history(cluster: int) -> list[dict]:
         time.sleep(1)
 
 
+def test_stop_now_ends_a_submitted_night_and_its_controller(pool, tmp_path) -> None:
+    """abflow stop --now on a submitted night: the controller job is removed (HTCondor sends it
+    SIGINT, as Ctrl-C), the running recipes are ended, nothing of the night stays in the
+    queue, and HTCondor does not start the controller again."""
+    specs = fan_cascade([2])
+    cfg, state = night(tmp_path, specs, 120)
+    abflow("submit", "--configfile", str(cfg), "-d", DATE)
+    log = tmp_path / "jobs.log"
+    wait_for(lambda: log.exists() and log.read_text().count("start ") == 2, 180, "the recipes")
+    stop = abflow("stop", "--now", "--wait", "120", "--configfile", str(cfg), "-d", DATE)
+    assert "interrupted it" in stop.stdout and "it has ended" in stop.stdout, stop.stdout
+    controller_ended(state, 60)
+    wait_for(lambda: queue(state) == [], 60, "the night's jobs to leave the queue")
+    assert all(r[-1][2] == "killed" for r in spans(log).values())
+    assert records(state) == {}
+    assert "(interrupted)" in console(state)
+    runs = json.loads(Path(StateLayout(state).run_history(BATCH)).read_text())
+    assert [r.get("ended") for r in runs] == ["interrupted"]
+
+
 def test_a_killed_controller_is_started_again_by_htcondor_and_adopts_its_jobs(pool, tmp_path):
     """abflow submit; the controller SIGKILLed while three flats run on the pool: HTCondor
     starts it again, it adopts the three jobs (no second submission, no slot held to wait)

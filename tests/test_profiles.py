@@ -95,7 +95,7 @@ def test_profiles_keep_their_flavour_with_a_config_on_the_command_line(tmp_path,
     assert det_jobs(proc) == 4
     assert (
         "DRS_TYPE CON (from profile condor): as many AB jobs at once as the cascade and "
-        "--jobs 200 allow, on htcondor" in flavour_line(proc)
+        "--jobs 200 allow, on abflow-htcondor" in flavour_line(proc)
     )
     # int: INT (the MEF AB is one job with all cores), one AB at a time
     proc = dry_run(tmp_path, cfg, "int", "--config", f"date={DATE}", "--cores", "3")

@@ -296,3 +296,46 @@ def test_a_closed_terminal_sends_the_console_to_the_log_and_says_so_first(tmp_pa
     lines = log.read_text().splitlines()
     assert lines[0].startswith("abflow: the terminal closed (SIGHUP)")
     assert lines[1:] == ["after", "error after"]
+
+
+# ----------------------------------------------------------------------------- submit, no pool
+@pytest.mark.slow
+def test_submit_without_a_pool_detaches_the_night_from_the_terminal(tmp_path, dfo) -> None:
+    """profiles/local: abflow submit starts the night in a session of its own (not this
+    command's), its console in the night's log; --wait follows it and exits with its status;
+    watch, started from another directory while it runs, follows it to its end."""
+    from conftest import DATE, write_config
+
+    from abflow.example.generate import fan_cascade, write_night
+
+    write_night(fan_cascade([1, 2]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    cfg = write_config(tmp_path / "config.yaml", dfo, commands={"process_ab": "sleep 2"})
+    abflow = str(Path(sys.executable).parent / "abflow")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    waiting = subprocess.Popen(
+        [abflow, "submit", "--wait", "--profile", "profiles/local", "--configfile", str(cfg),
+         "-d", DATE, "--config", "drs_type=CON", "--", "--cores", "2"],
+        cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    layout = StateLayout(os.path.join(dfo["job_dir"], "abflow"))
+    lock = Path(layout.lock(f"CALIB_{DATE}"))
+    deadline = time.monotonic() + 120
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    controller = json.loads(lock.read_text())["pid"]
+    assert os.getsid(controller) == controller != os.getsid(0)  # a session of its own
+    watch = [abflow, "watch", "-d", DATE, "--configfile", str(cfg)]
+    watched = subprocess.run(watch, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    said, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, said
+    assert "to a process of its own, detached from this terminal" in said
+    assert "3 of 3 ABs succeeded" in said and "3 of 3 ABs succeeded" in watched.stdout
+    log = Path(layout.console_log(f"CALIB_{DATE}")).read_text()
+    assert log.startswith("=== abflow: controller of CALIB_") and "3 of 3 ABs succeeded" in log
+    failing = write_config(tmp_path / "failing.yaml", dfo, commands={"process_ab": "exit 3"})
+    again = subprocess.run([abflow, "submit", "--wait", "--profile", "profiles/local",
+                            "--configfile", str(failing), "-d", DATE, "--config",
+                            "subcascade=" + fan_cascade([1, 2])[1].name],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 1 and "1 failed" in again.stdout, again.stdout
