@@ -268,7 +268,7 @@ def test_the_same_command_after_a_killed_controller_adopts_and_keeps_what_ended_
     assert proc.returncode != 0  # one AB failed
     assert f"{slow.name}  bias adopted (HTCondor job" in proc.stdout, proc.stdout
     assert f"{failing.name}  bias adopted (HTCondor job" in proc.stdout
-    assert "ended while no controller ran)" in proc.stdout
+    assert "failed while no controller ran)" in proc.stdout
     assert f"{failing.name} (process_ab): command exited 3" in proc.stdout  # the summary
     assert set(records(state)) == {quick.name, slow.name, short.name, child.name}
     once_each(log, [s.name for s in specs])

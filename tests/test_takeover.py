@@ -73,11 +73,16 @@ def test_a_job_that_failed_while_no_controller_ran_is_taken_as_failed() -> None:
     assert "killed by signal 9" in takeover.decide(B, "cmd").reason
 
 
-def test_a_later_success_or_another_command_is_not_taken_as_failed() -> None:
+def test_a_later_success_is_taken_as_such_and_another_command_is_submitted() -> None:
     takeover = Takeover.of([], [ended(4, A, 3, at=20), ended(5, A, 0, at=30),
                                 ended(6, B, 1, command="old")])  # fmt: skip
-    assert takeover.decide(A, "cmd").action == "submit"  # its latest run succeeded
+    success = takeover.decide(A, "cmd")  # its latest run succeeded (the executor checks the record)
+    assert success.action == "succeeded" and success.cluster == 5 and "exit 0" in success.reason
     assert takeover.decide(B, "cmd").action == "submit"  # that failure ran another command
+
+
+def test_a_job_leaving_the_queue_completed_is_adopted() -> None:
+    assert Takeover.of([queued(7, A, "completed")]).decide(A, "cmd").action == "adopt"
 
 
 def test_a_queued_job_wins_over_an_earlier_failure_and_removed_jobs_are_not_adopted() -> None:

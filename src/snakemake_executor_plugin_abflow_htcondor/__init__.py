@@ -21,6 +21,7 @@ pyproject.toml and checked by tests/test_upstream.py), and the HTCondor bindings
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -76,7 +77,12 @@ class Executor(HTCondorExecutor):
             self._remove(decision.remove, f"{name}: its command is not this run's")
         info = SubmittedJobInfo(job=job, external_jobid=decision.cluster or None)
         layout, job_id = StateLayout(night.state_dir), JobId.parse(name)
-        if decision.action == "adopt":
+        if decision.action == "succeeded" and not self._recorded_since(job, night.started):
+            decision = pool.SUBMIT  # its record is older: this run asks for the job again
+        if decision.action == "succeeded":  # it ended while this controller was starting
+            self._tell("adopted", name, decision.cluster, "succeeded")
+            self.report_job_success(info)
+        elif decision.action == "adopt":
             self.adopted[decision.cluster] = name
             super().report_job_submission(info)  # an active job, followed from now on
             self._tell("adopted", name, decision.cluster, decision.status)
@@ -88,6 +94,15 @@ class Executor(HTCondorExecutor):
         else:
             notes.clear_retries(layout, job_id)
             super().run_job(job)
+
+    @staticmethod
+    def _recorded_since(job: Any, since: float) -> bool:
+        """True if the job's completion record (its output) was written at or after ``since``
+        (epoch seconds)."""
+        try:
+            return all(os.path.getmtime(str(out)) >= since for out in job.output)
+        except OSError:
+            return False
 
     def report_job_submission(self, job_info: SubmittedJobInfo, register_job: bool = True) -> None:
         """Register the job, and tell the console what became of it on the pool."""

@@ -13,9 +13,11 @@ the same night (the same command again, or HTCondor restarting a night handed ov
 * **Results that came while no controller ran.** A job that succeeded meanwhile left its
   completion record, so the night does not run it again (the profiles set
   ``ignore-incomplete``: abflow's records are written atomically by their jobs, and Snakemake's
-  own marks only say that the dead controller did not see the job end). A job of a dead
-  controller that failed meanwhile is taken as failed in this run, as the dead controller would
-  have; the next run of the night retries it.
+  own marks only say that the dead controller did not see the job end); one that succeeded
+  while this controller was starting (after Snakemake looked for its record) is taken as
+  succeeded when its record is there. A job of a dead controller that failed meanwhile is taken
+  as failed in this run, as the dead controller would have; the next run of the night retries
+  it.
 * **Memory.** A job that HTCondor holds for exceeding its memory request is released with more
   memory (``memory_retry``: the request times ``factor``, at most ``max_mb``), like Rubin BPS's
   memoryMultiplier. A job held for memory at the cap fails with the hold reason.
@@ -44,7 +46,9 @@ from abflow.state.queue import EndedJob, QueuedJob
 OUT_OF_RESOURCES = 34
 MEMORY_SUBCODE = 102
 POLICY_HOLDS = (3, 26)  # a job's periodic_hold, the pool's SYSTEM_PERIODIC_HOLD
-ACTIVE = ("idle", "running", "held", "transferring", "suspended")
+# states of a queued job that can be adopted ("completed": it is leaving the queue; its result
+# is taken from the schedd's history)
+ACTIVE = ("idle", "running", "held", "transferring", "suspended", "completed")
 
 
 def is_memory_hold(code: int | None, subcode: int | None, reason: str = "") -> bool:
@@ -84,7 +88,8 @@ class MemoryPolicy:
 class Decision:
     """What the controller does with one job it is about to run on the pool."""
 
-    action: str  # "submit", "adopt" (a job in the queue) or "failed" (it failed meanwhile)
+    # "submit"; "adopt" (a job in the queue); "failed" or "succeeded" (it ended meanwhile)
+    action: str
     cluster: int = 0
     status: str = ""  # the adopted job's state: idle, running, held
     since: float = 0.0  # since when it is in that state (epoch seconds)
@@ -109,7 +114,7 @@ class Takeover:
     is submitted."""
 
     queued: dict[str, list[QueuedJob]] = field(default_factory=dict)  # by AbflowJob
-    ended: dict[str, EndedJob] = field(default_factory=dict)  # the latest failure, by AbflowJob
+    ended: dict[str, EndedJob] = field(default_factory=dict)  # the latest end, by AbflowJob
     decided: set[str] = field(default_factory=set)
 
     @classmethod
@@ -124,7 +129,7 @@ class Takeover:
         for end in ended:
             if end.job and (end.job not in last or end.completed > last[end.job].completed):
                 last[end.job] = end
-        return cls(by_name, {n: e for n, e in last.items() if e.failed})
+        return cls(by_name, last)
 
     def __len__(self) -> int:
         return len(self.queued) + len(self.ended)
@@ -143,8 +148,9 @@ class Takeover:
         stale = tuple(j.cluster for j in candidates)
         end = self.ended.get(name)
         if end is not None and end.command == command:
+            how = "failed" if end.failed else "succeeded"
             return Decision(
-                "failed", end.cluster, reason=f"HTCondor job {end.cluster}, {end.describe()}, "
+                how, end.cluster, reason=f"HTCondor job {end.cluster}, {end.describe()}, "
                 "ended while no controller ran the night", remove=stale,
             )  # fmt: skip
         return Decision("submit", remove=stale)
@@ -165,6 +171,7 @@ class PoolRun:
 
     state_dir: str
     memory: MemoryPolicy = field(default_factory=MemoryPolicy)
+    started: float = field(default_factory=time.time)  # before Snakemake built the DAG
     takeover: Takeover = field(default_factory=Takeover)
     owners: tuple[str, ...] = ()  # AbflowOwner of this run and of the dead runs it took over
 

@@ -389,8 +389,8 @@ class Console:
         status = str(event.get("status") or "")
         if what != "adopted":
             text = f"submitted (HTCondor job {cluster})"
-        elif status == "failed":
-            text = (f"adopted (HTCondor job {cluster} of the run that died, ended while no "
+        elif status in ("failed", "succeeded"):
+            text = (f"adopted (HTCondor job {cluster} of the run that died, {status} while no "
                     "controller ran)")  # fmt: skip
         else:
             status = f", {status}" if status else ""
