@@ -29,6 +29,7 @@ localrules:
     download_raw,
     download_mcal,
     wait_for_downloads,
+    request_rerun,
     summarize_benchmarks,
 
 

@@ -27,6 +27,15 @@ class BuildPyWithPth(build_py):
         self.copy_file(SOURCE, os.path.join(self.build_lib, PTH), preserve_mode=False)
 
 
+# The only hook that places a file at the root of an editable wheel is private: check it is
+# there (setuptools is pinned in pyproject.toml's build-system; docs/upstream.md).
+if not callable(getattr(editable_wheel, "_install_namespaces", None)):
+    raise SystemExit(
+        "abflow's setup.py: setuptools.command.editable_wheel.editable_wheel._install_namespaces "
+        "is gone in this setuptools; the build-system pin in pyproject.toml must exclude it"
+    )
+
+
 class EditableWheelWithPth(editable_wheel):
     """An editable install: the .pth at the editable wheel's root too."""
 

@@ -1,8 +1,8 @@
 """DRS_TYPE CON on a live HTCondor pool: makespan against the critical path and the pool's round
 trip, and where the time goes.
 
-Needs a pool (CONDOR_CONFIG; for a personal one: ../shared/condor/pool.sh start, then
-eval "$(../shared/condor/pool.sh env)"). In the same run it measures two baselines:
+Needs a pool (CONDOR_CONFIG names its configuration; a personal pool on this machine will
+do). In the same run it measures two baselines:
 
 * the pool's round trip: one ``/bin/true`` job, submit to completion (median of 3);
 * Snakemake's own start, ``snakemake --version`` (what each pool job paid before its command

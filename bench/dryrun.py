@@ -6,7 +6,7 @@ temporary DFOS tree, its raw files missing (so every AB has download jobs) and Q
 Two dry-runs (`snakemake -n`) of the same DAG are timed:
 
 * baseline: a bare Snakefile with generic rules whose inputs come from a dict loaded from JSON
-  (the encoding snakemake-notes.md measured as the fast one): one download job per raw file,
+  (the encoding that Snakemake builds fastest; docs/upstream.md): one download job per raw file,
   one process job per AB after its parents and its raw files, one QC job per AB after it, a
   summary job after every AB (abflow's benchmark table) and `all`;
 * abflow: abflow's own Snakefile on the AB files (parsing, validation, the Night, rerun keys,

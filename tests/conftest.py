@@ -33,8 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 POOL_HELP = (
     "no HTCondor pool answers: point CONDOR_CONFIG at a live pool's configuration to run the "
-    "live-pool tests (for a personal pool on this machine: ../shared/condor/pool.sh start, "
-    'then eval "$(../shared/condor/pool.sh env)"); CI sets ABFLOW_REQUIRE_POOL=1'
+    "live-pool tests (a personal pool on this machine will do: see the README, On an HTCondor "
+    "pool); CI sets ABFLOW_REQUIRE_POOL=1"
 )
 
 

@@ -7,8 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "abflow"
 MAX_FUNCTION_LINES = 50
@@ -77,29 +75,22 @@ def test_only_the_state_layout_joins_paths_below_the_state_directory() -> None:
     assert offenders == []
 
 
-@pytest.mark.parametrize("module", ["abflow.job.main", "abflow.job.runner", "abflow.job.download"])
-def test_job_modules_import_only_light_modules_at_their_top(module: str) -> None:
-    """What a job imports when it starts (tests/test_job.py checks a real job's imports)."""
-    import importlib.util
+# The layers of the package, lowest first: a module may import its own layer and those below.
+LAYERS = {"state": 0, "upstream": 0, "model": 1, "job": 2, "views": 3, "run": 4, "cli": 5,
+          "example": 6}  # fmt: skip
 
-    path = Path(importlib.util.find_spec(module).origin)  # type: ignore[union-attr, arg-type]
-    tree = ast.parse(path.read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
-            top.add(node.module)
-    allowed = {
-        "os",
-        "sys",
-        "time",
-        "_signal",
-        "abflow.job",
-        "abflow.job.command",
-        "abflow.job.marker",
-        "abflow.job.shell",
-        "abflow.state.fsutil",
-        "abflow.state.layout",
-    }
-    assert top - allowed == set()
+
+def test_imports_go_one_way_through_the_layers() -> None:
+    """state and upstream <- model <- job <- views <- run <- cli, and example uses them (the
+    README's Design section): every import, at the top or inside a function."""
+    upward = []
+    for path in _modules():
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) == 1:
+            continue
+        for name in _imported(path):
+            layer = name.split(".")[1] if name.startswith("abflow.") else ""
+            if LAYERS.get(layer, -1) > LAYERS[parts[0]]:
+                upward.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert sorted(set(upward)) == []
+    assert set(LAYERS) == {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}

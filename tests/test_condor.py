@@ -1,7 +1,7 @@
 """DRS_TYPE CON on a live HTCondor pool: real schedd, real executor plugin, real jobs.
 
 Every test here submits through `snakemake --profile profiles/condor`, typed as in the checkout,
-to the pool that CONDOR_CONFIG names (CI starts one: ../shared/condor/pool.sh). Without a pool
+to the pool that CONDOR_CONFIG names (CI starts a personal pool; .ci/run). Without a pool
 they skip, saying how to point them at one; with ABFLOW_REQUIRE_POOL=1 they fail instead.
 """
 

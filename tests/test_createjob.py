@@ -232,7 +232,7 @@ def test_generated_jobs_night_runs_the_night(tmp_path, dfo) -> None:
 
 def test_every_golden_line_is_documented_or_said_to_be_silent() -> None:
     """Each line of every golden createjob file matches exactly one entry of
-    golden/createjob/sources.yaml, which cites the section of dfos-reference.md it follows or
+    golden/createjob/sources.yaml, which cites the section of docs/dfos.md it follows or
     says that the reference is silent there (and what abflow does)."""
     import fnmatch
 
@@ -242,15 +242,13 @@ def test_every_golden_line_is_documented_or_said_to_be_silent() -> None:
         cited = re.findall(r"§[\d.]+", entry["source"])
         assert cited or entry["source"].startswith("silent:"), entry
         assert all(c in sources["sections"] for c in cited), entry
-    reference = ROOT.parent / "shared" / "docs" / "dfos-reference.md"
-    if reference.is_file():  # the project's reference, where it is at hand
-        text = reference.read_text()
-        for number, title in sources["sections"].items():
-            heading = number.lstrip("§").rstrip(".")
-            assert re.search(rf"^#+ {re.escape(heading)}\.? {re.escape(title)}", text, re.M), (
-                number,
-                title,
-            )
+    text = (ROOT / "docs" / "dfos.md").read_text()  # the project's own DFOS facts
+    for number, title in sources["sections"].items():
+        heading = number.lstrip("§").rstrip(".")
+        assert re.search(rf"^#+ {re.escape(heading)}\.? {re.escape(title)}$", text, re.M), (
+            number,
+            title,
+        )
     used = set()
     for path in sorted(GOLDEN.glob("*/*")):
         for n, line in enumerate(path.read_text().splitlines(), start=1):

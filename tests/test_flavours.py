@@ -133,8 +133,9 @@ def test_every_profile_loads_and_dry_runs(tmp_path, dfo, profile) -> None:
         proc = run_snakemake(tmp_path, cfg, "-n", "--logger-abflow-snakemake", cores=2,
                              profile=profile)  # fmt: skip
         assert "This was a dry-run" in proc.stdout + proc.stderr  # Snakemake's own listing
-        wrapper = Path(dfo["job_dir"], "abflow", "condor", "job-wrapper.sh")
-        assert f"job_wrapper={wrapper}" in proc.stdout
+        from abflow.run.condor import pool_job_program
+
+        assert f"job_wrapper={pool_job_program()}" in proc.stdout
         assert f"classad_AbflowRun={Path(dfo['job_dir'], 'abflow')}" in proc.stdout
         assert "request_memory=2048" in proc.stdout and "request_disk=4GB" in proc.stdout
         assert re.search(r"process_ab_det\s+8", proc.stdout)  # drs_type=CON from the profile
@@ -149,98 +150,21 @@ def test_every_profile_entry_is_commented() -> None:
                 assert above.startswith("#"), f"{config}: '{line}' has no comment above it"
 
 
-def test_condor_job_wrapper_gives_a_bare_job_its_environment(tmp_path, dfo) -> None:
-    from abflow.run.condor import wrapper_text, write_wrapper
+def test_a_pool_job_gets_the_submitting_tools_and_the_nights_directories(dfo) -> None:
+    """What the command of a pool job runs with: the submitting PATH after abflow's Python (the
+    DFOS tools), its DFOS variables (the night's directories win) and what pool_env names;
+    nothing else of the submitting environment."""
+    from abflow.run.condor import pool_environment
 
-    settings = resolve({"date": DATE, "dfo": dfo})
-    path = write_wrapper(settings)
-    assert os.access(path, os.X_OK) and Path(path).read_text() == wrapper_text(settings)
-    mtime = os.stat(path).st_mtime_ns
-    write_wrapper(settings)
-    assert os.stat(path).st_mtime_ns == mtime  # unchanged content is not rewritten
-    # a job as HTCondor starts it: no PATH, no HOME, nothing else; the plugin passes the job
-    # command with its interpreter (`<python> -m snakemake ...`, as measured on a real pool),
-    # or without it where it could strip it
-    for prefix in ([sys.executable, "-m", "snakemake"], ["python", "-m", "snakemake"], []):
-        probe = subprocess.run(
-            ["env", "-i", "/bin/sh", path, *prefix, "--version"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert probe.returncode == 0, (prefix, probe.stderr)
-        assert re.match(r"^9\.\d+\.\d+$", probe.stdout.strip()), prefix
-        assert "CONDOR_CONFIG" not in probe.stderr  # no bindings warning on execute nodes
-    text = Path(path).read_text()
-    assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text
-    assert f'setsid {sys.executable} "$@" &' in text  # Snakemake's job, or abflow's directly
-    # what the job gets of the submitting environment: its PATH (the DFOS tools), its DFOS
-    # variables (the night's directories win), and what pool_env names; nothing else
-    with_env = resolve({"date": DATE, "dfo": dfo, "pool_env": ["SITE_TOKEN"]})
+    settings = resolve({"date": DATE, "dfo": dfo, "pool_env": ["SITE_TOKEN"]})
     submitting = {"PATH": "/opt/dfos/bin:/usr/bin", "DFO_INSTRUMENT": "FORS2", "HOME": "/home/q",
                   "DFO_RAW_DIR": "/elsewhere", "SITE_TOKEN": "t1", "OTHER": "x"}  # fmt: skip
-    text = wrapper_text(with_env, environ=submitting)
-    assert f"PATH={Path(sys.executable).parent}:/opt/dfos/bin:/usr/bin:" in text
-    assert "export DFO_INSTRUMENT=FORS2" in text and "export SITE_TOKEN=t1" in text
-    assert f"export DFO_RAW_DIR={dfo['raw_dir']}" in text and "/elsewhere" not in text
-    assert "OTHER" not in text and "/home/q" not in text
-
-
-def test_condor_job_wrapper_runs_abflows_job_directly_from_the_job_ad(tmp_path, dfo) -> None:
-    """A pool job whose ad carries AbflowCommand runs `python -m abflow.job` straight away
-    (no second Snakemake): its record, log and benchmark are written as its rule declares."""
-    from abflow.model.config import write_run_config
-    from abflow.model.load import load_night
-    from abflow.run.condor import write_wrapper
-    from abflow.run.rules import NightRules
-    from abflow.state.layout import JobId, Step
-
-    write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
-    settings = resolve({"date": DATE, "dfo": dfo, "check_products": False,
-                        "commands": {"process_ab": "echo recipe ran on {ab}"}})  # fmt: skip
-    rules = NightRules(load_night(settings), write_run_config(settings), pool=True)
-    ab = rules.night.names[0]
-    ad = tmp_path / ".job.ad"
-    command = rules.pool_command("process_ab")(type("W", (), {"ab": ab})(), 1)
-    ad.write_text(f'ClusterId = 7\nAbflowCommand = "{command}"\nJobStatus = 2\n')
-    wrapper = write_wrapper(settings)
-    proc = subprocess.run(
-        ["env", "-i", f"_CONDOR_JOB_AD={ad}", "/bin/sh", wrapper, sys.executable, "-m",
-         "snakemake", "--target-jobs", f"process_ab:ab={ab}", "--mode", "remote"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    job = JobId(Step.PROCESS_AB, ab)
-    layout = settings.layout
-    assert json.loads(Path(layout.record(job)).read_text())["status"] == "SUCCESSFUL"
-    assert f"recipe ran on {ab}" in Path(layout.log(job)).read_text()
-    header, values = Path(layout.benchmark(job)).read_text().splitlines()
-    assert header.split("\t")[:2] == ["s", "h:m:s"] and float(values.split("\t")[0]) > 0
-    assert "Snakemake" not in proc.stderr  # no Snakemake ran on the execute node
-
-
-def test_condor_job_wrapper_ends_the_whole_job_on_sigterm(tmp_path, dfo) -> None:
-    """HTCondor ends a removed job with SIGTERM, on which Snakemake alone would let its running
-    job finish: through the wrapper the job's commands end within seconds."""
-    from abflow.run.condor import write_wrapper
-
-    wrapper = write_wrapper(resolve({"date": DATE, "dfo": dfo}))
-    marker = tmp_path / "started"
-    (tmp_path / "Snakefile").write_text(
-        "rule slow:\n    output: 'done'\n"
-        f"    shell: 'touch {marker}; sleep 300; touch {{output}}'\n"
-    )
-    job = subprocess.Popen(
-        ["/bin/sh", wrapper, sys.executable, "-m", "snakemake", "--cores", "1", "--nolock"],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marker.exists()
-    t0 = time.monotonic()
-    job.terminate()  # what the starter sends
-    assert job.wait(timeout=30) != 0 and time.monotonic() - t0 < 15
-    left = subprocess.run(["pgrep", "-f", f"touch {marker}; sleep 300"], capture_output=True)
-    assert left.stdout == b"" and not (tmp_path / "done").exists()
+    env = pool_environment(settings, submitting)
+    assert env["PATH"] == f"{Path(sys.executable).parent}:/opt/dfos/bin:/usr/bin"
+    assert env["DFO_INSTRUMENT"] == "FORS2" and env["SITE_TOKEN"] == "t1"
+    assert env["DFO_RAW_DIR"] == dfo["raw_dir"]
+    assert "OTHER" not in env and "HOME" not in env
+    assert pool_environment(settings, {})["PATH"].endswith(":" + os.defpath)
 
 
 def test_condor_constraints_select_one_store_and_one_run() -> None:
@@ -345,9 +269,9 @@ def test_the_condor_profile_runs_abflows_htcondor_executor_which_waits_before_it
     own common settings, and leaves the htcondor plugin's as they are."""
     from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
-    from abflow.run.flavour import read_profiles
+    from abflow.upstream.snakemake import command_line
 
-    profile = read_profiles(["snakemake", "--profile", str(ROOT / "profiles" / "condor")], {})
+    profile = command_line(["snakemake", "--profile", str(ROOT / "profiles" / "condor")], {})
     assert profile.executor == "abflow-htcondor"
     registry = ExecutorPluginRegistry()
     ours, theirs = registry.get_plugin("abflow-htcondor"), registry.get_plugin("htcondor")

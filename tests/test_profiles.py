@@ -12,42 +12,50 @@ import pytest
 from conftest import DATE, ROOT, SNAKEFILE, write_config
 
 from abflow.example.generate import ABSpec, ab_name, write_night
-from abflow.run.flavour import ProfileSettings, decide, executor_problem, read_profiles
+from abflow.run.flavour import decide, executor_problem
+from abflow.upstream.snakemake import CommandLine, command_line
 
 SNAKEMAKE = "/venv/bin/snakemake"  # what sys.argv[0] looks like for the console script
 
 
-def test_read_profiles_finds_the_profiles_of_the_command_line(tmp_path) -> None:
-    found = read_profiles([SNAKEMAKE, "--profile", str(ROOT / "profiles" / "condor"), "-n"], {})
-    assert found.config == {"drs_type": "CON"} and found.executor == "abflow-htcondor"
+def test_the_command_line_is_read_as_snakemake_reads_it(tmp_path) -> None:
+    found = command_line([SNAKEMAKE, "--profile", str(ROOT / "profiles" / "condor"), "-n"], {})
+    assert found.profile_config == {"drs_type": "CON"} and found.executor == "abflow-htcondor"
     # relative to the directory the command started in, --profile=X spelling, later wins
     env = {"PWD": str(ROOT)}
-    both = read_profiles(
+    both = command_line(
         [SNAKEMAKE, "--profile=profiles/condor", "--profile", "profiles/int", "-e", "local"], env
     )
-    assert both.config == {"drs_type": "INT"} and both.executor == "local"
-    assert read_profiles([SNAKEMAKE], {"SNAKEMAKE_PROFILE": str(ROOT / "profiles" / "int")}).config
-    assert read_profiles([SNAKEMAKE, "--profile", "profiles/local"], env).config == {}
+    assert both.profile_config == {"drs_type": "INT"} and both.executor == "local"
+    # an abbreviation Snakemake accepts is the same option
+    short = command_line([SNAKEMAKE, "--prof", "profiles/condor", "--config", "drs_type=CPL"], env)
+    assert short.profile_config == {"drs_type": "CON"} and short.config == {"drs_type": "CPL"}
+    assert short.executor == "abflow-htcondor"
+    environ = {"SNAKEMAKE_PROFILE": str(ROOT / "profiles" / "int"), "PWD": str(ROOT)}
+    assert command_line([SNAKEMAKE], environ).profile_config == {"drs_type": "INT"}
+    assert command_line([SNAKEMAKE, "--profile", "profiles/local"], env).profile_config == {}
     # not a snakemake command (e.g. the Python API): nothing
-    assert read_profiles(["pytest", "--profile", "profiles/int"], env) == ProfileSettings()
+    assert command_line(["pytest", "--profile", "profiles/int"], env) == CommandLine()
 
 
 def test_profile_entries_are_defaults_beneath_the_command_line() -> None:
-    condor = ProfileSettings(("profiles/condor",), {"drs_type": "CON"}, "htcondor")
+    def condor(given: dict) -> CommandLine:
+        return CommandLine(("profiles/condor",), {"drs_type": "CON"}, given, "htcondor")
+
     # Snakemake dropped the profile's list because of --config date=...: abflow restores it
-    got = decide({"date": DATE, "qc_mode": "SER"}, {"date": DATE}, condor)
+    got = decide({"date": DATE, "qc_mode": "SER"}, condor({"date": DATE}))
     assert got.config["drs_type"] == "CON" and not got.problem and not got.warnings
     # a config file's drs_type is overruled, with a warning that names both
-    got = decide({"date": DATE, "drs_type": "CPL"}, {"date": DATE}, condor)
+    got = decide({"date": DATE, "drs_type": "CPL"}, condor({"date": DATE}))
     assert got.config["drs_type"] == "CON"
     assert "drs_type CPL" in got.warnings[0] and "runs DRS_TYPE CON" in got.warnings[0]
     # a command-line drs_type that contradicts the profile is refused
-    got = decide({"drs_type": "CPL"}, {"drs_type": "CPL"}, condor)
+    got = decide({"drs_type": "CPL"}, condor({"drs_type": "CPL"}))
     assert "contradicts condor" in got.problem and "profiles/local" in got.problem
     # one that agrees is fine; profiles/local leaves the choice to the configuration
-    assert not decide({"drs_type": "CON"}, {"drs_type": "CON"}, condor).problem
-    local = ProfileSettings(("profiles/local",), {}, "")
-    assert decide({"drs_type": "CON"}, {"drs_type": "CON"}, local).config["drs_type"] == "CON"
+    assert not decide({"drs_type": "CON"}, condor({"drs_type": "CON"})).problem
+    local = CommandLine(("profiles/local",), {}, {"drs_type": "CON"}, "")
+    assert decide({"drs_type": "CON"}, local).config["drs_type"] == "CON"
 
 
 def test_only_con_runs_on_an_executor_that_submits_elsewhere() -> None:
@@ -63,12 +71,14 @@ def mef_night(dfo: dict[str, str]) -> None:
     write_night([bias, flat], dfo["ab_dir"], dfo["mon_dir"], DATE)
 
 
-def dry_run(tmp_path: Path, cfg: Path, profile: str, *args: str) -> subprocess.CompletedProcess:
+def dry_run(
+    tmp_path: Path, cfg: Path, profile: str, *args: str, option: str = "--profile"
+) -> subprocess.CompletedProcess:
     """`snakemake --profile profiles/<profile> ... -n` as typed in the checkout, with
     Snakemake's own job listing (the tests read each job's threads from it)."""
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp_path),
-        "--profile", f"profiles/{profile}", "--configfile", str(cfg), *args, "-n",
+        option, f"profiles/{profile}", "--configfile", str(cfg), *args, "-n",
         "--logger-abflow-snakemake",
     ]  # fmt: skip
     env = dict(os.environ, PWD=str(ROOT), PYTHONWARNINGS="ignore")
@@ -130,4 +140,7 @@ def test_contradictory_flavours_are_refused_before_anything_runs(
     proc = dry_run(tmp_path, cfg, profile, *args)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    # the same with the abbreviation Snakemake accepts (--prof): refused as well
+    proc = dry_run(tmp_path, cfg, profile, *args, option="--prof")
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
     assert not Path(dfo["job_dir"], "abflow", "records").exists()

@@ -52,6 +52,31 @@ def test_ci_starts_a_pool_and_requires_the_live_pool_tests() -> None:
             assert "shared/condor" not in path.read_text(errors="replace"), path
 
 
+def test_the_project_cites_only_its_own_documents() -> None:
+    """Code, tests and docs cite the project's own documents (docs/dfos.md, docs/upstream.md,
+    the README), never documents outside the checkout; only .ci/run names the personal pool it
+    starts."""
+    outside = re.compile(r"dfos-reference\.md|snakemake-notes\.md|design\.md|pipelines\.md|"
+                         r"\.\./shared|shared/docs|shared/condor")  # fmt: skip
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    assert "docs/dfos.md" in tracked and "docs/upstream.md" in tracked
+    for name in tracked:
+        if name in (".ci/run", "tests/test_repository.py") or name.startswith("tests/data/golden"):
+            continue
+        path = ROOT / name
+        if path.is_file() and path.suffix not in (".fits", ".png"):
+            text = path.read_text(errors="replace")
+            hits = sorted(set(outside.findall(text)))
+            assert not hits, f"{name} cites {hits}"
+    for cited in re.findall(r"docs/(\w+\.md) §([\d.]+)", "".join(
+        (ROOT / n).read_text(errors="replace") for n in tracked if n.endswith((".py", ".md"))
+    )):  # fmt: skip
+        heading = cited[1].rstrip(".")
+        text = (ROOT / "docs" / cited[0]).read_text()
+        assert re.search(rf"^#+ {re.escape(heading)}\.? ", text, re.M), cited
+
+
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)

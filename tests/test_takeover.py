@@ -198,7 +198,7 @@ def test_a_download_lands_under_its_name_only_once_complete(tmp_path) -> None:
 
     def command(run: str) -> JobCommand:
         return JobCommand(JobId(Step.DOWNLOAD_RAW, "2013-02-12/X.fits"), config="c",
-                          state_dir=str(tmp_path / "state"), run=run, dest=str(dest),
+                          state_dir=str(tmp_path / "state"), shell=run, dest=str(dest),
                           log=str(tmp_path / "x.log"))  # fmt: skip
 
     writes = (

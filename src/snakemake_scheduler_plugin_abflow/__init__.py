@@ -6,7 +6,7 @@ greedy and ILP schedulers, it keeps a slot free for a higher-priority AB job tha
 ready: one whose remaining prerequisites are all running and expected to end within the
 horizon. Jobs of equal length end a fraction of a second apart; without the reservation the
 first freed slot goes to whatever job with slack is ready at that instant, and the critical
-chain's job, ready 0.2 s later, finds the slots taken (snakemake-notes.md). With it, the run
+chain's job, ready 0.2 s later, finds the slots taken (bench/fanout.py). With it, the run
 makes the same choices as the plan, which assumes jobs ending together free their slots
 together. A job of lower priority still takes a kept slot when it is expected to end by the
 time the imminent job becomes ready (within a quarter of a typical job length): it is then

@@ -50,3 +50,15 @@ rule process_ab_det:
         ab_jobs=1,
     run:
         RULES.run_job("process_ab_det", wildcards, threads, log[0], output.record)
+
+
+# A rerun request (subcascade=X, or an AB file edited since its record): written by this job, not
+# while the DAG is built, so that a dry-run, --lint or --dag writes nothing. The AB's first job
+# takes it as input and removes it when it succeeds.
+rule request_rerun:
+    output:
+        RULES.request_pattern,
+    wildcard_constraints:
+        key=r"g[0-9]+-[^/.]+",
+    run:
+        RULES.write_request(wildcards.ab, wildcards.key, output[0])

@@ -77,13 +77,14 @@ def _refusal(settings: Settings) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     """Hand the night over; print the job, the log, and how to watch and stop it."""
     from abflow.run.controller import hand_over, snakemake_argv
-    from abflow.run.flavour import is_remote, read_profiles
+    from abflow.run.flavour import is_remote
     from abflow.state.queue import pool_configured
+    from abflow.upstream.snakemake import command_line
 
     settings = settings_of(args)
     load_night(settings)  # refuse a night that cannot run before handing anything over
     profile = _profile(args.profile)
-    executor = read_profiles(["snakemake", "--profile", profile], {}).executor
+    executor = command_line(["snakemake", "--profile", profile], {}).executor
     pool = is_remote(executor)
     if pool and not pool_configured():
         print("abflow submit: no HTCondor pool is configured (CONDOR_CONFIG): submit with "

@@ -1,7 +1,7 @@
 """Generate synthetic nights (AB files and an AB list) of a given shape.
 
 Used by the tests and the benchmarks to build nights of any size in a temporary DFOS tree; the
-ABs follow the layout of dfos-reference.md §16 (RAWFILE/MCALIB/PRODUCTS with ``$DFO_*`` paths).
+ABs follow the layout of docs/dfos.md §16 (RAWFILE/MCALIB/PRODUCTS with ``$DFO_*`` paths).
 """
 
 from __future__ import annotations

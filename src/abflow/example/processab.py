@@ -1,6 +1,6 @@
 """abflow's processAB: run one AB through its ESO recipe with esorex.
 
-What DFOS processAB does (dfos-reference.md §8), for the example night and for sites without
+What DFOS processAB does (docs/dfos.md §8), for the example night and for sites without
 DFOS: check the inputs (fetching missing ones with ``commands.download``), write the SOF from
 RAWFILE and MCALIB (a VIRTUAL calibration replaced by the real product of the AB that made it),
 run ``esorex`` in the AB's own working directory, judge success by exit code plus the expected

@@ -13,13 +13,17 @@ the night's download progress.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
 
 from abflow.job import shell
 from abflow.job.marker import RunningMarker
 from abflow.state.fsutil import append_line, atomic_write_json, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout, Step
+from abflow.state.units import human_bytes, now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,26 +36,30 @@ class DownloadFailed(RuntimeError):
     """The download failed; the message names the file and the archive's answer."""
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.1f} GB"
+_totals: dict[str, list[int]] = {}  # progress file -> [files, bytes] this process has counted
+_totals_lock = threading.Lock()
 
 
 def record_progress(progress_file: str, name: str, size: int, total: int) -> str:
-    """Append one finished download to the night's progress file; return the progress line."""
-    append_line(progress_file, f"{size} {name}")
-    done = 0
-    done_bytes = 0
-    with open(progress_file, encoding="utf-8") as fh:
-        for line in fh:
-            nbytes, _, _ = line.partition(" ")
-            if nbytes.isdigit():
-                done += 1
-                done_bytes += int(nbytes)
-    return f"[downloads] {done}/{total} files, {_human(done_bytes)} (last: {name}, {_human(size)})"
+    """Append one finished download to the night's progress file; return the progress line.
+    The counts are kept in this process (downloads run on the submitting host, in threads of
+    Snakemake), read from the file once."""
+    with _totals_lock:
+        counts = _totals.get(progress_file)
+        if counts is None:
+            counts = _totals[progress_file] = [0, 0]
+            with contextlib.suppress(OSError), open(progress_file, encoding="utf-8") as fh:
+                for line in fh:
+                    nbytes, _, _ = line.partition(" ")
+                    if nbytes.isdigit():
+                        counts[0] += 1
+                        counts[1] += int(nbytes)
+        append_line(progress_file, f"{size} {name}")
+        counts[0] += 1
+        counts[1] += size
+        done, done_bytes = counts
+    return (f"[downloads] {done}/{total} files, {human_bytes(done_bytes)} "
+            f"(last: {name}, {human_bytes(size)})")  # fmt: skip
 
 
 STAGING = ".{name}.abflow-download"
@@ -90,13 +98,13 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     remove_tree(directory)  # what an earlier attempt left
     os.makedirs(directory)
     os.makedirs(os.path.dirname(command.log) or ".", exist_ok=True)
-    t0, started = time.monotonic(), shell.now_iso()
+    t0, started = time.monotonic(), now_iso()
     marker = RunningMarker(command.state_dir, job)  # a crashed run's successor ends it
     with open(command.log, "w", encoding="utf-8") as log, marker:
-        log.write(f"# abflow download {name}\n# command {command.run}\n")
+        log.write(f"# abflow download {name}\n# command {command.shell}\n")
         log.flush()
         env = {**os.environ, **dict(command.env)}
-        pid = shell.start(command.run, directory, env, log.fileno())
+        pid = shell.start(command.shell, directory, env, log.fileno())
         marker.note_command(pid)
         returncode, _usage, ended = shell.wait(pid)
     if ended:  # the run was interrupted: nothing half-written stays, no failure is noted
@@ -116,7 +124,7 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     atomic_write_json(
         layout.record(job),
         {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,
-         "end": shell.now_iso(), "duration_s": round(seconds, 3), "host": shell.hostname()},
+         "end": now_iso(), "duration_s": round(seconds, 3), "host": socket.gethostname()},
     )  # fmt: skip
     if command.progress:
         line = record_progress(command.progress, name, size, command.total)
@@ -138,7 +146,7 @@ def _failed(note: str, dest: str, log_path: str, why: str) -> None:
         note,
         {"step": "download", "file": name, "dest": dest, "status": "FAILED",
          "reason": f"download of {name} failed ({why}): {answer[-1]}", "log": log_path,
-         "log_tail": answer, "end": shell.now_iso(), "host": shell.hostname()},
+         "log_tail": answer, "end": now_iso(), "host": socket.gethostname()},
     )  # fmt: skip
     raise DownloadFailed(
         f"download of {name} failed ({why}); the archive's answer:\n"

@@ -2,10 +2,10 @@
 AB's command (abflow.job.runner) or a download (abflow.job.download).
 
 :func:`execute` is the job. The workflow calls it in a thread of the Snakemake process for jobs
-that run on this machine, and ``python -m abflow.job`` (:func:`main`) runs it as a process of
-its own, as HTCondor does on an execute node. For that form everything it imports is chosen to
-start fast: no schema, no YAML, no Snakemake, no subprocess, no dataclasses (bench/fanout.py
-measures the CPU a job process costs beside its command).
+that run on this machine; on an HTCondor execute node ``abflow-pool-job`` (abflow.job.pool)
+runs it as a process of its own, and ``python -m abflow.job`` (:func:`main`) runs one by hand.
+A job process imports no schema, no YAML and no Snakemake (bench/fanout.py measures the CPU it
+costs beside its command).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from abflow.job.command import POOL_JOB, JobCommand
+from abflow.job.command import JobCommand
 from abflow.state.layout import StateLayout, Step
 
 TYPE_CHECKING = False
@@ -46,7 +46,7 @@ def ab_step(command: JobCommand) -> StepRun:
         generation, _, digest = command.rerun_key.partition(":")
         info.update(generation=int(generation), ab_digest=digest)
     return StepRun(
-        ab=job.target, step=job.step.value, command=command.run, workdir=workdir,
+        ab=job.target, step=job.step.value, command=command.shell, workdir=workdir,
         log_path=command.log or layout.log(job), record_path=command.record or layout.record(job),
         failed_path=layout.failure(job), env=env, products=command.products,
         check_products=bool(command.products), info=info,
@@ -91,24 +91,23 @@ def run(command: JobCommand) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m abflow.job``: run one job of a night (``--job-ad FILE``: the one an HTCondor
-    job ad carries)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if len(args) == 2 and args[0] == "--job-ad":
-            command, cluster = JobCommand.from_job_ad(args[1])
-            os.environ[POOL_JOB] = str(cluster)  # its marker, record and note say so
-        else:
-            command = JobCommand.parse(args)
-    except (OSError, ValueError) as exc:
-        print(f"python -m abflow.job: {exc}", file=sys.stderr)
-        return 2
+def run_as_process(command: JobCommand) -> int:
+    """Run the job as this process's only work: SIGTERM (from Snakemake, HTCondor or abflow)
+    ends its command, group and all, and the job; returns the exit status."""
+    import signal
 
-    def terminate(signum: int, _frame: object) -> None:  # Snakemake, HTCondor or abflow ends it
+    def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    from abflow.job.shell import on_terminate
-
-    on_terminate(terminate)
+    signal.signal(signal.SIGTERM, terminate)
     return run(command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m abflow.job ARGUMENTS``: run one job of a night."""
+    try:
+        command = JobCommand.parse(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"python -m abflow.job: {exc}", file=sys.stderr)
+        return 2
+    return run_as_process(command)

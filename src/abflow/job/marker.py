@@ -8,9 +8,9 @@ the pool's, not an orphan. Written with the light modules only (a job imports th
 from __future__ import annotations
 
 import os
+import socket
 import time
 
-from abflow.job import shell
 from abflow.job.command import pool_cluster
 from abflow.state.fsutil import atomic_write_json, remove_file
 from abflow.state.layout import JobId, StateLayout
@@ -25,7 +25,7 @@ class RunningMarker:
     def __init__(self, state_dir: str, job: JobId) -> None:
         self.path = StateLayout(state_dir).marker(job) if state_dir else ""
         self.content: dict[str, object] = {
-            "name": job.name, "host": shell.hostname(), "pid": os.getpid(),
+            "name": job.name, "host": socket.gethostname(), "pid": os.getpid(),
             "start": time.time(), "path": self.path,
         }  # fmt: skip
         if pool_cluster():

@@ -15,6 +15,7 @@ may write, copied into the record under ``results``) and, for a detector job, ``
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 from abflow.job import shell
@@ -23,6 +24,7 @@ from abflow.job.marker import RunningMarker
 from abflow.state.fsutil import atomic_write_json, atomic_write_text, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout
 from abflow.state.layout import Step as StepName
+from abflow.state.units import now_iso
 
 TYPE_CHECKING = False  # (a job imports this module: only what it needs at once)
 if TYPE_CHECKING:
@@ -183,7 +185,7 @@ def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
     """Run the command (marked as running) with its output in the log; how it ended."""
     env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
     env["OMP_NUM_THREADS"] = str(threads)
-    start, t0, host = shell.now_iso(), time.monotonic(), shell.hostname()
+    start, t0, host = now_iso(), time.monotonic(), socket.gethostname()
     marker = RunningMarker(step.state_dir, step.job)
     with open(step.log_path, "a", encoding="utf-8") as log, marker:
         log.write(
@@ -197,13 +199,13 @@ def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
         try:
             returncode, usage, ended = shell.wait(pid)
         except BaseException:
-            log.write(f"# {shell.now_iso()} interrupted: the command was ended\n")
+            log.write(f"# {now_iso()} interrupted: the command was ended\n")
             raise
         if ended:  # the run was interrupted: not a failure of the AB
-            log.write(f"# {shell.now_iso()} interrupted: the command was ended\n")
+            log.write(f"# {now_iso()} interrupted: the command was ended\n")
             raise StepInterrupted(f"{step.step} of AB {step.ab}: interrupted, the command "
                                   "was ended (the next run starts it again)")  # fmt: skip
-        end, duration = shell.now_iso(), round(time.monotonic() - t0, 3)
+        end, duration = now_iso(), round(time.monotonic() - t0, 3)
         reason = _failure_reason(step, returncode)
         log.write(f"# end {end} ({duration} s) exit {returncode}")
         log.write(f" FAILED: {reason}\n" if reason else " SUCCESSFUL\n")

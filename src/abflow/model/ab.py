@@ -2,7 +2,7 @@
 
 An AB is a text file in the DFOS configuration syntax: one qualifier per line, the qualifier in
 column 1, its content in the remaining whitespace-separated columns, ``#`` starting a comment,
-qualifiers may repeat. See dfos-reference.md §2.
+qualifiers may repeat. See docs/dfos.md §2.
 
 :func:`parse_ab` turns such a text into an :class:`AB`. It never raises on bad content; it
 collects :class:`Problem` records (file, line, message) so that a whole night can be reported at
@@ -442,7 +442,7 @@ _SINGLE_VALUED = frozenset(
 )
 # The qualifiers abflow interprets.
 _PARSED = _SINGLE_VALUED | {"RAWFILE", "MCALIB", "PRODUCTS", "PARAM", "RECIPE_PARAM"}
-# Every qualifier createAB (and processAB, updateAB) writes (dfos-reference.md §2): accepted
+# Every qualifier createAB (and processAB, updateAB) writes (docs/dfos.md §2): accepted
 # silently, kept verbatim. Anything else is a near miss of one of these (an error: "did you mean
 # MCALIB") or an unknown qualifier (a warning, or an error with unknown_qualifiers: error).
 KNOWN_QUALIFIERS = _PARSED | {

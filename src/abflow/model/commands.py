@@ -11,7 +11,7 @@ import shlex
 import string
 from collections.abc import Iterable, Mapping
 
-# Placeholders each command template may use (design.md §4).
+# Placeholders each command template may use (the README's Configuration section lists them).
 # {config} is the run's configuration file (every directory resolved; abflow commands take it
 # with --configfile).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {

@@ -417,15 +417,22 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def write_run_config(settings: Settings) -> str:
-    """Write the run's configuration (settings.to_config(), every directory resolved) into the
-    state directory, once: the file is named by its checksum, so the same configuration is the
-    same file, from any process. Returns its path, which every job's command line names."""
-    from abflow.state.fsutil import atomic_write_text
-
+def run_config(settings: Settings) -> tuple[str, str]:
+    """The run's configuration file (settings.to_config(), every directory resolved): its path
+    in the state directory, which every job's command line names, and its text. The file is
+    named by its checksum, so the same configuration is the same file, from any process."""
     text = json.dumps(settings.to_config(), sort_keys=True, indent=1) + "\n"
     checksum = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = settings.layout.run_config(checksum)
+    return settings.layout.run_config(checksum), text
+
+
+def write_run_config(settings: Settings) -> str:
+    """Write the run's configuration (:func:`run_config`) unless it is there; return its path.
+    A run writes it when it starts (not while Snakemake reads the Snakefile: a dry-run writes
+    nothing)."""
+    from abflow.state.fsutil import atomic_write_text
+
+    path, text = run_config(settings)
     if not os.path.exists(path):
         atomic_write_text(path, text)
     return path

@@ -1,5 +1,5 @@
 """Loading a night: :func:`load_night` reads ``AB_list_<MODE>_<DATE>`` and the AB files and
-builds the Night (abflow.model.night) in named phases (design.md §1):
+builds the Night (abflow.model.night) in named phases:
 
 1. **read** the AB list and every AB it lists (a missing one refused, or left out);
 2. **index products**: which AB predicts which product (PRODUCTS stems, PROD_ROOT_NAME);

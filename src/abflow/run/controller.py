@@ -22,11 +22,11 @@ import os
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Sequence
 
 from abflow.model.config import ROOT, Settings
 from abflow.state.submission import Submission, log_size, read_submission, write_submission
+from abflow.state.units import now_iso
 
 MODULE = "abflow.run.controller"
 
@@ -124,7 +124,7 @@ def hand_over(
     sub = Submission(
         batch=settings.batch_id, argv=argv, cwd=settings.state_dir, log=log,
         offset=log_size(log), pool=pool, schedd=schedd, host=socket.gethostname(),
-        submitted=time.strftime("%Y-%m-%dT%H:%M:%S%z"), profile=profile,
+        submitted=now_iso("seconds"), profile=profile,
     )  # fmt: skip
     os.makedirs(settings.state_dir, exist_ok=True)
     record = write_submission(layout, sub)
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     how = f"HTCondor job {ad.get('ClusterId', sub.cluster)}" if sub.pool else f"pid {os.getpid()}"
     starts = int(ad.get("NumJobStarts") or 0)  # type: ignore[call-overload]
     again = f", start {starts + 1}: the controller before it died" if starts else ""
-    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    when = now_iso("seconds")
     print(f"=== abflow: controller of {sub.batch} started at {when} on {socket.gethostname()} "
           f"({how}{again})", flush=True)  # fmt: skip
     os.chdir(sub.cwd)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from abflow.job.shell import now_iso
+from abflow.state.units import now_iso
 
 Log = Callable[[str], None]
 INTERRUPTED = threading.Event()  # SIGINT came (Ctrl-C, abflow stop --now, condor_rm)
@@ -45,8 +45,7 @@ class Prepared:
 
     settings: Any  # abflow.model.config.Settings
     rules: Any  # abflow.run.rules.NightRules
-    run_config: str  # the run configuration file (abflow.model.config.write_run_config)
-    job_wrapper: str  # the HTCondor job wrapper (abflow.run.condor)
+    run_config: str  # the run configuration file (written when the run starts)
     owner: str  # AbflowOwner of this run's HTCondor jobs
     messages: list[tuple[str, str]]  # (level, text) to say at the start
     headline: str = ""  # what the run does (announced with the console's RunInfo)
@@ -55,56 +54,58 @@ class Prepared:
 def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     """Everything the rules need, from Snakemake's config and workflow. Raises StartRefused
     (the problems in the configuration or the night, each with file and line)."""
-    from abflow.model.config import ConfigError, resolve, write_run_config
+    from abflow.model.config import ConfigError, resolve, run_config
     from abflow.model.load import load_night
     from abflow.model.night import NightError
-    from abflow.run.condor import owner_id, write_wrapper
-    from abflow.run.flavour import decide, describe, executor_problem, is_remote, read_profiles
+    from abflow.run.condor import pool_environment, pool_job_program
+    from abflow.run.flavour import decide, describe, executor_problem, is_remote
     from abflow.run.pool import MemoryPolicy, PoolRun, configure
     from abflow.run.rules import NightRules
+    from abflow.state.runstate import owner_id
+    from abflow.upstream import snakemake
 
-    profiles = read_profiles()
-    flavour = decide(config, workflow.config_settings.config, profiles)
+    line = snakemake.command_line()
+    flavour = decide(config, line)
     if flavour.problem:
         raise StartRefused(flavour.problem)
     try:
         settings = resolve(flavour.config, root=workflow.basedir)
         night = load_night(settings)
-        run_config = write_run_config(settings)
-        rules = NightRules(night, run_config, remote=workflow.remote_exec,
-                           pool=is_remote(profiles.executor))  # fmt: skip
+        config_path, _ = run_config(settings)
+        rules = NightRules(night, config_path, pool=is_remote(line.executor))
     except (ConfigError, NightError, ValueError) as exc:
         raise StartRefused(str(exc)) from None
-    problem = executor_problem(settings.drs_type, profiles.executor) or (
+    problem = executor_problem(settings.drs_type, line.executor) or (
         f"cannot download: {rules.download_problem()}" if rules.download_problem() else ""
     )
     if problem:
         raise StartRefused(problem)
-    cores = workflow.resource_settings.cores or 1  # none is given for a remote executor
-    rules.ab_threads = rules.threads_for(cores)
+    cores = snakemake.cores(workflow)
+    rules.ab_threads = rules.threads_for(cores or 1)  # no --cores: a remote executor
     limits = rules.resource_limits()
     for name, value in limits.items():
-        if name not in workflow.global_resources:
-            workflow.register_resource(name, value)
-    how = describe(
-        settings.drs_type, flavour.source, limits.get("ab_jobs", 0),
-        workflow.resource_settings.cores, workflow.resource_settings.nodes, profiles.executor,
-    )  # fmt: skip
+        snakemake.register_resource(workflow, name, value)
+    how = describe(settings.drs_type, flavour.source, limits.get("ab_jobs", 0), cores,
+                   snakemake.nodes(workflow), line.executor)  # fmt: skip
     messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
     messages += [("warning", str(w)) for w in night.warnings]
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
-    rules.job_wrapper = write_wrapper(settings) if rules.pool else ""
+    if rules.pool:
+        rules.pool_program = pool_job_program()
+        if not rules.pool_program:
+            raise StartRefused("abflow-pool-job is not installed beside abflow's Python: "
+                               "install abflow with pip (pip install -e .)")  # fmt: skip
+        rules.job_env = tuple(sorted(pool_environment(settings).items()))
     memory = MemoryPolicy.of(settings.raw.get("memory_retry"))
     configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
-    return Prepared(settings, rules, run_config, rules.job_wrapper, rules.owner, messages,
-                    headline)  # fmt: skip
+    return Prepared(settings, rules, config_path, rules.owner, messages, headline)
 
 
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
     """Take the locks of the run and take over from a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
-    from abflow.job.command import compile_modules
+    from abflow.model.config import write_run_config
     from abflow.run.flavour import executor_problem, is_remote
     from abflow.state.runstate import RunLocked, describe_run, end_orphans, register_run
 
@@ -112,7 +113,7 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     problem = executor_problem(settings.drs_type, executor)
     if problem:
         raise StartRefused(problem)
-    compile_modules()
+    write_run_config(settings)  # what every job's command line names
     _end_jobs_on_interrupt()
     try:
         run = register_run(settings.state_dir, night.batch_ids(), executor=executor)

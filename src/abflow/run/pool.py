@@ -48,7 +48,7 @@ MEMORY_SUBCODE = 102
 POLICY_HOLDS = (3, 26)  # a job's periodic_hold, the pool's SYSTEM_PERIODIC_HOLD
 # states of a queued job that can be adopted ("completed": it is leaving the queue; its result
 # is taken from the schedd's history)
-ACTIVE = ("idle", "running", "held", "transferring", "suspended", "completed")
+ACTIVE = ("idle", "running", "held", "transferring_output", "suspended", "completed")
 
 
 def is_memory_hold(code: int | None, subcode: int | None, reason: str = "") -> bool:
@@ -103,7 +103,7 @@ SUBMIT = Decision("submit")
 def _preferred(jobs: Sequence[QueuedJob]) -> QueuedJob:
     """The job to adopt among several running the same command: running, then held, then idle;
     the newest of those."""
-    rank = {"running": 0, "transferring": 0, "suspended": 1, "held": 2, "idle": 3}
+    rank = {"running": 0, "transferring_output": 0, "suspended": 1, "held": 2, "idle": 3}
     return min(jobs, key=lambda j: (rank.get(j.status, 4), -j.cluster))
 
 

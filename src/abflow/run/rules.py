@@ -9,9 +9,7 @@ run does (:class:`RunScope`: its ABs, downloads and reruns), and the state layou
 
 from __future__ import annotations
 
-import base64
 import inspect
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from snakemake.io import ancient
 
 from abflow.job.command import JobCommand
 from abflow.job.download import staging_path
+from abflow.job.pool import encode
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
@@ -28,17 +27,13 @@ from abflow.model.plan import job_priorities
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
+from abflow.upstream.snakemake import precomputed_signature
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
 # has validated every name; a simple pattern keeps wildcard matching cheap)
 AB_WILDCARD = r"[^/]+\.ab"
 # Downloadable files: archive files under dfo.raw_dir / dfo.cal_dir (no records or logs match)
 FILE_WILDCARD = r"[^/].*\.(?:fits|tfits)(?:\.fz|\.gz|\.Z)?"
-
-# Snakemake looks up the signature of every input/params/priority/threads callable once per job
-# (inspect.signature, ~60 us each, a third of the DAG-building time of a large night). It takes
-# a precomputed signature from this attribute instead (snakemake.common.get_function_params).
-_SNAKEMAKE_SIGNATURE_ATTR = "_overwrite_params"
 
 
 def rule_function(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,12 +43,14 @@ def rule_function(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _with_cached_signature(bound: Callable[..., Any]) -> Callable[..., Any]:
+    """``bound`` with its signature precomputed for Snakemake (abflow.upstream.snakemake)."""
+
     def call(*args: Any, **kwargs: Any) -> Any:
         return bound(*args, **kwargs)
 
     call.__name__ = bound.__name__
     call.__doc__ = bound.__doc__
-    setattr(call, _SNAKEMAKE_SIGNATURE_ATTR, inspect.signature(bound).parameters)
+    precomputed_signature(call, of=bound)
     return call
 
 
@@ -75,13 +72,10 @@ class JobError(RuntimeError):
 class RunScope:
     """What this run does: its ABs (a subcascade, else the night; those without a record, or
     asked to rerun), the downloads they need, and their rerun keys.
-
-    ``remote``: this process is one job of a run (on an HTCondor execute node), which only runs
-    its target job; what reruns was decided by the submitting run.
     """
 
-    def __init__(self, night: Night, remote: bool = False) -> None:
-        self.night, self.remote = night, remote
+    def __init__(self, night: Night) -> None:
+        self.night = night
         self.settings: Settings = night.settings
         self.layout = self.settings.layout
         self.subcascade = self._subcascade()
@@ -160,24 +154,19 @@ class RunScope:
         """A rerun request, for an AB with a completion record that must run again.
 
         That is an AB of the requested subcascade, or one whose AB file changed since its record
-        was written. The request is a file newer than the record (its name holds the new
-        generation and the AB's checksum), written here if missing, so Snakemake's mtime
-        trigger reruns the AB's first jobs whatever it remembers in the working directory (it
-        works from any directory, also without metadata). Harmless in a dry-run: the request
-        matters only while the same condition holds, and the job removes it when it succeeds.
+        was written. The request is a file (its name holds the new generation and the AB's
+        checksum) that the workflow's ``request_rerun`` job writes and the AB's first jobs take
+        as input, so Snakemake reruns them whatever it remembers in the working directory (it
+        works from any directory, also without metadata). Nothing is written while the DAG is
+        built (a dry-run writes nothing); the AB's job removes the request when it succeeds.
         """
-        if self.remote:
-            return []  # decided (and requested) by the submitting run
         record = read_record(self.record(ab))
         if record is None:
             return []
         generation, _, digest = self.rerun_key(ab).partition(":")
         if ab not in self.subcascade_set and not ab_edited(record, digest):
             return []
-        request = self.layout.request(ab, f"g{generation}-{digest}")
-        if not os.path.exists(request):
-            atomic_write_text(request, f"rerun {ab} as generation {generation}, AB {digest}\n")
-        return [request]
+        return [self.layout.request(ab, f"g{generation}-{digest}")]
 
 
 class NightRules:
@@ -188,17 +177,16 @@ class NightRules:
         night: Night,
         run_config: str,
         run_token: str = "",
-        remote: bool = False,
         pool: bool = False,
     ) -> None:
         self.night = night
         self.pool = pool  # jobs are submitted to an HTCondor pool (pool_resources)
-        self.job_wrapper = ""  # how the pool starts them (abflow.run.condor.write_wrapper)
-        self.owner = ""  # this run's AbflowOwner tag (abflow.run.condor.owner_id)
+        self.pool_program = ""  # what the pool starts (abflow.job.pool, abflow-pool-job)
+        self.owner = ""  # this run's AbflowOwner tag (abflow.state.runstate.owner_id)
         self.settings: Settings = night.settings
         self.layout = self.settings.layout
         self.run_config = run_config
-        self.scope = RunScope(night, remote)
+        self.scope = RunScope(night)
         s = self.settings
         self.raw_pattern = os.path.join(s.dfo["raw_dir"], "{file}")
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
@@ -208,7 +196,8 @@ class NightRules:
         self.with_qc = s.qc_mode != "IMPLICIT"
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
-        self.job_env = tuple(sorted(s.variables.items()))  # every job's $DFO_* directories
+        # every job's $DFO_* directories (on a pool, also PATH: abflow.run.condor)
+        self.job_env = tuple(sorted(s.variables.items()))
         self._parent_records = {
             record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
@@ -263,6 +252,15 @@ class NightRules:
     def downloads_done_inputs(self) -> list[str]:
         """What the FULL_RAWDOWNLOAD flag waits for: every download this run makes."""
         return list(self.scope.planned_downloads)
+
+    @property
+    def request_pattern(self) -> str:
+        """The output of the ``request_rerun`` rule: a rerun request (``{ab}``, ``{key}``)."""
+        return self.layout.request("{ab}", "{key}")
+
+    def write_request(self, ab: str, key: str, path: str) -> None:
+        """The ``request_rerun`` job: write the rerun request ``path`` of ``ab``."""
+        atomic_write_text(path, f"rerun {ab} as generation and AB {key}\n")
 
     # ----- input functions ---------------------------------------------------------------
     @rule_function
@@ -328,9 +326,9 @@ class NightRules:
             root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
             dest = os.path.join(root, job.target)
             staged = staging_path(dest)  # renamed to dest once complete (abflow.job.download)
-            run = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": staged,
+            shell = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": staged,
                        "date": s.date, "mode": s.mode, "config": self.run_config})  # fmt: skip
-            return JobCommand(job, run=run, dest=dest, progress=self.progress_file,
+            return JobCommand(job, shell=shell, dest=dest, progress=self.progress_file,
                               total=len(self.scope.planned_downloads), **common)  # fmt: skip
         night, ab = self.night, job.target
         the_ab = night[ab].ab
@@ -339,7 +337,7 @@ class NightRules:
         makes_products = job.step in (Step.PROCESS_AB, Step.MEF_JOIN) and the_ab.runs_recipe
         return JobCommand(
             job,
-            run=fill(s.commands[job.step.value], values),
+            shell=fill(s.commands[job.step.value], values),
             record=self.layout.record(job),
             parents=night[ab].parents,
             virtual=[(v.vcal_path, v.product_path) for v in night[ab].virtual],
@@ -392,26 +390,25 @@ class NightRules:
 
     def pool_command(self, rule: str) -> Callable[[Any, int], str]:
         """The AbflowCommand attribute of the HTCondor jobs of ``rule``: the job's whole
-        command line (JSON, base64), which the job wrapper runs directly on the execute node
-        instead of a second Snakemake (abflow.run.condor)."""
+        command line, which abflow-pool-job runs on the execute node (abflow.job.pool)."""
 
         def pool_command(wildcards: Any, threads: int) -> str:
             job = self.job_of(rule, wildcards)
-            command = self.job_command(job, threads)
-            return base64.b64encode(json.dumps(command.argv()[1:]).encode()).decode()
+            return encode(self.job_command(job, threads).arguments())
 
         pool_command.__name__ = f"pool_command_{rule}"
         return _with_cached_signature(pool_command)
 
     def pool_resources(self, rule: str) -> dict[str, Any]:
-        """The resources the HTCondor plugin turns into a pool job's settings: the job wrapper,
-        and the ClassAd tags by which abflow finds the job (abflow.state.queue) and which
-        carry its command line. None where jobs run locally (Snakemake would evaluate them for
-        every job of the DAG for nothing)."""
+        """The resources the HTCondor plugin turns into a pool job's settings (abflow.job.pool:
+        how a rule becomes a pool job): the program the pool starts, and the ClassAd tags by
+        which abflow finds the job (abflow.state.queue) and which carry its command line.
+        None where jobs run locally (Snakemake would evaluate them for every job of the DAG for
+        nothing)."""
         if not self.pool:
             return {}
         return {
-            "job_wrapper": self.job_wrapper,
+            "job_wrapper": self.pool_program,
             "classad_AbflowRun": self.settings.state_dir,
             "classad_AbflowOwner": self.owner,
             "classad_AbflowJob": self.job_tag(rule),

@@ -9,74 +9,12 @@ and the destination is untouched.
 from __future__ import annotations
 
 import itertools
+import json
 import os
-
-TYPE_CHECKING = False  # a job imports this module: typing, json, tempfile, shutil and contextlib
-if TYPE_CHECKING:  # would cost it more CPU than the rest of its work (bench/fanout.py)
-    from collections.abc import Callable, Iterable, Iterator
-    from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 _unique = itertools.count()
-
-# JSON string escapes, as json.dumps (ensure_ascii) writes them
-_ESCAPES = {i: f"\\u{i:04x}" for i in (*range(0x20), 0x7F)}
-_ESCAPES.update({0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
-                 0x09: "\\t"})  # fmt: skip
-
-
-def _json_string(text: str) -> str:
-    out = text.translate(_ESCAPES)
-    if not out.isascii():
-        out = "".join(c if c < "\x80" else _ascii_escape(ord(c)) for c in out)
-    return f'"{out}"'
-
-
-def _json_key(key: object) -> str:
-    """A dict key as json.dumps writes it (numbers, booleans and None become strings)."""
-    if isinstance(key, str):
-        return _json_string(key)
-    if key is None or isinstance(key, bool | int | float):
-        return f'"{json_text(key)}"'
-    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
-
-
-def _ascii_escape(code: int) -> str:
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # a surrogate pair
-    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
-
-
-def json_text(data: Any, _indent: str = "\n") -> str:
-    """``data`` as JSON text, exactly as ``json.dumps(data, indent=2)`` writes it (strings,
-    numbers, booleans, None, lists, tuples and dicts with string keys).
-
-    Here rather than json.dumps because the json module imports ``re``: a job writing its
-    record and marker with it would spend more CPU on that import than on everything else.
-    """
-    if isinstance(data, str):
-        return _json_string(data)
-    if data is None or isinstance(data, bool):
-        return {None: "null", True: "true", False: "false"}[data]
-    if isinstance(data, int):
-        return int.__repr__(data)
-    if isinstance(data, float):
-        if data != data:
-            return "NaN"
-        if data in (float("inf"), float("-inf")):
-            return "Infinity" if data > 0 else "-Infinity"
-        return float.__repr__(data)
-    inner = _indent + "  "
-    if isinstance(data, dict):
-        if not data:
-            return "{}"
-        items = (f"{inner}{_json_key(k)}: {json_text(v, inner)}" for k, v in data.items())
-        return "{" + ",".join(items) + _indent + "}"
-    if isinstance(data, list | tuple):
-        if not data:
-            return "[]"
-        return "[" + ",".join(f"{inner}{json_text(v, inner)}" for v in data) + _indent + "]"
-    raise TypeError(f"Object of type {type(data).__name__} is not JSON serializable")
 
 
 class SizeMismatch(OSError):
@@ -161,7 +99,7 @@ def atomic_write_text(
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, durable: bool = True) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json_text(data) + "\n", durable=durable)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", durable=durable)
 
 
 def remove_file(path: str) -> None:
@@ -222,8 +160,6 @@ def atomic_move(source: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
 
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None if it is absent, unreadable, torn or not an object."""
-    import json
-
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)

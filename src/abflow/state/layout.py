@@ -23,7 +23,6 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     downloads/<token>.progress                a run's download progress
     downloads/records/<file>.json             finished downloads
     downloads/<batch>.all-downloaded          FULL_RAWDOWNLOAD's flag
-    condor/job-wrapper.sh                     how HTCondor starts a job
     logs/night/<batch>.log                    the console of a night that outlives its terminal
     runs/<batch>.submit.json                  how abflow submit handed the night over
     condor/controller-<batch>.out, .events    its controller job's output and event log
@@ -35,42 +34,24 @@ and its HTCondor job (``AbflowJob``).
 
 from __future__ import annotations
 
+import enum
 import os
 
-TYPE_CHECKING = False  # a job imports this module: it takes nothing it does not need at once
-if TYPE_CHECKING:  # (enum, dataclasses, typing, collections each cost a job milliseconds)
-    from collections.abc import Iterator, Mapping
-    from typing import ClassVar
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
-class _Steps(type):
-    def __iter__(cls) -> Iterator[Step]:
-        return iter(cls._ALL.values())  # type: ignore[attr-defined]
+class Step(enum.StrEnum):
+    """What a job does. A ``str`` (its name); ``Step(name)`` gives the step or raises
+    ValueError."""
 
-
-class Step(str, metaclass=_Steps):
-    """What a job does: one of the constants below, a ``str`` (its name). ``Step(name)`` gives
-    the constant or raises ValueError; ``list(Step)`` lists them."""
-
-    __slots__ = ()
-    _ALL: ClassVar[dict[str, Step]] = {}
-    PROCESS_AB: Step  # run an AB's recipe (commands.process_ab)
-    PROCESS_AB_DET: Step  # one detector of a multi-detector AB
-    MEF_JOIN: Step  # join the detector jobs of a multi-detector AB (its process_ab job)
-    PROCESS_QC: Step  # the QC of a processed AB
-    DOWNLOAD_RAW: Step  # fetch a raw file
-    DOWNLOAD_MCAL: Step  # fetch a REAL master calibration
-
-    def __new__(cls, name: str) -> Step:
-        try:
-            return cls._ALL[name]
-        except (KeyError, TypeError):
-            raise ValueError(f"{name!r} is not a step: one of {', '.join(cls._ALL)}") from None
-
-    @property
-    def value(self) -> str:
-        """The step's name, a plain ``str``."""
-        return str.__str__(self)
+    PROCESS_AB = "process_ab"  # run an AB's recipe (commands.process_ab)
+    PROCESS_AB_DET = "process_ab_det"  # one detector of a multi-detector AB
+    MEF_JOIN = "mef_join"  # join the detector jobs of a multi-detector AB (its process_ab job)
+    PROCESS_QC = "process_qc"  # the QC of a processed AB
+    DOWNLOAD_RAW = "download_raw"  # fetch a raw file
+    DOWNLOAD_MCAL = "download_mcal"  # fetch a REAL master calibration
 
     @property
     def rule(self) -> str:
@@ -81,15 +62,6 @@ class Step(str, metaclass=_Steps):
     def is_download(self) -> bool:
         """True for the download steps (their target is a file, not an AB)."""
         return self in (Step.DOWNLOAD_RAW, Step.DOWNLOAD_MCAL)
-
-    def __repr__(self) -> str:
-        return f"Step.{self.value.upper()}"
-
-
-for _name in ("process_ab", "process_ab_det", "mef_join", "process_qc", "download_raw",
-              "download_mcal"):  # fmt: skip
-    Step._ALL[_name] = str.__new__(Step, _name)
-    setattr(Step, _name.upper(), Step._ALL[_name])
 
 
 class JobId(tuple):
@@ -279,11 +251,6 @@ class StateLayout:
         """A rerun request of ``ab`` (``key``: generation and AB checksum)."""
         return os.path.join(self.root, "requests", f"{ab}.{key}.rerun")
 
-    @property
-    def request_pattern(self) -> str:
-        """Rerun requests, with ``{ab}`` and ``{key}``."""
-        return self.request("{ab}", "{key}")
-
     def requests_of(self, ab: str) -> list[str]:
         """The rerun requests of ``ab`` that exist."""
         directory = os.path.join(self.root, "requests")
@@ -346,9 +313,3 @@ class StateLayout:
         night's log) and event log of a submitted night's controller job."""
         base = os.path.join(self.root, "condor", f"controller-{batch}")
         return base + ".out", base + ".events"
-
-    # ----- HTCondor ---------------------------------------------------------------------
-    @property
-    def job_wrapper(self) -> str:
-        """The script HTCondor starts every job of the night with."""
-        return os.path.join(self.root, "condor", "job-wrapper.sh")

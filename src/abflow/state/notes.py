@@ -16,12 +16,7 @@ from typing import Any
 
 from abflow.state.fsutil import atomic_write_json, read_json_object, remove_file
 from abflow.state.layout import JobId, StateLayout
-
-
-def _now_iso() -> str:
-    from datetime import datetime
-
-    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+from abflow.state.units import now_iso
 
 
 def write_failure(
@@ -37,7 +32,7 @@ def write_failure(
     note: dict[str, Any] = {"ab": job.target, "step": job.step.value}
     if job.det is not None:
         note["det"] = job.det
-    note.update(status="FAILED", end=_now_iso(), reason=reason, log=log,
+    note.update(status="FAILED", end=now_iso(), reason=reason, log=log,
                 log_tail=log_tail or [reason], **fields)  # fmt: skip
     path = layout.failure(job)
     atomic_write_json(path, note)

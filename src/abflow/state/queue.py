@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from abflow.state.layout import JobId
+
 CLASSAD = "AbflowRun"  # the night store a job writes into
 OWNER = "AbflowOwner"  # <host>:<pid> of the Snakemake that submitted it
 JOB = "AbflowJob"  # <step>/<AB>[.<det>]
@@ -21,30 +23,29 @@ PROJECTION = [
     "ClusterId", "JobStatus", "HoldReason", "EnteredCurrentStatus", CLASSAD, OWNER, JOB,
     "RemoteHost", "JobStartDate",
 ]  # fmt: skip
-# HTCondor JobStatus codes
-JOB_STATUS = {
-    1: "idle",
-    2: "running",
-    3: "removed",
-    4: "completed",
-    5: "held",
-    6: "transferring",
-    7: "suspended",
-}
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def status_name(code: int) -> str:
+    """HTCondor's JobStatus as a word (``htcondor2.JobStatus``: idle, running, held,
+    transferring_output, ...)."""
+    import htcondor2
+
+    try:
+        return htcondor2.JobStatus(code).name.lower()
+    except ValueError:
+        return "unknown"
 
 
 def run_constraint(state_dir: str, owner: str | Iterable[str] | None = None) -> str:
     """ClassAd constraint selecting the jobs of the night store ``state_dir`` (of one
     submitting run ``owner``, or of any of several, if given)."""
-    text = f"{CLASSAD} == {_quoted(state_dir)}"
+    from classad2 import quote
+
+    text = f"{CLASSAD} == {quote(state_dir)}"
     owners = [owner] if isinstance(owner, str) else sorted(owner or ())
     if not owners:
         return text
-    either = " || ".join(f"{OWNER} == {_quoted(o)}" for o in owners)
+    either = " || ".join(f"{OWNER} == {quote(o)}" for o in owners)
     return text + (f" && {either}" if len(owners) == 1 else f" && ({either})")
 
 
@@ -88,14 +89,12 @@ class QueuedJob:
     command: str = ""  # its AbflowCommand (asked for only where it is compared)
 
     @property
-    def step(self) -> str:
-        """The job's step (process_ab, process_ab_det, process_qc)."""
-        return self.job.partition("/")[0]
-
-    @property
-    def target(self) -> str:
-        """``<AB>`` or ``<AB>.<det>``: what the job processes."""
-        return self.job.partition("/")[2]
+    def job_id(self) -> JobId | None:
+        """The job (None for a name that is not one of abflow's)."""
+        try:
+            return JobId.parse(self.job)
+        except ValueError:
+            return None
 
 
 def _job(ad: Mapping[str, Any]) -> QueuedJob:
@@ -103,7 +102,7 @@ def _job(ad: Mapping[str, Any]) -> QueuedJob:
     return QueuedJob(
         int(ad.get("ClusterId", 0)),
         str(ad.get(JOB, "") or ""),
-        JOB_STATUS.get(int(ad.get("JobStatus", 0)), "unknown"),
+        status_name(int(ad.get("JobStatus", 0))),
         str(ad.get("HoldReason", "") or ""),
         str(ad.get(OWNER, "") or ""),
         float(ad.get("EnteredCurrentStatus", 0) or 0),
@@ -210,10 +209,9 @@ def queue_by_ab(jobs: Iterable[QueuedJob]) -> dict[str, list[QueuedJob]]:
     """The queued jobs of each AB (a multi-detector AB may have several)."""
     out: dict[str, list[QueuedJob]] = {}
     for job in jobs:
-        target = job.target
-        out.setdefault(target, []).append(job)
-        if "." in target and not target.endswith(".ab"):  # <AB>.<det>
-            out.setdefault(target.rsplit(".", 1)[0], []).append(job)
+        job_id = job.job_id
+        if job_id is not None:
+            out.setdefault(job_id.target, []).append(job)
     return out
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from abflow.state.fsutil import atomic_write_json, iter_json_objects, read_json_object
 from abflow.state.layout import JobId, StateLayout
+from abflow.state.units import iso_of, now_iso
 
 # a pid is the same process if it started no later than this after what was recorded
 START_SLACK = 2.0
@@ -74,6 +75,12 @@ def _locked_message(batch: str, info: dict[str, Any], path: str) -> str:
     )
 
 
+def owner_id() -> str:
+    """``<host>:<pid>`` of this process: the AbflowOwner tag of the HTCondor jobs of the run it
+    holds (abflow.run.condor), and the ``owner`` of its lock."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def register_run(
     state_dir: str,
     batches: list[str] | str,
@@ -95,12 +102,12 @@ def register_run(
     info: dict[str, Any] = {
         "pid": pid,
         "host": socket.gethostname(),
-        "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "start": now_iso("seconds"),
         "proc_start": process_start(pid),
         "batches": batches,
         "command": " ".join(argv if argv is not None else sys.argv),
         "executor": executor,
-        "owner": f"{socket.gethostname()}:{pid}",  # AbflowOwner of its HTCondor jobs
+        "owner": owner_id(),  # AbflowOwner of its HTCondor jobs
     }
     replaced: list[dict[str, Any]] = []
     taken: list[str] = []
@@ -134,14 +141,8 @@ def _lineage(replaced: list[dict[str, Any]]) -> dict[str, Any]:
         starts += [float(t) for t in (run.get("proc_start"), run.get("lineage_since"))
                    if isinstance(t, int | float) and t]  # fmt: skip
     since = min(starts, default=0.0)
-    start = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(since)) if since else ""
+    start = iso_of(since) if since else ""
     return {"lineage": sorted(owners), "lineage_since": since, "lineage_start": start}
-
-
-def _iso_now() -> str:
-    from datetime import datetime
-
-    return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def _same_run(entry: dict[str, Any], info: dict[str, Any]) -> bool:
@@ -152,7 +153,7 @@ def _note_start(layout: StateLayout, batch: str, info: dict[str, Any], replaced:
     """Add this run to the date's run history (a crashed predecessor ends where it starts)."""
     path = layout.run_history(batch)
     history = run_history_of(layout, batch)
-    now = _iso_now()
+    now = now_iso()
     for entry in history:
         if entry.get("end") is None and any(_same_run(entry, r) for r in replaced):
             entry["end"], entry["ended"] = now, "crashed"
@@ -214,7 +215,7 @@ def unregister_run(state_dir: str, batches: list[str] | str, outcome: str = "") 
             history = run_history_of(layout, batch)
             for entry in history:
                 if entry.get("end") is None and _same_run(entry, info):
-                    entry["end"] = _iso_now()
+                    entry["end"] = now_iso()
                     if outcome:
                         entry["ended"] = outcome
             if history:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from abflow.state.layout import JobId, StateLayout, Step
+from abflow.state.units import human_bytes, now_iso
 
 RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
 SUMMARY_ATTR = "abflow_summary"  # a record carrying abflow's end-of-run summary
@@ -136,15 +137,6 @@ class Seen:
             return JobId(Step(self.rule), self.ab, self.det)
         except ValueError:
             return None
-
-
-def human_bytes(n: float) -> str:
-    """``1.2 GB`` style (powers of 1000, as archive transfer rates are quoted)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def human_seconds(s: float) -> str:
@@ -576,13 +568,12 @@ def continue_in(log: str, ttys: tuple[int, ...]) -> None:
     one; abflow's console, Snakemake's messages) to ``log`` instead, appended, and read nothing
     from it any more. The console stops redrawing lines in place. Standard streams that are not
     a terminal (a file, a pipe) stay as they are."""
-    from datetime import datetime
 
     if log in _CONTINUED:  # a second hang-up (the session's): the console is there already
         return
     _CONTINUED.add(log)
     os.makedirs(os.path.dirname(log), exist_ok=True)
-    when = datetime.now().astimezone().isoformat(timespec="seconds")
+    when = now_iso("seconds")
     text = (f"abflow: the terminal closed (SIGHUP) at {when}: the night goes on; its console "
             f"continues in {log}\n").encode()  # fmt: skip
     out = [n for n in ttys if n in (1, 2)]

@@ -1,4 +1,4 @@
-"""abflow createjob: the DFOS job files, written from the Night (dfos-reference.md §7, §11, §16).
+"""abflow createjob: the DFOS job files, written from the Night (docs/dfos.md §7, §11, §16).
 
 For a mode and date this writes, in ``dfo.job_dir``:
 

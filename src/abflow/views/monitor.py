@@ -23,6 +23,7 @@ from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.layout import JobId, Step
+from abflow.state.units import now_iso
 from abflow.views.status import STATES, ABState, NightState, night_state
 
 RELOAD_SECONDS = 300
@@ -96,7 +97,7 @@ def render(state: NightState, link: Link) -> str:
     return _template().render(
         batch_id=s.batch_id, mode=s.mode, date=s.date, version=__version__,
         reload_seconds=RELOAD_SECONDS, states=STATES, counts=state.counts(),
-        written=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        written=now_iso("seconds"),
         run=state.run if state.run and state.run_alive else None,
         timeline={"png": png, "svg": svg} if os.path.exists(png) else None,
         rows=[_row(night, item) for item in state.abs], link=anchor, controller=_controller(s),

@@ -174,7 +174,7 @@ def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
         st.running_since = min(t for _, _, t in jobs)
     elif on_pool:
         st.state, st.host = "running", on_pool[0].host
-        st.running = sorted({j.step for j in on_pool})
+        st.running = sorted({j.job_id.step.value for j in on_pool if j.job_id})
     elif in_queue:
         st.state = "queued"
 

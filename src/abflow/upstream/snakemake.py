@@ -1,0 +1,169 @@
+"""Every place abflow uses Snakemake beyond its plugin interfaces and the Snakefile language.
+
+Snakemake has no public API for what a Snakefile sees of the command line that runs it, for
+registering a global resource from a Snakefile, or for precomputed input-function signatures.
+abflow needs all three, so they live here, and nowhere else: each function names the Snakemake
+symbol it uses, ``tests/test_upstream.py`` checks every one of them against the installed
+Snakemake (a canary per symbol), and pyproject.toml pins Snakemake to the versions in
+:data:`CHECKED`. An upgrade outside them fails that test, with the symbol named, instead of
+changing a night quietly. docs/upstream.md lists what abflow relies on and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The Snakemake releases these reaches were checked with (pyproject.toml: snakemake~=9.27).
+CHECKED = "9.27"
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What the running ``snakemake`` command line says that matters to abflow, as Snakemake's
+    own parser read it (abbreviations such as ``--prof`` included)."""
+
+    profiles: tuple[str, ...] = ()  # the profile directories, in the order given
+    profile_config: dict[str, Any] = field(default_factory=dict)  # their ``config:`` entries
+    config: dict[str, Any] = field(default_factory=dict)  # the command line's own ``--config``
+    executor: str = ""  # the executor Snakemake will use (the command line's, else a profile's)
+
+
+def running_argv(argv: Sequence[str] | None = None) -> list[str] | None:
+    """The arguments of the running ``snakemake`` command, or None if this process is not one
+    (e.g. Snakemake called through its Python API, or a test)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return None
+    program = argv[0].replace("\\", "/")
+    if program.rsplit("/", 1)[-1] == "snakemake" or program.endswith("snakemake/__main__.py"):
+        return argv[1:]
+    return None
+
+
+def command_line(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> CommandLine:
+    """The command line of the running ``snakemake`` (``argv`` including the program), parsed by
+    ``snakemake.cli.parse_args``, which also applies the profiles as Snakemake does (a later
+    profile wins; ``$SNAKEMAKE_PROFILE``; the workflow profile ``profiles/default``).
+
+    Relative profile paths are taken from the directory the command was started in ($PWD):
+    Snakemake has changed into ``--directory`` by the time it reads the Snakefile. Outside a
+    ``snakemake`` command everything is empty.
+    """
+    from snakemake.cli import get_argument_parser, parse_args
+
+    args = running_argv(argv)
+    if args is None:
+        return CommandLine()
+    environ = os.environ if environ is None else environ
+    started_in = environ.get("PWD") or os.getcwd()
+    try:
+        with _quiet_in(started_in, environ):
+            plain = get_argument_parser().parse_args(args)  # the command line alone
+            _, merged = parse_args(args)  # with the profiles' defaults
+    except SystemExit:  # not a command line Snakemake takes: it says so itself
+        return CommandLine()
+    profiles = [str(p) for p in (merged.profile or ())]
+    found = [_profile_yaml(p) for p in profiles]
+    paths = tuple(str(f.parent) for f in found if f is not None)
+    profile_config: dict[str, Any] = {}
+    for path in found:
+        if path is not None:
+            profile_config = _profile_config(path) or profile_config  # a later list replaces it
+    given = _parse_entries(plain.config or [])
+    return CommandLine(paths, profile_config, given, str(merged.executor or ""))
+
+
+@contextlib.contextmanager
+def _quiet_in(directory: str, environ: Mapping[str, str]) -> Any:
+    """Parse in ``directory`` with ``environ`` (its $SNAKEMAKE_PROFILE), without the parser's
+    "Using profile ..." line (Snakemake prints it itself)."""
+    saved = os.environ.get("SNAKEMAKE_PROFILE")
+    wanted = environ.get("SNAKEMAKE_PROFILE")
+    try:
+        if wanted is None:
+            os.environ.pop("SNAKEMAKE_PROFILE", None)
+        else:
+            os.environ["SNAKEMAKE_PROFILE"] = wanted
+        with contextlib.chdir(directory), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("SNAKEMAKE_PROFILE", None)
+        else:
+            os.environ["SNAKEMAKE_PROFILE"] = saved
+
+
+def _profile_yaml(profile: str) -> Path | None:
+    """The YAML file of a profile as Snakemake found it (``snakemake.cli.get_profile_dir``)."""
+    from snakemake.cli import get_profile_dir
+
+    found = get_profile_dir(profile)
+    return Path(found[1]) if found else None
+
+
+def _profile_config(path: Path) -> dict[str, Any]:
+    """A profile's ``config:`` entries (a list of ``key=value``, or a mapping), parsed exactly
+    as Snakemake parses ``--config`` (``snakemake.cli.parse_config``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}  # Snakemake reports an unreadable profile itself
+    value = data.get("config") if isinstance(data, dict) else None
+    if isinstance(value, Mapping):
+        return _parse_entries([f"{k}={v}" for k, v in value.items()])
+    return _parse_entries([value] if isinstance(value, str) else [str(v) for v in value or ()])
+
+
+def _parse_entries(entries: list[str]) -> dict[str, Any]:
+    """``key=value`` entries parsed exactly as Snakemake parses ``--config``
+    (``snakemake.cli.parse_config``)."""
+    from snakemake.cli import parse_config
+
+    return dict(parse_config(entries)) if entries else {}
+
+
+def precomputed_signature(func: Callable[..., Any], of: Callable[..., Any]) -> None:
+    """Give ``func`` the parameters of ``of`` as the signature Snakemake reads
+    (``snakemake.common.overwrite_function_params``). Snakemake looks up the signature of every
+    input, params and priority callable once per job (``inspect.signature``, about 60 us each:
+    a third of the DAG-building time of a large night, bench/dryrun.py)."""
+    import inspect
+
+    from snakemake.common import overwrite_function_params
+
+    overwrite_function_params(func, inspect.signature(of).parameters)  # type: ignore[arg-type]
+
+
+def cores(workflow: Any) -> int | None:
+    """The ``--cores`` of the run (None: not given, as for a remote executor)."""
+    return workflow.resource_settings.cores
+
+
+def nodes(workflow: Any) -> int | None:
+    """The ``--jobs`` of the run (None: not given)."""
+    return workflow.resource_settings.nodes
+
+
+def register_resource(workflow: Any, name: str, value: int) -> None:
+    """Make ``name`` a global resource of ``value`` units unless the command line's
+    ``--resources`` gave it (``Workflow.global_resources`` and ``Workflow.register_resource``)."""
+    if name not in workflow.global_resources:
+        workflow.register_resource(name, value)
+
+
+def executor_name(workflow: Any) -> str:
+    """The executor the run uses, once the run starts (``Workflow.executor_plugin``; None
+    while the Snakefile is read)."""
+    plugin = workflow.executor_plugin
+    return str(plugin.name) if plugin is not None else ""
