@@ -76,9 +76,6 @@ def execute(command: JobCommand) -> None:
         run_step(ab_step(command), threads=command.threads)
     except StepFailed as exc:
         raise JobFailed(str(exc)) from None
-    if command.job.step in (Step.PROCESS_AB, Step.MEF_JOIN):  # its rerun requests were served
-        for request in StateLayout(command.state_dir).requests_of(command.job.target):
-            os.unlink(request)
 
 
 def run(command: JobCommand) -> int:

@@ -261,6 +261,21 @@ def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[
     return noted
 
 
+def remove_served_requests(night: Any, names: Iterable[str] | None) -> None:
+    """Remove the rerun requests of the ABs ``names`` whose record says they were served (its
+    generation and AB checksum are the request's)."""
+    from abflow.state.fsutil import read_json_object, remove_file
+    from abflow.state.layout import JobId, Step
+
+    layout = night.settings.layout
+    for ab in names or ():
+        record = read_json_object(layout.record(JobId(Step.PROCESS_AB, ab))) or {}
+        served = f".g{record.get('generation')}-{record.get('ab_digest')}.rerun"
+        for request in layout.requests_of(ab):
+            if request.endswith(served):
+                remove_file(request)
+
+
 def outcome(ok: bool, stop_flag: str) -> str:
     """How a run ended (abflow.state.runstate.OUTCOMES): ``ok`` (Snakemake's onsuccess), else
     interrupted (SIGINT), stopped (abflow stop's flag) or failed."""
@@ -302,6 +317,7 @@ def finish_run(
         summary = failure_summary(night, names, since)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
+    remove_served_requests(night, names)
     how = outcome(ok, night.settings.layout.stop_flag)
     unregister_run(night.settings.state_dir, night.batch_ids(), how)
     return summary

@@ -158,7 +158,8 @@ class RunScope:
         checksum) that the workflow's ``request_rerun`` job writes and the AB's first jobs take
         as input, so Snakemake reruns them whatever it remembers in the working directory (it
         works from any directory, also without metadata). Nothing is written while the DAG is
-        built (a dry-run writes nothing); the AB's job removes the request when it succeeds.
+        built (a dry-run writes nothing); the end of the run removes the requests it served
+        (abflow.run.lifecycle.finish_run).
         """
         record = read_record(self.record(ab))
         if record is None:
@@ -233,6 +234,9 @@ class NightRules:
     def final_targets(self) -> list[str]:
         """What ``rule all`` asks for: records, QC records and the benchmark table."""
         targets = [*self.final_records(), self.layout.benchmark_table(self.settings.batch_id)]
+        # the rerun requests: missing, so their request_rerun jobs run, and the AB jobs taking
+        # them as input run after them (Snakemake skips a missing input nobody asks for)
+        targets += [r for n in self.scope.names for r in self.scope.rerun_request(n)]
         if self.with_qc:
             targets += [
                 self.layout.record(JobId(Step.PROCESS_QC, n))
