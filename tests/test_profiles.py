@@ -18,7 +18,8 @@ from abflow.upstream.snakemake import CommandLine, command_line
 SNAKEMAKE = "/venv/bin/snakemake"  # what sys.argv[0] looks like for the console script
 
 
-def test_the_command_line_is_read_as_snakemake_reads_it(tmp_path) -> None:
+def test_the_command_line_is_read_as_snakemake_reads_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # Snakemake has changed into --directory when it reads us
     found = command_line([SNAKEMAKE, "--profile", str(ROOT / "profiles" / "condor"), "-n"], {})
     assert found.profile_config == {"drs_type": "CON"} and found.executor == "abflow-htcondor"
     # relative to the directory the command started in, --profile=X spelling, later wins

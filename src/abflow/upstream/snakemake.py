@@ -69,10 +69,9 @@ def command_line(
         with _quiet_in(started_in, environ):
             plain = get_argument_parser().parse_args(args)  # the command line alone
             _, merged = parse_args(args)  # with the profiles' defaults
+            found = [_profile_yaml(str(p)) for p in (merged.profile or ())]
     except SystemExit:  # not a command line Snakemake takes: it says so itself
         return CommandLine()
-    profiles = [str(p) for p in (merged.profile or ())]
-    found = [_profile_yaml(p) for p in profiles]
     paths = tuple(str(f.parent) for f in found if f is not None)
     profile_config: dict[str, Any] = {}
     for path in found:
@@ -103,11 +102,12 @@ def _quiet_in(directory: str, environ: Mapping[str, str]) -> Any:
 
 
 def _profile_yaml(profile: str) -> Path | None:
-    """The YAML file of a profile as Snakemake found it (``snakemake.cli.get_profile_dir``)."""
+    """The YAML file of a profile as Snakemake found it (``snakemake.cli.get_profile_dir``),
+    as an absolute path."""
     from snakemake.cli import get_profile_dir
 
     found = get_profile_dir(profile)
-    return Path(found[1]) if found else None
+    return Path(found[1]).absolute() if found else None
 
 
 def _profile_config(path: Path) -> dict[str, Any]:
