@@ -48,9 +48,11 @@ import yaml
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
 from abflow.job.main import execute
+from abflow.job.pool import encode
 from abflow.model.config import resolve, write_run_config
 from abflow.model.load import load_night
 from abflow.model.plan import job_graph, job_priorities, list_schedule, lower_bound
+from abflow.run.condor import pool_job_program
 from abflow.run.rules import NightRules
 from abflow.state.layout import JobId, Step
 
@@ -194,9 +196,9 @@ def _cpu_of(cmd: list[str], env: dict[str, str]) -> float:
 
 def job_cpu(runs: int) -> dict[str, float]:
     """CPU of one abflow job around ``true`` (seconds, median of ``runs``): as a process of its
-    own (``python -m abflow.job``, how a pool runs it) against ``sh -c true`` alone, and in a
-    thread of this process (how the workflow runs it on this machine; the process's own CPU,
-    the command's excluded)."""
+    own (``abflow-pool-job``, how a pool runs it) against ``sh -c true``
+    alone, and in a thread of this process (how the workflow runs it on this machine; the
+    process's own CPU, the command's excluded)."""
     with tempfile.TemporaryDirectory(prefix="abflow-jobcpu-") as tmp:
         specs = [ABSpec(ab_name(0))]
         dfo = make_dfo_tree(tmp)
@@ -210,7 +212,8 @@ def job_cpu(runs: int) -> dict[str, float]:
         command = rules.job_command(JobId(Step.PROCESS_AB, specs[0].name))
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         bare = [_cpu_of(["/bin/sh", "-c", "true"], env) for _ in range(runs)]
-        process = [_cpu_of(command.argv(), env) for _ in range(runs)]
+        pool_env = dict(env, ABFLOW_JOB=encode(command.arguments()), ABFLOW_CLUSTER="1")
+        process = [_cpu_of([pool_job_program()], pool_env) for _ in range(runs)]
         thread = []
         for _ in range(runs):
             t0 = time.process_time()

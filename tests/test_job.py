@@ -163,12 +163,14 @@ def test_steps_and_job_ids_behave_as_values() -> None:
         JobId(Step.PROCESS_AB_DET, "A.ab")
 
 
-def test_the_pool_starts_a_job_from_its_ad_with_a_bare_environment(dfo, tmp_path) -> None:
+def test_the_pool_starts_a_job_from_its_environment_and_nothing_else(dfo, tmp_path) -> None:
     """abflow-pool-job, as HTCondor starts it (no PATH, no HOME, Snakemake's arguments after
-    it), runs the command its ad carries: the recipe finds the tools on the submitting PATH and
-    the night's directories, and the record, log and benchmark are written as the rule
-    declares."""
-    from abflow.job.pool import encode
+    it), runs the command its environment carries: the recipe finds the tools on the
+    submitting PATH and the night's directories, and the record, log and benchmark are written
+    as the rule declares."""
+    import shlex
+
+    from abflow.job.pool import environment
     from abflow.run.condor import pool_environment, pool_job_program
 
     tools = tmp_path / "dfos-bin"
@@ -180,13 +182,13 @@ def test_the_pool_starts_a_job_from_its_ad_with_a_bare_environment(dfo, tmp_path
     rules.job_env = tuple(pool_environment(rules.settings, {"PATH": f"{tools}:/usr/bin"}).items())
     ab = rules.night.names[0]
     job = JobId(Step.PROCESS_AB, ab)
-    ad = tmp_path / ".job.ad"
-    ad.write_text(f'ClusterId = 7\nAbflowCommand = "{encode(rules.job_command(job).arguments())}"'
-                  '\nJobStatus = 2\nOwner = "nobody"\n')  # fmt: skip
+    # what HTCondor makes of the environment resource (its quoted syntax; ClusterId filled in)
+    given = environment(rules.job_command(job).arguments()).strip('"').replace("$(ClusterId)", "7")
+    pairs = dict(word.split("=", 1) for word in shlex.split(given))
     program = pool_job_program()
     assert program and os.access(program, os.X_OK)
     proc = _bare(program, "--target-jobs", f"process_ab:ab={ab}", "--mode", "remote",
-                 _CONDOR_JOB_AD=str(ad), _CONDOR_SCRATCH_DIR=str(tmp_path))  # fmt: skip
+                 _CONDOR_SCRATCH_DIR=str(tmp_path), **pairs)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     record = json.loads(Path(rules.layout.record(job)).read_text())
     assert record["status"] == "SUCCESSFUL" and record["cluster"] == 7
@@ -194,11 +196,10 @@ def test_the_pool_starts_a_job_from_its_ad_with_a_bare_environment(dfo, tmp_path
     assert f"processAB -a {ab} in {dfo['ab_dir']} home {tmp_path}" in log
     header, values = Path(rules.layout.benchmark(job)).read_text().splitlines()
     assert header.split("\t")[:2] == ["s", "h:m:s"] and float(values.split("\t")[0]) >= 0
-    # an ad without abflow's command: refused, saying why (no second Snakemake)
-    ad.write_text("ClusterId = 8\n")
-    proc = _bare(program, _CONDOR_JOB_AD=str(ad))
-    assert proc.returncode == 2 and "no AbflowCommand in the job ad" in proc.stderr
-    assert _bare(program).returncode == 2
+    # a job without abflow's command: refused, saying why (no second Snakemake)
+    proc = _bare(program, "--mode", "remote")
+    assert proc.returncode == 2 and "no $ABFLOW_JOB" in proc.stderr
+    assert "not a job's command line" in _bare(program, ABFLOW_JOB="e30=").stderr
 
 
 def test_a_pool_job_ends_its_command_group_and_all_on_sigterm(dfo, tmp_path) -> None:
@@ -214,10 +215,8 @@ def test_a_pool_job_ends_its_command_group_and_all_on_sigterm(dfo, tmp_path) -> 
     rules = _night(dfo, tmp_path, commands={"process_ab": f"touch {marker}; sleep 317 & wait"},
                    check_products=False)  # fmt: skip
     job = JobId(Step.PROCESS_AB, rules.night.names[0])
-    ad = tmp_path / ".job.ad"
     command = encode(rules.job_command(job).arguments())
-    ad.write_text(f'ClusterId = 9\nAbflowCommand = "{command}"\n')
-    proc = subprocess.Popen(["env", "-i", f"_CONDOR_JOB_AD={ad}", pool_job_program()],
+    proc = subprocess.Popen(["env", "-i", f"ABFLOW_JOB={command}", pool_job_program()],
                             start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline:

@@ -6,7 +6,9 @@ a dry-run as the cascade's levels (abflow.views.console). ``--verbose`` or
 ``--logger-abflow-snakemake`` gives Snakemake's own output instead, unchanged.
 """
 
+import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -32,18 +34,23 @@ class LogHandler(LogHandlerBase):
     """Feeds Snakemake's log records to an abflow Console (or to Snakemake's own formatter)."""
 
     def __post_init__(self) -> None:
+        from abflow.upstream.snakemake import snakemake_console_handler
         from abflow.views.console import Console
 
         s = self.common_settings
         self.stream = sys.stdout if getattr(s, "stdout", False) else sys.stderr
         own = bool(self.settings and self.settings.snakemake) or bool(getattr(s, "verbose", False))
-        self.passthrough = _snakemake_handler(s, self.stream) if own else None
+        self.passthrough = snakemake_console_handler(s, self.stream) if own else None
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.console = Console(self.stream, tty=tty, dryrun=bool(getattr(s, "dryrun", False)))
+        # $ABFLOW_LOG_RECORDS: every record as a JSON line (to report a console problem)
+        self.recording = os.environ.get("ABFLOW_LOG_RECORDS", "")
 
     def emit(self, record: logging.LogRecord) -> None:
         """Take one record (in Snakemake's logging thread)."""
         try:
+            if self.recording:
+                _record(self.recording, record)
             if self.passthrough is not None:
                 self.passthrough.handle(record)
             else:
@@ -85,21 +92,10 @@ class LogHandler(LogHandlerBase):
         return False
 
 
-def _snakemake_handler(settings: object, stream: object) -> logging.Handler:
-    """Snakemake's own console handler, as Snakemake builds it without a logger plugin."""
-    from snakemake.logging import ColorizingTextHandler, DefaultFilter, DefaultFormatter
-
-    handler = ColorizingTextHandler(
-        nocolor=bool(getattr(settings, "nocolor", False)), stream=stream
-    )  # type: ignore[arg-type]
-    handler.addFilter(DefaultFilter(
-        getattr(settings, "quiet", None), bool(getattr(settings, "debug_dag", False)),
-        bool(getattr(settings, "verbose", False)), bool(getattr(settings, "dryrun", False)),
-        bool(getattr(settings, "printshellcmds", False)),
-    ))  # fmt: skip
-    handler.setFormatter(
-        DefaultFormatter(
-            getattr(settings, "quiet", None), bool(getattr(settings, "show_failed_logs", False))
-        )
-    )
-    return handler
+def _record(path: str, record: logging.LogRecord) -> None:
+    """Append what the console reads of ``record`` to ``path`` (one JSON object per line)."""
+    fields = {k: getattr(record, k, None) for k in ("event", "jobid", "rule_name", "reason",
+                                                     "exception", "stats")}  # fmt: skip
+    line = {"level": record.levelname, "msg": str(record.msg), **fields}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, default=str) + "\n")

@@ -4,6 +4,7 @@ import functools
 
 from abflow.run.lifecycle import StartRefused, finish_run, prepare, start_run
 from abflow.run.flavour import is_remote
+from abflow.upstream.snakemake import executor_name, executor_setting
 from abflow.views.monitor import PageRefresher, pool_queue
 from abflow.run.rules import AB_WILDCARD, FILE_WILDCARD
 from abflow.views.console import SUMMARY_ATTR, announce
@@ -38,7 +39,7 @@ onstart:
             start_run(
                 RULES.night,
                 RULES.owns,
-                workflow.executor_plugin.name,
+                executor_name(workflow),
                 logger.warning,
             )
         )
@@ -64,7 +65,7 @@ onerror:
         REFRESHER,
         RUN,
         RULES.to_run,
-        getattr(workflow.executor_settings, "jobdir", "") or "",
+        executor_setting(workflow, "jobdir") or "",
         ok=False,
     )
     if _summary:

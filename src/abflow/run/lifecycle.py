@@ -20,7 +20,6 @@ not run; the locks released.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -196,11 +195,13 @@ def _end_jobs_on_interrupt() -> None:
     import signal
 
     from abflow.job.shell import end_all
+    from abflow.views.console import note_interrupt
 
     previous = signal.getsignal(signal.SIGINT)
 
     def interrupted(signum: int, frame: Any) -> None:
         INTERRUPTED.set()
+        note_interrupt()
         end_all()
         if callable(previous):
             previous(signum, frame)
@@ -233,6 +234,7 @@ def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[
     from abflow.state.layout import JobId
     from abflow.state.notes import write_failure
     from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
+    from abflow.upstream.htcondor_plugin import stderr_file
 
     settings = night.settings
     owners = sorted({o for o in owners if o})
@@ -251,10 +253,9 @@ def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[
             continue
         if job.status != "held" or held.target not in night:
             continue
-        err = sorted(glob.glob(os.path.join(jobdir, "*", f"*_{job.cluster}.err"))) if jobdir else []
         write_failure(settings.layout, held, f"HTCondor job {job.cluster} held: {job.hold_reason}",
-                      log=err[0] if err else "", log_tail=[job.hold_reason], host=job.host,
-                      cluster=job.cluster)  # fmt: skip
+                      log=stderr_file(jobdir, job.cluster), log_tail=[job.hold_reason],
+                      host=job.host, cluster=job.cluster)  # fmt: skip
         noted.append(job.job)
     with contextlib.suppress(Exception):  # the end of a run must not fail on the pool
         remove_jobs(sd, jobs, "abflow: the run ended")

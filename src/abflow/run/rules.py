@@ -19,7 +19,7 @@ from snakemake.io import ancient
 
 from abflow.job.command import JobCommand
 from abflow.job.download import staging_path
-from abflow.job.pool import encode
+from abflow.job.pool import encode, environment
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
@@ -392,13 +392,13 @@ class NightRules:
         tag.__name__ = f"job_tag_{rule}"
         return _with_cached_signature(tag)
 
-    def pool_command(self, rule: str) -> Callable[[Any, int], str]:
-        """The AbflowCommand attribute of the HTCondor jobs of ``rule``: the job's whole
-        command line, which abflow-pool-job runs on the execute node (abflow.job.pool)."""
+    def pool_command(self, rule: str, form: Callable[[list[str]], str]) -> Callable[..., str]:
+        """The job's command line as ``form`` gives it to the HTCondor jobs of ``rule``
+        (abflow.job.pool: ``encode`` for the AbflowCommand attribute, ``environment`` for the
+        program the pool starts)."""
 
         def pool_command(wildcards: Any, threads: int) -> str:
-            job = self.job_of(rule, wildcards)
-            return encode(self.job_command(job, threads).arguments())
+            return form(self.job_command(self.job_of(rule, wildcards), threads).arguments())
 
         pool_command.__name__ = f"pool_command_{rule}"
         return _with_cached_signature(pool_command)
@@ -416,7 +416,8 @@ class NightRules:
             "classad_AbflowRun": self.settings.state_dir,
             "classad_AbflowOwner": self.owner,
             "classad_AbflowJob": self.job_tag(rule),
-            "classad_AbflowCommand": self.pool_command(rule),
+            "classad_AbflowCommand": self.pool_command(rule, encode),
+            "environment": self.pool_command(rule, environment),
         }
 
     # ----- priorities, threads, resources -----------------------------------------------------

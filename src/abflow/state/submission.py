@@ -86,14 +86,14 @@ def controller_state(sub: Submission) -> ControllerState:
     """Ask the schedd (or this host's processes) where the controller of ``sub`` is."""
     if not sub.pool:
         return _process_state(sub)
-    from abflow.state.queue import JOB_STATUS, ended_ads, schedd
+    from abflow.state.queue import ended_ads, schedd, status_name
 
     try:
         sd = schedd(sub.schedd or None)
         ads = list(sd.query(constraint=f"ClusterId == {sub.cluster}",
                             projection=["JobStatus", "HoldReason"]))  # fmt: skip
         if ads:
-            status = JOB_STATUS.get(int(ads[0].get("JobStatus", 0)), "unknown")
+            status = status_name(int(ads[0].get("JobStatus", 0)))
             if status in ("completed", "removed"):  # leaving the queue
                 return ControllerState(False, "ended" if status == "completed" else status)
             alive = status != "held"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,3 +168,86 @@ def executor_name(workflow: Any) -> str:
     while the Snakefile is read)."""
     plugin = workflow.executor_plugin
     return str(plugin.name) if plugin is not None else ""
+
+
+def executor_setting(workflow: Any, name: str) -> Any:
+    """A setting of the run's executor plugin (e.g. the htcondor plugin's ``jobdir``), or None
+    (``Workflow.executor_settings``)."""
+    return getattr(workflow.executor_settings, name, None)
+
+
+def snakemake_console_handler(settings: Any, stream: Any) -> Any:
+    """Snakemake's own console handler, as Snakemake builds it without a logger plugin
+    (``snakemake.logging.ColorizingTextHandler``, ``DefaultFilter``, ``DefaultFormatter``):
+    what ``--logger-abflow-snakemake`` and ``--verbose`` show."""
+    from snakemake.logging import ColorizingTextHandler, DefaultFilter, DefaultFormatter
+
+    handler = ColorizingTextHandler(nocolor=bool(getattr(settings, "nocolor", False)),
+                                    stream=stream)  # fmt: skip
+    handler.addFilter(DefaultFilter(
+        getattr(settings, "quiet", None), bool(getattr(settings, "debug_dag", False)),
+        bool(getattr(settings, "verbose", False)), bool(getattr(settings, "dryrun", False)),
+        bool(getattr(settings, "printshellcmds", False)),
+    ))  # fmt: skip
+    handler.setFormatter(DefaultFormatter(
+        getattr(settings, "quiet", None), bool(getattr(settings, "show_failed_logs", False))
+    ))  # fmt: skip
+    return handler
+
+
+# ----- Snakemake's wording ----------------------------------------------------------------------
+# Where Snakemake's log records carry no structured field for what the console must know, it
+# decides by their text; every such pattern is here, matched at the start of a record's message
+# (:func:`says`) or inside a job's reason or an exception's text (:func:`contains`).
+# tests/test_wording.py replays the records of real runs of the pinned Snakemake against them
+# and finds each in the installed source: a rewording fails that test.
+WORDING: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        # messages (record.msg, no LogEvent)
+        "nothing_to_do": r"Nothing to be done",
+        "dry_run_done": r"This was a dry-run",
+        "failed_exit": r"Exiting because a job execution failed",
+        "will_exit": r"Will exit after finishing currently running jobs",
+        "cancelling": r"Cancelling snakemake on user request",
+        "terminating": r"Terminating processes on user request",
+        "complete_log": r"Complete log\(s\):",
+        # the ERROR record that closes a run with a failed job (abflow's summary says it better)
+        "incomplete_run": r"At least one job did not complete successfully",
+        # what snakemake-interface-executor-plugins appends to every remote job's error
+        "remote_error_suffix": r"For further error details see the cluster/cloud log and the "
+        r"log files of the involved rule\(s\)\.",
+        # the routine of a run, replaced by the console's own lines (the htcondor plugin's too;
+        # a held job is not routine)
+        "routine": r"(Building DAG of jobs|Using shell:|Provided (cores|remote nodes|resources)"
+        r"|Rules claiming|Select jobs to execute|Execute \d+ jobs|Finished jobid|\d+ of \d+ "
+        r"steps|\[\w{3} \w{3} |Assuming unrestricted shared filesystem|Conda environments: "
+        r"ignored|Singularity containers: ignored|Group jobs: inactive|Job stats|Elapsed time"
+        r"|Waiting (at most|for more)|Removing (temporary|output)|Touching output|Trying to "
+        r"restart|Shutting down|Storing output|Write-protecting|Reasons?:|Some jobs were "
+        r"triggered by provenance|localrule |rule |Job \d+:|host: |Config file .* is extended "
+        r"by additional config|\d+ jobs? ha(s|ve) missing provenance|Rules with missing "
+        r"metadata|Job \d+ with HTCondor Cluster ID \d+ was successful|Job \d+ submitted to "
+        r"HTCondor|Requesting (memory|disk|cpus|gpus)|The logs of the HTCondor job are stored)",
+        # a job's reason (JOB_INFO's ``reason``: str(snakemake.dag.Reason))
+        "reason_forced": r"Forced execution",
+        "reason_incomplete": r"Incomplete output files",
+        "reason_params": r"Params have changed",
+        "reason_missing_output": r"Missing output files",
+        "reason_updated_by_job": r"Input files updated by another job",
+        "reason_updated_input": r"Updated input files",
+        "reason_code": r"Code has changed",
+        "reason_input_set": r"Set of input files has changed",
+    }.items()
+}
+
+
+def says(name: str, text: str) -> bool:
+    """True if ``text`` (a record's message) starts with Snakemake's wording ``name``."""
+    return WORDING[name].match(text) is not None
+
+
+def contains(name: str, text: str) -> bool:
+    """True if ``text`` (a job's reason, str of Snakemake's Reason, or an exception's text)
+    contains the wording ``name``."""
+    return WORDING[name].search(text) is not None

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ from typing import Any, TextIO
 
 from abflow.state.layout import JobId, StateLayout, Step
 from abflow.state.units import human_bytes, now_iso
+from abflow.upstream.snakemake import WORDING, contains, says
 
 RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
 SUMMARY_ATTR = "abflow_summary"  # a record carrying abflow's end-of-run summary
@@ -39,34 +39,16 @@ POOL_ATTR = "abflow_pool"
 AB_RULES = ("process_ab", "process_ab_det")
 DOWNLOAD_RULES = ("download_raw", "download_mcal")
 STOPPING = "the night is stopping"  # abflow stop's reason for jobs it does not start
-# Snakemake's messages and what abflow says instead ("" drops them)
+# Snakemake's messages (abflow.upstream.snakemake.WORDING) and what abflow says instead ("" drops
+# them)
 TRANSLATED = {
-    "Nothing to be done": "abflow: nothing to do: every AB of this run is up to date",
-    "Exiting because a job execution failed": "",
-    "Will exit after finishing currently running jobs": "",
-    "Cancelling snakemake on user request": "",
+    "nothing_to_do": "abflow: nothing to do: every AB of this run is up to date",
+    "failed_exit": "",
+    "will_exit": "",
+    "cancelling": "",
+    "terminating": "",  # the console says it was interrupted (note_interrupt)
 }
-# exceptions Snakemake prints at the end that abflow's summary says better
-DROPPED_ERRORS = ("At least one job did not complete successfully",)
-INTERRUPT = "Terminating processes on user request"
-# what snakemake-interface-executor-plugins appends to every remote job's error message
-EXECUTOR_SUFFIX = (
-    "For further error details see the cluster/cloud log and the log files of the involved rule(s)."
-)
-# Snakemake's routine messages of a run, which the console's own lines replace (anything else
-# it says, e.g. --lint's findings, is shown)
-ROUTINE = re.compile(
-    r"(Building DAG of jobs|Using shell:|Provided (cores|remote nodes|resources)|Rules claiming"
-    r"|Select jobs to execute|Execute \d+ jobs|Finished jobid|\d+ of \d+ steps|\[\w{3} \w{3} "
-    r"|Assuming unrestricted shared filesystem|Conda environments: ignored|Singularity "
-    r"containers: ignored|Group jobs: inactive|Job stats|Elapsed time|Waiting (at most|for "
-    r"more)|Removing (temporary|output)|Touching output|Trying to restart|Shutting down"
-    r"|Storing output|Write-protecting|Reasons?:|Some jobs were triggered by provenance"
-    r"|localrule |rule |Job \d+:|host: |Config file .* is extended by additional config"
-    # the HTCondor executor's routine (a held job is not: it is shown)
-    r"|Job \d+ with HTCondor Cluster ID \d+ was successful|Job \d+ submitted to HTCondor"
-    r"|Requesting (memory|disk|cpus|gpus)|The logs of the HTCondor job are stored)"
-)
+_INTERRUPTED = False  # the run was interrupted (note_interrupt)
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
 CONSOLES: weakref.WeakSet[Console] = weakref.WeakSet()  # this process's consoles (continue_in)
 _CONTINUED: set[str] = set()  # the logs this process's terminal output went to (continue_in)
@@ -97,6 +79,13 @@ class RunInfo:
             requested=rules.scope.subcascade_set,
             pool=bool(rules.pool),
         )
+
+
+def note_interrupt() -> None:
+    """The run was interrupted (SIGINT: Ctrl-C, abflow stop --now): the consoles say so, once,
+    with the next record they take. Safe in a signal handler (it only sets a flag)."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
 
 
 def announce(logger: logging.Logger, rules: Any, text: str) -> None:
@@ -270,6 +259,8 @@ class Console:
     # ----- records -----------------------------------------------------------------------
     def handle(self, record: logging.LogRecord) -> None:
         """Take one of Snakemake's log records."""
+        if _INTERRUPTED and not self.interrupted:
+            self._interrupt()
         run = getattr(record, RUN_ATTR, None)
         if run is not None:
             self.run = run
@@ -301,20 +292,17 @@ class Console:
         text = self._text(record)
         if not text:
             return
-        if text.startswith(INTERRUPT):
-            self._interrupt()
-            return
-        if text.startswith("This was a dry-run"):
+        if says("dry_run_done", text):
             self.show_dryrun()
             return
-        for prefix, instead in TRANSLATED.items():
-            if text.startswith(prefix):
+        for name, instead in TRANSLATED.items():
+            if says(name, text):
                 if instead:
                     self.say(instead)
                 return
-        if text.startswith("Complete log(s):"):
-            self.say("Snakemake's log of this run:" + text.removeprefix("Complete log(s):"))
-        elif record.levelno >= logging.WARNING or not ROUTINE.match(text):
+        if says("complete_log", text):
+            self.say("Snakemake's log of this run:" + text.split(":", 1)[1])
+        elif record.levelno >= logging.WARNING or not says("routine", text):
             self.say(text)  # abflow's own lines, and whatever Snakemake says out of routine
 
     def _run_info(self, record: logging.LogRecord) -> None:
@@ -445,7 +433,7 @@ class Console:
         text = self._text(record)
         if getattr(record, "exception", "") in ("RuleException", "CalledProcessError"):
             self.pending_error = text
-        elif text and not self.interrupted and not any(d in text for d in DROPPED_ERRORS):
+        elif text and not self.interrupted and not contains("incomplete_run", text):
             self.say(text)
 
     def _job_error(self, record: logging.LogRecord) -> None:
@@ -614,7 +602,7 @@ def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[s
     (``pending``: its message, e.g. HTCondor's hold reason, or the exception's text)."""
     if note is not None:
         return str(note.get("reason") or "failed"), str(note.get("log") or "")
-    pending = pending.replace(EXECUTOR_SUFFIX, "")
+    pending = WORDING["remote_error_suffix"].sub("", pending)
     lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
     return (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")

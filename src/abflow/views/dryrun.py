@@ -7,37 +7,31 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# the first of Snakemake's reasons (str(Reason)) found decides; None: see _why
+from abflow.upstream.snakemake import contains
+
+# the first of Snakemake's reasons (abflow.upstream.snakemake.WORDING) found decides; None: a
+# subcascade or an edited AB file (see why)
 REASONS = (
-    ("Forced execution", "forced (--forcerun / --forceall)"),
-    ("Incomplete output files", "its last run did not finish (crash or interruption)"),
-    ("Params have changed", None),  # a subcascade, or an edited AB file
-    ("Missing output files", "not processed yet"),
-    ("Input files updated by another job", "an AB it takes calibrations from runs first"),
-    ("Updated input files", "an input is newer than its products (raw file or calibration)"),
-    ("Code has changed", "abflow's code changed since it ran"),
-    ("Set of input files has changed", "its input list changed"),
+    ("reason_forced", "forced (--forcerun / --forceall)"),
+    ("reason_incomplete", "its last run did not finish (crash or interruption)"),
+    ("reason_params", None),
+    ("reason_missing_output", "not processed yet"),
+    ("reason_updated_by_job", "an AB it takes calibrations from runs first"),
+    ("reason_updated_input", "an input is newer than its products (raw file or calibration)"),
+    ("reason_code", "abflow's code changed since it ran"),
+    ("reason_input_set", "its input list changed"),
 )
 LIST_LIMIT = 60  # ABs listed one per line; above, grouped by reason
 
 
 def why(ab: str, reason: str, requested: frozenset[str]) -> str:
     """abflow's words for why ``ab`` would run, from Snakemake's reason for its job."""
-    if ".rerun" in reason:  # a rerun request (abflow.state.layout: requests/) is newer
-        return (
-            "subcascade rerun requested"
-            if ab in requested
-            else ("its AB file changed since it ran")
-        )
-    for key, words in REASONS:
-        if key in reason:
-            if words is not None:
-                return words
-            return (
-                "subcascade rerun requested"
-                if ab in requested
-                else ("its AB file changed since it ran")
-            )
+    rerun = "subcascade rerun requested" if ab in requested else "its AB file changed since it ran"
+    if ".rerun" in reason:  # its rerun request (abflow.state.layout: requests/) is written first
+        return rerun
+    for name, words in REASONS:
+        if contains(name, reason):
+            return words or rerun
     return reason or "it would run"
 
 
