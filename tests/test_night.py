@@ -41,7 +41,6 @@ def test_edges_from_product_stems_and_levels(dfo) -> None:
     assert night[names[4]].parents == (names[1],)
     assert [len(level) for level in night.levels()] == [1, 3, 6]
     assert night.descendants(names[1]) == [names[1], names[4], names[5]]
-    assert night.ancestors(names[9]) == [names[0], names[3]]
     virtual = night[names[1]].virtual[0]
     assert virtual.parent == names[0]
     assert virtual.product_path.startswith(dfo["product_dir"])

@@ -1,5 +1,5 @@
 # Load the night once and wire abflow's lookups into the rules (abflow.run.lifecycle.prepare: the
-# flavour from the profile, the settings, the Night, the run configuration file every job names).
+# flavour from the command line and the profile, the settings, the Night, what pool jobs get).
 import functools
 
 from abflow.run.lifecycle import StartRefused, finish_run, prepare, start_run
@@ -16,12 +16,14 @@ except StartRefused as exc:
 SETTINGS, RULES = PREPARED.settings, PREPARED.rules
 # CAL_CLEANUP: raw files this run downloads are removed once every job reading them is done.
 RAW_OUTPUT = temp(RULES.raw_pattern) if RULES.cleanup_raw else RULES.raw_pattern
-# On an HTCondor pool, jobs start through the night's job wrapper and carry the night store, this
-# run, their job and its command line (RULES.pool_resources: job_wrapper and classad_* of the job
+# On an HTCondor pool, jobs start as abflow-pool-job and carry the night store, this run, their
+# job and its command line (RULES.pool_resources: job_wrapper, environment and classad_* of the job
 # rules, none when jobs run locally): abflow watch/stop and a crashed run's successor find
 # exactly their jobs.
 REFRESHER = PageRefresher(RULES.night)
-RUN = {}  # this run's lock (filled by onstart)
+LOCK = (
+    {}
+)  # this run's lock: who holds the night, since when, its lineage (filled by onstart)
 # what the run does, carrying what abflow's console (--logger abflow) needs to know of it
 announce(logger, RULES, PREPARED.headline)
 for _level, _text in PREPARED.messages:
@@ -35,7 +37,7 @@ wildcard_constraints:
 onstart:
     # locks, the flavour against the executor really used, a crashed predecessor's leftovers
     try:
-        RUN.update(
+        LOCK.update(
             start_run(
                 RULES.night,
                 RULES.owns,
@@ -48,13 +50,13 @@ onstart:
     # the AB monitor page, rewritten every 60 s during the run (with the HTCondor queue)
     REFRESHER.start(
         functools.partial(pool_queue, RULES.night)
-        if is_remote(RUN["executor"])
+        if is_remote(LOCK["executor"])
         else None
     )
 
 
 onsuccess:
-    _summary = finish_run(RULES.night, REFRESHER, RUN, RULES.to_run)
+    _summary = finish_run(RULES.night, REFRESHER, LOCK, RULES.to_run)
     if _summary:
         logger.warning(_summary, extra={SUMMARY_ATTR: True})
 
@@ -63,7 +65,7 @@ onerror:
     _summary = finish_run(
         RULES.night,
         REFRESHER,
-        RUN,
+        LOCK,
         RULES.to_run,
         executor_setting(workflow, "jobdir") or "",
         ok=False,

@@ -4,8 +4,9 @@
 # 1..n), then its process_ab job joins them (commands.mef_join); its children wait for the join.
 # Every job is abflow's job (abflow/job/), given the record and the log its rule declares (the
 # paths are the state layout's, abflow/state/layout.py): RULES.run_job runs it in a thread of
-# this Snakemake process (the profiles set force-use-threads), and on an HTCondor pool the job
-# wrapper runs the same job from the job's ClassAd (python -m abflow.job). A Python process per
+# this Snakemake process (the profiles set force-use-threads), and on an HTCondor pool
+# abflow-pool-job runs the same job (abflow/job/pool.py: how a rule becomes a pool job; the
+# rule's run: block never runs there). A Python process per
 # job, or Snakemake's formatting of a long shell command for every job of the DAG, cost 32-way
 # fan-outs and large dry-runs measurably (bench/fanout.py, bench/dryrun.py). The job writes its
 # own benchmark (Snakemake's format): a rule's `benchmark:` has Snakemake poll every running

@@ -116,7 +116,7 @@ def _written_since(state_dir: str, since: float) -> bool:
 def cmd_timeline(args: argparse.Namespace) -> int:
     """Draw the Gantt chart of the night's last run, or of run ``--run N`` (PNG and SVG)."""
     from abflow.views.monitor import timeline_paths, write_page
-    from abflow.views.timeline import draw, runs
+    from abflow.views.timeline import draw, runs, timeline_of
 
     night = night_of(args)
     if args.runs:
@@ -128,10 +128,12 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         return 0
     png, svg = timeline_paths(night)
     try:
-        items, achieved, predicted = draw(night, png, svg, args.run - 1 if args.run else -1)
+        timeline = timeline_of(night, args.run - 1 if args.run else -1)
     except ValueError as exc:
         print(f"abflow timeline: {exc}", file=sys.stderr)
         return 2
+    draw(timeline, png, svg)
+    items, achieved, predicted = timeline.bars, timeline.achieved, timeline.predicted
     if not items:
         print("abflow timeline: no completion records of that run", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
-"""What one job of a night runs: ``python -m abflow.job STEP TARGET ...``.
+"""What one job of a night runs (abflow.job.command: its command line; abflow.job.main: the
+job; abflow.job.pool: how a pool starts it).
 
 Kept light on purpose: a job imports only what it needs, so that it costs a few tens of
-milliseconds of CPU around its recipe's own command.
+milliseconds of CPU around its recipe's own command (bench/fanout.py).
 """

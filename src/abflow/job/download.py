@@ -23,6 +23,7 @@ from abflow.job import shell
 from abflow.job.marker import RunningMarker
 from abflow.state.fsutil import append_line, atomic_write_json, remove_file, remove_tree
 from abflow.state.layout import JobId, StateLayout, Step
+from abflow.state.notes import write_failure
 from abflow.state.units import human_bytes, now_iso
 
 TYPE_CHECKING = False
@@ -116,7 +117,7 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     remove_tree(directory)
     size = os.path.getsize(dest) if os.path.isfile(dest) else -1
     if returncode != 0 or size <= 0:
-        _failed(layout.failure(job), dest, command.log,
+        _failed(layout, job, dest, command.log,
                 f"exit {returncode}" if returncode else "no file written")  # fmt: skip
     with open(command.log, "a", encoding="utf-8") as log:
         log.write(f"# done: {size} bytes in {seconds:.2f} s\n")
@@ -130,24 +131,20 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
         line = record_progress(command.progress, name, size, command.total)
         if echo is not None:
             echo(line)
-        append_line(layout.progress_log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
+        append_line(layout.progress_log, f"{now_iso('seconds')} {line}")
     return size
 
 
-def _failed(note: str, dest: str, log_path: str, why: str) -> None:
-    """Remove what is left of ``dest``, write the failure ``note``, raise DownloadFailed."""
+def _failed(layout: StateLayout, job: JobId, dest: str, log_path: str, why: str) -> None:
+    """Remove what is left of ``dest``, write the job's failure note, raise DownloadFailed."""
     name = os.path.basename(dest)
     if os.path.lexists(dest):
         os.unlink(dest)
     with open(log_path, encoding="utf-8", errors="replace") as fh:
         answer = [line.rstrip() for line in fh if not line.startswith("# ")][-5:]
     answer = answer or ["(nothing printed)"]
-    atomic_write_json(
-        note,
-        {"step": "download", "file": name, "dest": dest, "status": "FAILED",
-         "reason": f"download of {name} failed ({why}): {answer[-1]}", "log": log_path,
-         "log_tail": answer, "end": now_iso(), "host": socket.gethostname()},
-    )  # fmt: skip
+    write_failure(layout, job, f"download of {name} failed ({why}): {answer[-1]}", log=log_path,
+                  log_tail=answer, dest=dest, host=socket.gethostname())  # fmt: skip
     raise DownloadFailed(
         f"download of {name} failed ({why}); the archive's answer:\n"
         + "\n".join(f"    {line}" for line in answer)

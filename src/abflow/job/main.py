@@ -78,7 +78,7 @@ def execute(command: JobCommand) -> None:
         raise JobFailed(str(exc)) from None
 
 
-def run(command: JobCommand) -> int:
+def run_and_report(command: JobCommand) -> int:
     """Run the job as a command does: its exit status (a failure explained on stderr)."""
     try:
         execute(command)
@@ -97,7 +97,7 @@ def run_as_process(command: JobCommand) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
-    return run(command)
+    return run_and_report(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

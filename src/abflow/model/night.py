@@ -144,11 +144,6 @@ class Night:
         seen |= {ab} if include_self else set()
         return [name for name in self.records if name in seen]
 
-    def ancestors(self, ab: str) -> list[str]:
-        """Every AB that ``ab`` depends on, directly or not, in cascade order."""
-        seen = reach(ab, lambda n: self.records[n].parents)
-        return [name for name in self.records if name in seen]
-
     def levels(self) -> list[list[str]]:
         """The cascade as levels: level k holds the ABs whose longest parent chain has k ABs."""
         out: dict[int, list[str]] = {}

@@ -1,11 +1,12 @@
 """The start and the end of a run (the workflow's common.smk and its onstart, onsuccess and
 onerror handlers).
 
-Prepare (while Snakemake reads the Snakefile): the flavour from the profile, the validated
-settings, the Night, the rules' lookups, the run configuration file every job names, the
-HTCondor job wrapper, and what the run says about itself at its start.
+Prepare (while Snakemake reads the Snakefile; nothing is written): the flavour from the command
+line and the profile, the validated settings, the Night, the rules' lookups, what a pool job
+gets (abflow.run.condor), and what the run says about itself at its start.
 
-Start: refuse a flavour the executor cannot run, take the lock of every date, and take over
+Start: refuse a flavour the executor cannot run, take the lock of every date, write the run
+configuration file every job names, and take over
 from a crashed run: on a pool its HTCondor jobs are adopted (abflow.run.pool: not submitted
 again, their results taken when they end), elsewhere removed from the queue (and gone); its
 local orphans are ended before anything of this run starts, so no AB runs twice at once. A
@@ -115,30 +116,30 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     write_run_config(settings)  # what every job's command line names
     _end_jobs_on_interrupt()
     try:
-        run = register_run(settings.state_dir, night.batch_ids(), executor=executor)
+        lock = register_run(settings.state_dir, night.batch_ids(), executor=executor)
     except RunLocked as exc:
         raise StartRefused(str(exc)) from None
-    run["since"] = now_iso()
+    lock["since"] = now_iso()
     _outlive_the_terminal(settings.layout.console_log(settings.batch_id), warn)
-    for crashed in run["replaced"]:
+    for crashed in lock["replaced"]:
         warn(
             f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) ended "
             "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
         )
     if is_remote(executor):
-        _take_over_pool_jobs(night, run, warn)
-    elif run["lineage"]:
-        removed = _remove_pool_jobs(settings.state_dir, run["lineage"], TAKEOVER_WAIT)
+        _take_over_pool_jobs(night, lock, warn)
+    elif lock["lineage"]:
+        removed = _remove_pool_jobs(settings.state_dir, lock["lineage"], TAKEOVER_WAIT)
         if removed:
             warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
                  ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
-    if run["replaced"]:
+    if lock["replaced"]:
         for job in end_orphans(settings.state_dir, owns):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
-    return run
+    return lock
 
 
-def _take_over_pool_jobs(night: Any, run: dict[str, Any], warn: Log) -> None:
+def _take_over_pool_jobs(night: Any, lock: dict[str, Any], warn: Log) -> None:
     """Hand the executor what dead controllers of this night left on the pool: their jobs in
     the queue (adopted or, if stale, removed) and, for runs that crashed, their jobs that failed
     meanwhile (abflow.run.pool.Takeover). Any job of the night's ABs in the queue is a dead
@@ -150,7 +151,7 @@ def _take_over_pool_jobs(night: Any, run: dict[str, Any], warn: Log) -> None:
     pool_run = current()
     if pool_run is None or not pool_configured():
         return
-    pool_run.owners = (str(run["owner"]), *run["lineage"])
+    pool_run.owners = (str(lock["owner"]), *lock["lineage"])
 
     def ours(name: str) -> bool:
         try:
@@ -162,7 +163,7 @@ def _take_over_pool_jobs(night: Any, run: dict[str, Any], warn: Log) -> None:
         sd = schedd()
         queued = [j for j in queued_jobs(sd, night.settings.state_dir, with_command=True)
                   if ours(j.job)]  # fmt: skip
-        ended = ended_jobs(sd, night.settings.state_dir, run["lineage"], run["lineage_since"])
+        ended = ended_jobs(sd, night.settings.state_dir, lock["lineage"], lock["lineage_since"])
     except Exception as exc:  # no schedd: the executor submits, and says why it cannot
         warn(f"abflow: could not ask the HTCondor schedd for the jobs of earlier runs: {exc}")
         return
@@ -290,7 +291,7 @@ def outcome(ok: bool, stop_flag: str) -> str:
 def finish_run(
     night: Any,
     refresher: Any,
-    run: dict[str, Any],
+    lock: dict[str, Any],
     names: Iterable[str] | None = None,
     jobdir: str = "",
     ok: bool = True,
@@ -303,18 +304,18 @@ def finish_run(
     from abflow.state.runstate import unregister_run
     from abflow.views.monitor import timeline_paths
     from abflow.views.status import failure_summary
-    from abflow.views.timeline import draw
+    from abflow.views.timeline import draw, timeline_of
 
-    if run and is_remote(str(run.get("executor", ""))):
-        note_held_jobs(night, [str(run.get("owner", "")), *run.get("lineage", ())], jobdir)
+    if lock and is_remote(str(lock.get("executor", ""))):
+        note_held_jobs(night, [str(lock.get("owner", "")), *lock.get("lineage", ())], jobdir)
     for part in night.nights():
         try:
-            draw(part, *timeline_paths(part))
+            draw(timeline_of(part), *timeline_paths(part))
         except Exception as exc:  # a chart must never fail the night
             print(f"abflow: could not draw the timeline: {exc}", flush=True)
     refresher.stop()
     try:
-        since = (run.get("lineage_start") or run.get("since")) if run else None
+        since = (lock.get("lineage_start") or lock.get("since")) if lock else None
         summary = failure_summary(night, names, since)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"

@@ -24,8 +24,8 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +262,6 @@ def process_alive(info: dict[str, Any]) -> bool:
     return True
 
 
-def stop_requested(state_dir: str) -> bool:
-    """True if ``abflow stop`` asked the night to stop."""
-    return os.path.exists(StateLayout(state_dir).stop_flag)
-
-
 def request_stop(state_dir: str, reason: str = "abflow stop") -> None:
     """Ask the running night to start no new job."""
     atomic_write_json(StateLayout(state_dir).stop_flag, {"reason": reason, "time": time.time()})
@@ -299,34 +294,6 @@ class RunningJob:
     def name(self) -> str:
         """The job's name (``<step>/<AB>[.<det>]``)."""
         return self.job.name
-
-
-@contextmanager
-def running_marker(state_dir: str, job: JobId) -> Iterator[dict[str, Any]]:
-    """Mark ``job`` as running for the duration of the ``with`` block.
-
-    Yields the marker's content; :func:`note_command` adds the process group of the command.
-    """
-    path = StateLayout(state_dir).marker(job)
-    content: dict[str, Any] = {
-        "name": job.name,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "start": time.time(),
-        "path": path,
-    }
-    atomic_write_json(path, content)
-    try:
-        yield content
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def note_command(marker: dict[str, Any], pgid: int) -> None:
-    """Record in the marker the process group the job's command runs in (to end orphans)."""
-    marker["pgid"] = pgid
-    atomic_write_json(marker["path"], marker)
 
 
 def end_orphans(

@@ -119,9 +119,28 @@ def _graph(
     return deps, prio
 
 
-def bars(night: Night, run: int = -1) -> tuple[list[Bar], float, float | None]:
-    """The bars of run ``run`` (see :func:`run_window`), when its last job ended (s) and when
-    the plan's scheduler would have ended the same jobs (s; None without jobs)."""
+@dataclass(frozen=True)
+class Timeline:
+    """What the chart shows: the bars of one run, when its last job ended (s from its first
+    start) and when the plan's scheduler would have ended the same jobs (s; None without
+    jobs), and its title."""
+
+    bars: list[Bar]
+    achieved: float
+    predicted: float | None
+    title: str
+
+
+def timeline_of(night: Night, run: int = -1) -> Timeline:
+    """The timeline of run ``run`` (-1: the last; see :func:`run_window`): everything the chart
+    needs, read from the run history and the records, with the plan's scheduler rerun on the
+    recorded durations. Raises ValueError for a run the night does not have."""
+    bars, achieved, predicted = _bars(night, run)
+    title = f"{night.settings.batch_id}: {len(bars)} jobs of {_run_title(night, run)}"
+    return Timeline(bars, achieved, predicted, title)
+
+
+def _bars(night: Night, run: int) -> tuple[list[Bar], float, float | None]:
     window = run_window(night, run)
     records = [r for r in job_records(night)
                if window is None or window[0] <= _epoch(r["start"]) < window[1]]  # fmt: skip
@@ -157,9 +176,9 @@ def _placed(records: Sequence[Mapping[str, Any]], t0: float, critical: set[str])
     return out
 
 
-def draw(night: Night, png: str, svg: str, run: int = -1) -> tuple[list[Bar], float, float | None]:
-    """Draw the timeline of run ``run`` (-1: the last) into ``png`` and ``svg`` (and the bars
-    drawn into the ``.json`` beside them); return what was drawn."""
+def draw(timeline: Timeline, png: str, svg: str) -> None:
+    """Draw ``timeline`` into ``png`` and ``svg`` (and the bars drawn into the ``.json``
+    beside them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +186,7 @@ def draw(night: Night, png: str, svg: str, run: int = -1) -> tuple[list[Bar], fl
 
     from abflow.state.fsutil import atomic_write_bytes
 
-    items, achieved, predicted = bars(night, run)
+    items, achieved, predicted = timeline.bars, timeline.achieved, timeline.predicted
     offsets, total = _row_offsets(items)
     with plt.rc_context({"svg.fonttype": "none"}):  # text stays text: names searchable
         fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * max(total, 1)))
@@ -177,7 +196,7 @@ def draw(night: Night, png: str, svg: str, run: int = -1) -> tuple[list[Bar], fl
             ax.axvline(predicted, color="#d62728", linestyle="--", linewidth=1.5,
                        label=f"plan {predicted:.1f} s")  # fmt: skip
         _legend(ax)
-        ax.set_title(f"{night.settings.batch_id}: {len(items)} jobs of {_run_title(night, run)}")
+        ax.set_title(timeline.title)
         fig.tight_layout()
         for path, fmt in ((png, "png"), (svg, "svg")):
             buf = io.BytesIO()
@@ -187,7 +206,6 @@ def draw(night: Night, png: str, svg: str, run: int = -1) -> tuple[list[Bar], fl
         plt.close(fig)
     drawn = {"achieved": achieved, "predicted": predicted, "bars": [b.__dict__ for b in items]}
     atomic_write_bytes(os.path.splitext(png)[0] + ".json", json.dumps(drawn, indent=1).encode())
-    return items, achieved, predicted
 
 
 def _run_title(night: Night, run: int) -> str:
