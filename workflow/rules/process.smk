@@ -59,7 +59,9 @@ rule process_ab_det:
 rule request_rerun:
     output:
         RULES.request_pattern,
+    log:
+        RULES.request_log_pattern,
     wildcard_constraints:
         key=r"g[0-9]+-[^/.]+",
     run:
-        RULES.write_request(wildcards.ab, wildcards.key, output[0])
+        RULES.write_request(wildcards.ab, wildcards.key, output[0], log[0])

@@ -27,6 +27,7 @@ from abflow.model.plan import job_priorities
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
+from abflow.state.units import now_iso
 from abflow.upstream.snakemake import precomputed_signature
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
@@ -262,9 +263,17 @@ class NightRules:
         """The output of the ``request_rerun`` rule: a rerun request (``{ab}``, ``{key}``)."""
         return self.layout.request("{ab}", "{key}")
 
-    def write_request(self, ab: str, key: str, path: str) -> None:
-        """The ``request_rerun`` job: write the rerun request ``path`` of ``ab``."""
-        atomic_write_text(path, f"rerun {ab} as generation and AB {key}\n")
+    @property
+    def request_log_pattern(self) -> str:
+        """The log of a ``request_rerun`` job (``{ab}``, ``{key}``)."""
+        return self.layout.request_log("{ab}", "{key}")
+
+    def write_request(self, ab: str, key: str, path: str, log: str) -> None:
+        """The ``request_rerun`` job: write the rerun request ``path`` of ``ab`` (and say so in
+        ``log``)."""
+        text = f"rerun {ab} as {key} (generation and AB checksum)\n"
+        atomic_write_text(path, text)
+        atomic_write_text(log, f"{now_iso()} wrote {path}: {text}")
 
     # ----- input functions ---------------------------------------------------------------
     @rule_function

@@ -14,6 +14,7 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     benchmarks/<batch>.tsv                    the night's benchmark table (--report)
     work/<AB>, work/<step>/<AB>[/<det>]       working directories (the command's cwd)
     requests/<AB>.<key>.rerun                 rerun requests (subcascade, an edited AB)
+    logs/request_rerun/<AB>.<key>.log         what wrote each
     runs/<batch>.json                         the run lock of a date
     runs/<batch>.history.json                 every run of a date: start, end, who (timeline)
     config/<checksum>.json                    a run's configuration, named on every job's command
@@ -250,6 +251,10 @@ class StateLayout:
     def request(self, ab: str, key: str) -> str:
         """A rerun request of ``ab`` (``key``: generation and AB checksum)."""
         return os.path.join(self.root, "requests", f"{ab}.{key}.rerun")
+
+    def request_log(self, ab: str, key: str) -> str:
+        """The log of the job that wrote a rerun request."""
+        return os.path.join(self.root, "logs", "request_rerun", f"{ab}.{key}.log")
 
     def requests_of(self, ab: str) -> list[str]:
         """The rerun requests of ``ab`` that exist."""
