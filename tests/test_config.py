@@ -156,3 +156,14 @@ def test_nested_config_strings_from_snakemake_are_coerced() -> None:
     assert s.cal_cleanup is True
     with pytest.raises(ConfigError, match=r"limits\.jobs: 'four' is not of type 'integer'"):
         resolve({"date": "2013-02-12", "limits": {"jobs": "four"}}, root="/x", environ={})
+
+
+def test_a_qc_reports_pattern_with_an_unknown_placeholder_is_refused(dfo) -> None:
+    from conftest import DATE
+
+    from abflow.model.config import ConfigError, resolve
+
+    ok = resolve({"date": DATE, "dfo": dfo, "qc_reports": "{log_dir}/{date}/{ab_stem}.qc.*"})
+    assert ok.raw["qc_reports"].endswith("{ab_stem}.qc.*")
+    with pytest.raises(ConfigError, match=r"qc_reports: .* uses \{night\}; it may use \{date\}"):
+        resolve({"date": DATE, "dfo": dfo, "qc_reports": "{log_dir}/{night}.html"})

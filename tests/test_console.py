@@ -285,7 +285,7 @@ def test_watch_follows_a_local_run_and_ends_with_its_summary(tmp_path, dfo) -> N
         run.kill()
     assert run.returncode != 0 and watch.returncode == 0  # one AB failed; watch is content
     assert abs(ends["watch"] - ends["run"]) < 3  # watch ends with the run
-    assert "run by pid" in out  # it saw the run going on
+    assert "running: snakemake pid" in out  # it saw the run going on
     tail = out[out.rindex("the run has ended") :]
     assert tail.startswith("the run has ended: 7 of 10 ABs succeeded, 1 failed")
     assert names[1] in tail and "command exited 3" in tail  # the summary names the failure

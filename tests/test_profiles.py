@@ -145,3 +145,24 @@ def test_contradictory_flavours_are_refused_before_anything_runs(
     proc = dry_run(tmp_path, cfg, profile, *args, option="--prof")
     assert proc.returncode != 0 and message in proc.stdout + proc.stderr
     assert not Path(dfo["job_dir"], "abflow", "records").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drs_type", ["CPL", "CON", "INT"])
+def test_the_start_line_names_the_source_abflow_check_names(tmp_path, dfo, drs_type) -> None:
+    """A DRS_TYPE from the site's config.createAB: the run's first line and abflow check name
+    the same file and line."""
+    mef_night(dfo)
+    config_dir = tmp_path / "dfo-config"
+    config_dir.mkdir()
+    (config_dir / "config.createAB").write_text(f"# site settings\nDRS_TYPE  {drs_type}\n")
+    cfg = write_config(tmp_path / "config.yaml", {**dfo, "config_dir": str(config_dir)})
+    check = subprocess.run([str(Path(sys.executable).parent / "abflow"), "check",
+                            "--configfile", str(cfg)], capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    line = next(x for x in check.stdout.splitlines() if x.startswith("drs_type = "))
+    source = re.fullmatch(rf"drs_type = {drs_type} \(from (.+)\)", line).group(1)  # type: ignore[union-attr]
+    assert source.endswith("config.createAB:2 DRS_TYPE")
+    proc = dry_run(tmp_path, cfg, "local")
+    assert proc.returncode == 0, proc.stderr
+    assert f"DRS_TYPE {drs_type} (from {source}):" in flavour_line(proc)

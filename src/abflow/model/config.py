@@ -315,7 +315,26 @@ def resolve(
     sources: dict[str, str] = {}
     if os.path.isdir(dfo["config_dir"]):
         cfg, notes, sources = _with_legacy(config, cfg, dfo["config_dir"], source)
+    _check_qc_reports(cfg.get("qc_reports") or "", dfo, source)
     return _settings(cfg, dfo, root, tuple(notes), sources, source)
+
+
+QC_REPORT_PLACEHOLDERS = ("date", "mode", "ab", "ab_stem")
+
+
+def _check_qc_reports(pattern: str, dfo: Mapping[str, str], source: str) -> None:
+    """Refuse a ``qc_reports`` pattern with a placeholder abflow cannot fill."""
+    import string
+
+    known = (*QC_REPORT_PLACEHOLDERS, *dfo)
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+    except ValueError as exc:
+        raise ConfigError([f"qc_reports: {pattern!r} is not a pattern: {exc}"], source) from None
+    unknown = sorted(n for n in names if n not in known)
+    if unknown:
+        raise ConfigError([f"qc_reports: {pattern!r} uses {{{unknown[0]}}}; it may use "
+                           + ", ".join(f"{{{k}}}" for k in known)], source)  # fmt: skip
 
 
 def _with_legacy(

@@ -85,7 +85,9 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     limits = rules.resource_limits()
     for name, value in limits.items():
         snakemake.register_resource(workflow, name, value)
-    how = describe(settings.drs_type, flavour.source, limits.get("ab_jobs", 0), cores,
+    # a DFOS file's DRS_TYPE (config.createAB) is named as abflow check names it
+    source = settings.sources.get("drs_type", flavour.source)
+    how = describe(settings.drs_type, source, limits.get("ab_jobs", 0), cores,
                    snakemake.nodes(workflow), line.executor)  # fmt: skip
     messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
     messages += [("warning", str(w)) for w in night.warnings]
@@ -296,14 +298,14 @@ def finish_run(
     jobdir: str = "",
     ok: bool = True,
 ) -> str:
-    """End of a run: held jobs noted and leftovers removed (on a pool), timeline and final page
-    of every date, the run's locks released and how it ended noted (``ok``: Snakemake's
-    onsuccess). Returns the summary of what failed since the run's start among the ABs
-    ``names`` of the run ("" if nothing did)."""
+    """End of a run: held jobs noted and leftovers removed (on a pool), the timeline of every
+    date, the run's locks released and how it ended noted (``ok``: Snakemake's onsuccess), then
+    the final page of every date, which says so. Returns the summary of the ABs ``names`` of
+    the run since its start: their QC1 numbers, what failed ("" if there is neither)."""
     from abflow.run.flavour import is_remote
     from abflow.state.runstate import unregister_run
     from abflow.views.monitor import timeline_paths
-    from abflow.views.status import failure_summary
+    from abflow.views.status import failure_summary, qc1_summary
     from abflow.views.timeline import draw, timeline_of
 
     if lock and is_remote(str(lock.get("executor", ""))):
@@ -313,13 +315,14 @@ def finish_run(
             draw(timeline_of(part), *timeline_paths(part))
         except Exception as exc:  # a chart must never fail the night
             print(f"abflow: could not draw the timeline: {exc}", flush=True)
-    refresher.stop()
     try:
         since = (lock.get("lineage_start") or lock.get("since")) if lock else None
-        summary = failure_summary(night, names, since)
+        summary = "\n".join(s for s in (qc1_summary(night, names, since),
+                                         failure_summary(night, names, since)) if s)  # fmt: skip
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
     remove_served_requests(night, names)
     how = outcome(ok, night.settings.layout.stop_flag)
     unregister_run(night.settings.state_dir, night.batch_ids(), how)
+    refresher.stop()  # the final page: how the run ended, now in the run history
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import glob
 import os
 import shutil
 import threading
@@ -24,7 +25,7 @@ from abflow.model.night import Night
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.layout import JobId, Step
 from abflow.state.units import now_iso
-from abflow.views.status import STATES, ABState, NightState, night_state
+from abflow.views.status import STATES, ABState, NightState, night_state, qc1_values
 
 RELOAD_SECONDS = 300
 REFRESH_SECONDS = 60
@@ -62,22 +63,25 @@ QC1_SHOWN = 3
 
 
 def _qc1(a: ABState) -> tuple[str, str]:
-    """(cell text, full list for the tooltip) of the AB's QC1 numbers: abflow's own QC, else
-    the parameters the site's processQC handed over (runner.site_qc1)."""
-    results = (a.qc or {}).get("results") or {}
-    products = results.get("products") or []
-    if products:
-        first = products[0]
-        text = (
-            f"median {first['median']:.4g}, noise {first['noise']:.4g}, hot {first['hot_pixels']}"
-        )
-        return text + (f" (+{len(products) - 1} products)" if len(products) > 1 else ""), ""
-    qc1 = (a.qc or {}).get("qc1") or {}
-    if not qc1:
-        return "", ""
-    items = [f"{k}={v}" for k, v in qc1.items()]
+    """(cell text, full list for the tooltip) of the AB's QC1 numbers (views.status.qc1_values:
+    every way a QC command hands them over)."""
+    items = [f"{k}={v}" for k, v in qc1_values(a.qc).items()]
     more = f" (+{len(items) - QC1_SHOWN})" if len(items) > QC1_SHOWN else ""
     return ", ".join(items[:QC1_SHOWN]) + more, "\n".join(items)
+
+
+def qc_reports(settings: Settings, ab: str) -> list[str]:
+    """The QC reports the site's processQC left for ``ab`` where ``qc_reports`` says (sorted;
+    [] without the setting)."""
+    pattern = str(settings.raw.get("qc_reports") or "")
+    if not pattern:
+        return []
+    values = {**settings.dfo, "date": settings.date, "mode": settings.mode, "ab": ab,
+              "ab_stem": ab.removesuffix(".ab")}  # fmt: skip
+    try:
+        return sorted(glob.glob(pattern.format_map(values)))
+    except (KeyError, ValueError, IndexError):
+        return []  # (the configuration's check refuses a pattern it cannot fill)
 
 
 Link = Callable[[str], str | None]
@@ -96,9 +100,8 @@ def render(state: NightState, link: Link) -> str:
 
     return _template().render(
         batch_id=s.batch_id, mode=s.mode, date=s.date, version=__version__,
-        reload_seconds=RELOAD_SECONDS, states=STATES, counts=state.counts(),
-        written=now_iso("seconds"),
-        run=state.run if state.run and state.run_alive else None,
+        reload_seconds=RELOAD_SECONDS, refresh_seconds=REFRESH_SECONDS, states=STATES,
+        counts=state.counts(), written=now_iso("seconds"), status=state.status,
         timeline={"png": png, "svg": svg} if os.path.exists(png) else None,
         rows=[_row(night, item) for item in state.abs], link=anchor, controller=_controller(s),
     )  # fmt: skip
@@ -123,16 +126,21 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
     log = str(rec.get("log") or night.settings.layout.log(JobId(Step.PROCESS_AB, item.ab)))
     results = (item.qc or {}).get("results") or {}
     qc1, qc1_all = _qc1(item)
+    parents = night[item.ab].parents
+    reports = [(p, os.path.splitext(p)[1].lstrip(".").upper() or "report")
+               for p in (results.get("png"), results.get("paf")) if p]  # fmt: skip
+    reports += [(p, os.path.basename(p)) for p in qc_reports(night.settings, item.ab)]
     return {
         "ab": item.ab, "raw_type": ab.raw_type, "recipe": ab.recipe, "state": item.state,
         "start": _time(rec.get("start")), "end": _time(rec.get("end")),
         "duration": _duration(rec.get("duration_s")),
         "host": item.host or str(rec.get("host", "")),
         "pool": "; ".join(t for t in (item.pool, item.memory) if t),
-        "waits_for": ", ".join(night[item.ab].parents),
+        "waits_for": f"{len(parents)} AB{'s' if len(parents) != 1 else ''}" if parents else "",
+        "waits_for_all": "\n".join(parents),
         "log": log if os.path.exists(log) else None,
-        "qc_png": results.get("png"), "qc_paf": results.get("paf"),
-        "qc_failed": bool(item.qc_failure), "qc1": qc1, "qc1_all": qc1_all,
+        "qc_reports": reports, "qc_failed": bool(item.qc_failure), "qc1": qc1,
+        "qc1_all": qc1_all,
         "reason": (item.failure or {}).get("reason", "") if item.state == "failed" else "",
     }  # fmt: skip
 

@@ -27,7 +27,7 @@ from abflow.model.night import Night
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
 from abflow.state.notes import retries_of_ab
-from abflow.state.runstate import process_alive, read_run, running_jobs
+from abflow.state.runstate import process_alive, read_run, run_history_of, running_jobs
 
 STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
 
@@ -57,6 +57,96 @@ class ABState:
         return f"memory raised {first.get('from_mb')} -> {last.get('to_mb')} MB"
 
 
+# how a run ended (abflow.state.runstate.OUTCOMES), in the words of the page and abflow watch
+OUTCOME_WORDS = {
+    "succeeded": "succeeded",
+    "failed": "ended with failures",
+    "stopped": "stopped (abflow stop)",
+    "interrupted": "interrupted (Ctrl-C, or abflow stop --now)",
+    "crashed": "was found dead (crashed or killed)",
+}
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Whether a run of the night is going on, and if not how the last one ended.
+
+    ``state``: ``running`` (its lock is held by a live process), ``crashed`` (held by a process
+    that is gone, or a run that never noted its end), ``ended`` (its end and outcome are in the
+    run history) or ``none`` (no run yet)."""
+
+    state: str
+    pid: object = None
+    host: str = ""
+    since: str = ""
+    end: str = ""
+    outcome: str = ""  # succeeded, failed, stopped, interrupted ("" for older histories)
+
+    def describe(self) -> str:
+        """One line for the page's header and ``abflow watch``."""
+        who = f"snakemake pid {self.pid} on {self.host}"
+        if self.state == "running":
+            return f"running: {who} since {_clock(self.since)}"
+        if self.state == "crashed":
+            started = _clock(self.since)
+            return (
+                f"not running: the run of {who} (started {started}) ended without noting it "
+                "(crashed or killed); the same command resumes the night"
+            )
+        if self.state == "ended":
+            how = OUTCOME_WORDS.get(self.outcome, "ended")
+            return f"last run {how} at {_clock(self.end)} ({who}, started {_clock(self.since)})"
+        return "no run yet"
+
+
+def _clock(iso: str) -> str:
+    return str(iso or "?")[:19].replace("T", " ")
+
+
+def run_status(night: Night) -> RunStatus:
+    """The :class:`RunStatus` of ``night`` (its first date holding a lock, else its last run)."""
+    s = night.settings
+    lock = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
+    if lock:
+        state = "running" if process_alive(lock) else "crashed"
+        return RunStatus(state, lock.get("pid"), str(lock.get("host", "")),
+                         str(lock.get("start", "")))  # fmt: skip
+    history = [e for b in s.batches for e in run_history_of(s.layout, b)]
+    if not history:
+        return RunStatus("none")
+    last = max(history, key=lambda e: str(e.get("since") or e.get("start") or ""))
+    since = str(last.get("since") or last.get("start") or "")
+    if not last.get("end"):
+        return RunStatus("crashed", last.get("pid"), str(last.get("host", "")), since)
+    return RunStatus("ended", last.get("pid"), str(last.get("host", "")), since,
+                     str(last["end"]), str(last.get("ended", "")))  # fmt: skip
+
+
+def qc1_values(qc: dict[str, Any] | None) -> dict[str, str]:
+    """The QC1 numbers of an AB's QC record, by name, whichever way the QC command handed them
+    over: PAF files and ``QC1`` lines (``qc1``), or JSON in ``$ABFLOW_RESULTS`` (``results``:
+    abflow's own processQC's ``products``, or a site's ``{"QC.MEDIAN": 201.4, ...}``)."""
+    if not qc:
+        return {}
+    out: dict[str, str] = {}
+    results = qc.get("results") if isinstance(qc.get("results"), dict) else {}
+    for k, product in enumerate(results.get("products") or []):
+        if isinstance(product, dict):
+            suffix = f" [{k + 1}]" if k else ""
+            for name in ("median", "noise", "hot_pixels"):
+                if name in product:
+                    value = product[name]
+                    out[f"{name}{suffix}"] = (
+                        f"{value:.4g}" if isinstance(value, float) else str(value)
+                    )
+    for name, value in results.items():
+        if name not in ("products", "png", "paf") and isinstance(value, str | int | float | bool):
+            out[str(name)] = f"{value:.6g}" if isinstance(value, float) else str(value)
+    for name, value in (qc.get("qc1") or {}).items():
+        out[str(name)] = str(value)
+    return out
+
+
 @dataclass
 class NightState:
     """The state of every AB of a night, in cascade order."""
@@ -66,6 +156,7 @@ class NightState:
     run: dict[str, Any] | None
     run_alive: bool
     queue: list[Any] | None = None  # the night's HTCondor jobs (None: no pool asked)
+    status: RunStatus = RunStatus("none")
 
     def counts(self) -> dict[str, int]:
         """ABs per state (every state present, zero included), plus ``all``."""
@@ -79,14 +170,8 @@ class NightState:
         """A compact text view (for ``abflow watch``)."""
         s = self.night.settings
         c = self.counts()
-        if self.run and self.run_alive:
-            head = f"run by pid {self.run['pid']} on {self.run['host']} since {self.run['start']}"
-        elif self.run:
-            head = f"registered run (pid {self.run['pid']}) is not running: crashed or killed"
-        else:
-            head = "no run going on"
         lines = [
-            f"{s.batch_id}: {head}",
+            f"{s.batch_id}: {self.status.describe()}",
             f"ABs: {c['all']} | succeeded {c['succeeded']} | failed {c['failed']} | running "
             f"{c['running']} | queued {c['queued']} | blocked {c['blocked']} | created "
             f"{c['created']}",
@@ -105,6 +190,10 @@ class NightState:
                 lines.append(f"  {a.pool:<8} {a.ab}")
             elif a.state == "held":
                 lines.append(f"  held     {a.ab}: {a.pool.removeprefix('held: ')}")
+        for a in self.abs:
+            qc1 = qc1_values(a.qc)
+            if qc1:
+                lines.append(f"  QC1      {a.ab}: " + ", ".join(f"{k}={v}" for k, v in qc1.items()))
         for a in self.abs:
             if a.state == "failed" and a.failure:
                 lines.append(f"  failed   {a.ab}: {a.failure.get('reason', '')}")
@@ -136,7 +225,7 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
             st.state = _waiting(st, night[ab].parents, state_of, alive)
         state_of[ab] = st.state
         out.append(st)
-    return NightState(night, out, run, alive, queue)
+    return NightState(night, out, run, alive, queue, run_status(night))
 
 
 def _recorded(night: Night, ab: str) -> ABState:
@@ -246,6 +335,25 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
             waits = [p for p in night[a.ab].parents if p not in ok]
             lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
     return "\n".join(lines)
+
+
+def qc1_summary(night: Night, names: Any = None, since: str | None = None) -> str:
+    """The QC1 numbers of the ABs ``names`` whose QC ran at or after ``since`` (ISO time): a
+    line per AB (the first three; the page has all). Empty if none handed any over."""
+    wanted = set(night.names if names is None else names)
+    lines = []
+    for ab in night.names:
+        qc = read_record(night.settings.layout.record(JobId(Step.PROCESS_QC, ab)))
+        values = qc1_values(qc) if ab in wanted and _since(qc, since) else {}
+        if values:
+            items = [f"{k}={v}" for k, v in values.items()]
+            more = f" (+{len(items) - 3})" if len(items) > 3 else ""
+            lines.append(f"  {ab}: {', '.join(items[:3])}{more}")
+    if not lines:
+        return ""
+    return f"abflow: QC1 numbers of {len(lines)} AB{'s' if len(lines) != 1 else ''}:\n" + (
+        "\n".join(lines)
+    )
 
 
 def _at_or_after(epoch: object, since: str | None) -> bool:
