@@ -144,7 +144,8 @@ def _failed(layout: StateLayout, job: JobId, dest: str, log_path: str, why: str)
         answer = [line.rstrip() for line in fh if not line.startswith("# ")][-5:]
     answer = answer or ["(nothing printed)"]
     write_failure(layout, job, f"download of {name} failed ({why}): {answer[-1]}", log=log_path,
-                  log_tail=answer, dest=dest, host=socket.gethostname())  # fmt: skip
+                  log_tail=answer, step="download", file=name, dest=dest,
+                  host=socket.gethostname())  # fmt: skip
     raise DownloadFailed(
         f"download of {name} failed ({why}); the archive's answer:\n"
         + "\n".join(f"    {line}" for line in answer)

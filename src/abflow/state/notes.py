@@ -28,7 +28,8 @@ def write_failure(
     **fields: Any,
 ) -> str:
     """Write the failure note of ``job`` (``reason``: why, as the summary says it; ``fields``:
-    more, e.g. ``cluster`` and ``host``); return its path."""
+    more, e.g. ``cluster`` and ``host``, or a ``step`` that says it better); return its
+    path."""
     note: dict[str, Any] = {"ab": job.target, "step": job.step.value}
     if job.det is not None:
         note["det"] = job.det
