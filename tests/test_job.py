@@ -179,11 +179,12 @@ def test_the_pool_starts_a_job_from_its_environment_and_nothing_else(dfo, tmp_pa
     (tools / "processAB").chmod(0o755)
     rules = _night(dfo, tmp_path, commands={"process_ab": "processAB -a {ab}"},
                    check_products=False)  # fmt: skip
-    rules.job_env = tuple(pool_environment(rules.settings, {"PATH": f"{tools}:/usr/bin"}).items())
+    rules.pool_env = tuple(pool_environment(rules.settings, {"PATH": f"{tools}:/usr/bin"}).items())
     ab = rules.night.names[0]
     job = JobId(Step.PROCESS_AB, ab)
     # what HTCondor makes of the environment resource (its quoted syntax; ClusterId filled in)
-    given = environment(rules.job_command(job).arguments()).strip('"').replace("$(ClusterId)", "7")
+    given = rules.pool_command("process_ab", environment)(type("W", (), {"ab": ab}), 1)
+    given = given.strip('"').replace("$(ClusterId)", "7")
     pairs = dict(word.split("=", 1) for word in shlex.split(given))
     program = pool_job_program()
     assert program and os.access(program, os.X_OK)
@@ -228,3 +229,19 @@ def test_a_pool_job_ends_its_command_group_and_all_on_sigterm(dfo, tmp_path) -> 
     time.sleep(0.5)
     left = subprocess.run(["pgrep", "-f", "sleep 317"], capture_output=True, text=True).stdout
     assert left.strip() == "" and not Path(rules.layout.record(job)).exists()
+
+
+def test_the_command_a_restarted_controller_compares_does_not_depend_on_the_shell(dfo, tmp_path):
+    """AbflowCommand (what a restarted controller compares to adopt a queued job) is the same
+    from shells with different PATHs; only the job's environment carries the PATH."""
+    from abflow.job.pool import encode, environment
+    from abflow.run.condor import pool_environment
+
+    rules = _night(dfo, tmp_path)
+    wildcards = type("W", (), {"ab": rules.night.names[0]})
+    seen = []
+    for path in ("/opt/a/bin:/usr/bin", "/home/q/bin:/usr/bin"):
+        rules.pool_env = tuple(pool_environment(rules.settings, {"PATH": path}).items())
+        seen.append((rules.pool_command("process_ab", encode)(wildcards, 1),
+                     rules.pool_command("process_ab", environment)(wildcards, 1)))  # fmt: skip
+    assert seen[0][0] == seen[1][0] and seen[0][1] != seen[1][1]

@@ -98,7 +98,9 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
         if not rules.pool_program:
             raise StartRefused("abflow-pool-job is not installed beside abflow's Python: "
                                "install abflow with pip (pip install -e .)")  # fmt: skip
-        rules.job_env = tuple(sorted(pool_environment(settings).items()))
+        night_dirs = dict(rules.job_env)
+        rules.pool_env = tuple((k, v) for k, v in sorted(pool_environment(settings).items())
+                               if k not in night_dirs)  # fmt: skip
     memory = MemoryPolicy.of(settings.raw.get("memory_retry"))
     configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
     return Prepared(settings, rules, config_path, rules.owner, messages, headline)

@@ -200,6 +200,10 @@ class NightRules:
         self.ab_threads = 1
         # every job's $DFO_* directories (on a pool, also PATH: abflow.run.condor)
         self.job_env = tuple(sorted(s.variables.items()))
+        # what a pool job's command runs with besides (PATH, pool_env: abflow.run.condor); not
+        # part of the AbflowCommand a restarted controller compares, so that a controller
+        # started from another shell still adopts the jobs of its predecessor
+        self.pool_env: tuple[tuple[str, str], ...] = ()
         self._parent_records = {
             record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
@@ -404,10 +408,14 @@ class NightRules:
     def pool_command(self, rule: str, form: Callable[[list[str]], str]) -> Callable[..., str]:
         """The job's command line as ``form`` gives it to the HTCondor jobs of ``rule``
         (abflow.job.pool: ``encode`` for the AbflowCommand attribute, ``environment`` for the
-        program the pool starts)."""
+        program the pool starts, whose command also carries :attr:`pool_env`)."""
+        extra = self.pool_env if form is environment else ()
 
         def pool_command(wildcards: Any, threads: int) -> str:
-            return form(self.job_command(self.job_of(rule, wildcards), threads).arguments())
+            command = self.job_command(self.job_of(rule, wildcards), threads)
+            if extra:
+                command = command.replace(env=(*command.env, *extra))
+            return form(command.arguments())
 
         pool_command.__name__ = f"pool_command_{rule}"
         return _with_cached_signature(pool_command)
