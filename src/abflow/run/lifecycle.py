@@ -57,9 +57,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     from abflow.model.config import ConfigError, resolve, run_config
     from abflow.model.load import load_night
     from abflow.model.night import NightError
-    from abflow.run.condor import pool_environment, pool_job_program
     from abflow.run.flavour import decide, describe, executor_problem, is_remote
-    from abflow.run.pool import MemoryPolicy, PoolRun, configure
     from abflow.run.rules import NightRules
     from abflow.state.runstate import owner_id
     from abflow.upstream import snakemake
@@ -93,6 +91,16 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     messages += [("warning", str(w)) for w in night.warnings]
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
+    _pool_side(rules, settings)
+    return Prepared(settings, rules, config_path, rules.owner, messages, headline)
+
+
+def _pool_side(rules: Any, settings: Any) -> None:
+    """On a pool: the program its jobs start as and what they get of this environment
+    (abflow.run.condor), and abflow's executor's policy (abflow.run.pool)."""
+    from abflow.run.condor import pool_environment, pool_job_program
+    from abflow.run.pool import MemoryPolicy, PoolRun, configure
+
     if rules.pool:
         rules.pool_program = pool_job_program()
         if not rules.pool_program:
@@ -103,7 +111,6 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
                                if k not in night_dirs)  # fmt: skip
     memory = MemoryPolicy.of(settings.raw.get("memory_retry"))
     configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
-    return Prepared(settings, rules, config_path, rules.owner, messages, headline)
 
 
 def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
