@@ -198,7 +198,7 @@ class NightRules:
         self.with_qc = s.qc_mode != "IMPLICIT"
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
-        # every job's $DFO_* directories (on a pool, also PATH: abflow.run.condor)
+        # every job's $DFO_* directories
         self.job_env = tuple(sorted(s.variables.items()))
         # what a pool job's command runs with besides (PATH, pool_env: abflow.run.condor); not
         # part of the AbflowCommand a restarted controller compares, so that a controller
