@@ -29,6 +29,15 @@ def note(log: str, text: str) -> None:
         os.close(fd)
 
 
+def for_name(items: list[str], name: str, default: float) -> str | float:
+    """The value of the first ``NAME=VALUE`` item whose NAME is in ``name``, else ``default``."""
+    for item in items:
+        part, _, value = item.rpartition("=")
+        if part in name:
+            return value
+    return default
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("log")
@@ -54,18 +63,8 @@ def main() -> int:
         if problems or missing:
             print(f"standin: missing raw files {missing} {problems}", file=sys.stderr)
             return 4
-    seconds = args.seconds
-    for item in args.seconds_if:
-        part, _, value = item.rpartition("=")
-        if part in name:
-            seconds = float(value)
-            break
-    memory = args.memory_mb
-    for item in args.memory_mb_if:
-        part, _, value = item.rpartition("=")
-        if part in name:
-            memory = int(value)
-            break
+    seconds = float(for_name(args.seconds_if, name, args.seconds))
+    memory = int(for_name(args.memory_mb_if, name, args.memory_mb))
     held = bytearray(memory * 2**20)
     for i in range(0, len(held), 4096):
         held[i] = 1
