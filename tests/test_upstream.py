@@ -130,6 +130,9 @@ def test_the_htcondor_plugin_builds_a_job_as_abflow_relies_on() -> None:
     assert "submit_dict[classad_key] = f'\"{value}\"'" in run_job, checked(
         "Executor.run_job: a str ClassAd value quoted, unescaped", package
     )
+    assert f'job.resources.get("{htcondor_plugin.ENVIRONMENT}")' in run_job, checked(
+        "Executor.run_job: the environment resource as the job's environment", package
+    )
     assert '_$(ClusterId).err"' in run_job, checked("Executor.run_job: the .err file name", package)
     assert hasattr(Executor, "check_active_jobs") and hasattr(Executor, "run_job")
 

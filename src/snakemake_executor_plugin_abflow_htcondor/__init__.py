@@ -35,6 +35,7 @@ from abflow.run import pool
 from abflow.state import notes, queue
 from abflow.state.fsutil import read_json_object
 from abflow.state.layout import JobId, StateLayout
+from abflow.upstream.htcondor_plugin import CLASSAD_PREFIX
 from abflow.views.console import POOL_ATTR
 
 
@@ -67,12 +68,12 @@ class Executor(HTCondorExecutor):
     # ----- submitting --------------------------------------------------------------------
     def run_job(self, job: Any) -> None:
         """Submit ``job``, unless a dead controller's job already does (or did) its work."""
-        night, name = self.night, job.resources.get(f"classad_{queue.JOB}")
+        night, name = self.night, job.resources.get(f"{CLASSAD_PREFIX}{queue.JOB}")
         if night is None or not name:
             super().run_job(job)
             return
         name = str(name)
-        decision = night.decide(name, str(job.resources.get(f"classad_{queue.COMMAND}")))
+        decision = night.decide(name, str(job.resources.get(f"{CLASSAD_PREFIX}{queue.COMMAND}")))
         if decision.remove:
             self._remove(decision.remove, f"{name}: its command is not this run's")
         info = SubmittedJobInfo(job=job, external_jobid=decision.cluster or None)
@@ -107,7 +108,7 @@ class Executor(HTCondorExecutor):
     def report_job_submission(self, job_info: SubmittedJobInfo, register_job: bool = True) -> None:
         """Register the job, and tell the console what became of it on the pool."""
         super().report_job_submission(job_info, register_job=register_job)
-        name = job_info.job.resources.get(f"classad_{queue.JOB}")
+        name = job_info.job.resources.get(f"{CLASSAD_PREFIX}{queue.JOB}")
         if self.night is not None and name:
             self._tell("submitted", str(name), job_info.external_jobid)
 
@@ -164,7 +165,8 @@ class Executor(HTCondorExecutor):
         assert self.night is not None
         by_cluster = {j.external_jobid: j for j in active_jobs}
         for cluster, ad in ads.items():
-            if ad.get("JobStatus") != 5 or cluster not in by_cluster or cluster in self.capped:
+            held = queue.status_name(int(ad.get("JobStatus") or 0)) == "held"
+            if not held or cluster not in by_cluster or cluster in self.capped:
                 continue
             reason = str(ad.get("HoldReason") or "")
             if not pool.is_memory_hold(ad.get("HoldReasonCode"), ad.get("HoldReasonSubCode"),
@@ -211,10 +213,10 @@ class Executor(HTCondorExecutor):
             self.report_job_error(job_info, msg=self.capped.pop(cluster))
             return False
         ad = ads.get(cluster)
-        status = ad.get("JobStatus") if ad else None
-        if status in (1, 2, 6, 7):
+        status = queue.status_name(int(ad.get("JobStatus") or 0)) if ad else None
+        if status in ("idle", "running", "transferring_output", "suspended"):
             return True
-        if status == 5:
+        if status == "held":
             held = float(ad.get("EnteredCurrentStatus") or time.time())  # type: ignore[union-attr]
             timeout = self.workflow.executor_settings.held_timeout or 0
             if not pool.held_for(timeout, held):
@@ -226,7 +228,7 @@ class Executor(HTCondorExecutor):
             if self.missing[cluster] < VANISHED_AFTER:
                 return True
             return self._ended(job_info, f"HTCondor job {cluster} left the queue unseen")
-        if ended.get("JobStatus") == 3:
+        if queue.status_name(int(ended.get("JobStatus") or 0)) == "removed":
             return self._ended(job_info, f"HTCondor job {cluster} was removed: "
                                f"{ended.get('RemoveReason') or 'no reason given'}")  # fmt: skip
         if ended.get("ExitBySignal"):

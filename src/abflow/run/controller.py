@@ -64,16 +64,15 @@ def condor_arguments(words: Sequence[str]) -> str:
     return '"' + " ".join(out) + '"'
 
 
-def _classad_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def submit_to_pool(sub: Submission, record: str, state_dir: str, schedd: str = "") -> int:
     """Hand the controller to HTCondor (a scheduler-universe job of this host); return its
     cluster."""
     import htcondor2
+    from classad2 import quote
 
     from abflow.state.layout import StateLayout
+    from abflow.state.queue import CLASSAD
+    from abflow.state.queue import schedd as find_schedd
 
     output, events = StateLayout(state_dir).controller_files(sub.batch)
     os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -93,12 +92,10 @@ def submit_to_pool(sub: Submission, record: str, state_dir: str, schedd: str = "
         "on_exit_remove": "ExitBySignal =?= false",
         "remove_kill_sig": "SIGINT",  # condor_rm = Ctrl-C: the night's jobs leave the queue
         "batch_name": f"abflow-{sub.batch}",
-        "+AbflowRun": _classad_string(state_dir),
-        "+AbflowController": _classad_string(sub.batch),
+        f"+{CLASSAD}": quote(state_dir),
+        "+AbflowController": quote(sub.batch),
     }
-    sd = htcondor2.Schedd() if not schedd else htcondor2.Schedd(
-        htcondor2.Collector().locate(htcondor2.DaemonType.Schedd, schedd)
-    )  # fmt: skip
+    sd = find_schedd(schedd or None)
     return int(sd.submit(htcondor2.Submit(description)).cluster())
 
 

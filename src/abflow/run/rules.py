@@ -24,10 +24,12 @@ from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.model.plan import job_priorities
+from abflow.state import queue
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
 from abflow.state.units import now_iso
+from abflow.upstream.htcondor_plugin import CLASSAD_PREFIX, ENVIRONMENT, JOB_WRAPPER
 from abflow.upstream.snakemake import precomputed_signature
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
@@ -429,12 +431,12 @@ class NightRules:
         if not self.pool:
             return {}
         return {
-            "job_wrapper": self.pool_program,
-            "classad_AbflowRun": self.settings.state_dir,
-            "classad_AbflowOwner": self.owner,
-            "classad_AbflowJob": self.job_tag(rule),
-            "classad_AbflowCommand": self.pool_command(rule, encode),
-            "environment": self.pool_command(rule, environment),
+            JOB_WRAPPER: self.pool_program,
+            f"{CLASSAD_PREFIX}{queue.CLASSAD}": self.settings.state_dir,
+            f"{CLASSAD_PREFIX}{queue.OWNER}": self.owner,
+            f"{CLASSAD_PREFIX}{queue.JOB}": self.job_tag(rule),
+            f"{CLASSAD_PREFIX}{queue.COMMAND}": self.pool_command(rule, encode),
+            ENVIRONMENT: self.pool_command(rule, environment),
         }
 
     # ----- priorities, threads, resources -----------------------------------------------------

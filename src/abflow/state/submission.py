@@ -103,7 +103,7 @@ def controller_state(sub: Submission) -> ControllerState:
         return ControllerState(False, "unknown", detail=f"the schedd did not answer: {exc}")
     if ended is None:
         return ControllerState(False, "ended", detail="no longer in the queue or its history")
-    if ended.get("JobStatus") == 3:
+    if status_name(int(ended.get("JobStatus") or 0)) == "removed":
         return ControllerState(False, "removed", 1, str(ended.get("RemoveReason") or ""))
     code = ended.get("ExitCode")
     return ControllerState(False, "ended", int(code) if code is not None else None)

@@ -17,8 +17,10 @@ CHECKED = "0.3"
 #   job_wrapper  -> the job's executable (Snakemake's job arguments follow; abflow-pool-job
 #                   ignores them)
 #   classad_X    -> ``+X = "<value>"`` for a str value: quoted, nothing escaped inside
+#   environment  -> the job's ``environment`` (HTCondor's quoted syntax, as given)
 JOB_WRAPPER = "job_wrapper"
 CLASSAD_PREFIX = "classad_"
+ENVIRONMENT = "environment"
 
 
 def stderr_file(jobdir: str, cluster: int) -> str:
