@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,6 @@ from typing import Any
 from abflow.state.units import now_iso
 
 Log = Callable[[str], None]
-INTERRUPTED = threading.Event()  # SIGINT came (Ctrl-C, abflow stop --now, condor_rm)
 # seconds to wait for a crashed run's running pool jobs to be ended by their starters
 TAKEOVER_WAIT = 120.0
 
@@ -212,8 +210,7 @@ def _end_jobs_on_interrupt() -> None:
     previous = signal.getsignal(signal.SIGINT)
 
     def interrupted(signum: int, frame: Any) -> None:
-        INTERRUPTED.set()
-        note_interrupt()
+        note_interrupt()  # (Ctrl-C, abflow stop --now, condor_rm of a submitted night)
         end_all()
         if callable(previous):
             previous(signum, frame)
@@ -292,9 +289,11 @@ def remove_served_requests(night: Any, names: Iterable[str] | None) -> None:
 def outcome(ok: bool, stop_flag: str) -> str:
     """How a run ended (abflow.state.runstate.OUTCOMES): ``ok`` (Snakemake's onsuccess), else
     interrupted (SIGINT), stopped (abflow stop's flag) or failed."""
+    from abflow.views.console import was_interrupted
+
     if ok:
         return "succeeded"
-    if INTERRUPTED.is_set():
+    if was_interrupted():
         return "interrupted"
     return "stopped" if os.path.exists(stop_flag) else "failed"
 
@@ -314,7 +313,7 @@ def finish_run(
     from abflow.run.flavour import is_remote
     from abflow.state.runstate import unregister_run
     from abflow.views.monitor import timeline_paths
-    from abflow.views.status import failure_summary, qc1_summary
+    from abflow.views.status import failure_summary, night_state, qc1_summary
     from abflow.views.timeline import draw, timeline_of
 
     if lock and is_remote(str(lock.get("executor", ""))):
@@ -326,8 +325,9 @@ def finish_run(
             print(f"abflow: could not draw the timeline: {exc}", flush=True)
     try:
         since = (lock.get("lineage_start") or lock.get("since")) if lock else None
-        summary = "\n".join(s for s in (qc1_summary(night, names, since),
-                                         failure_summary(night, names, since)) if s)  # fmt: skip
+        state = night_state(night)  # read once for both
+        parts = (qc1_summary(state, names, since), failure_summary(night, names, since, state))
+        summary = "\n".join(s for s in parts if s)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
     remove_served_requests(night, names)

@@ -15,6 +15,11 @@ def iso_of(epoch: float, timespec: str = "seconds") -> str:
     return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec=timespec)
 
 
+def clock_text(iso: object, missing: str = "") -> str:
+    """An ISO time as people read it on the page and the console (``2026-12-06 04:24:46``)."""
+    return str(iso)[:19].replace("T", " ") if iso else missing
+
+
 def human_bytes(n: float) -> str:
     """``1.2 GB`` style (powers of 1000, as archive transfer rates are quoted)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):

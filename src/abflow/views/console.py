@@ -88,6 +88,11 @@ def note_interrupt() -> None:
     _INTERRUPTED = True
 
 
+def was_interrupted() -> bool:
+    """True once the run was interrupted (:func:`note_interrupt`)."""
+    return _INTERRUPTED
+
+
 def announce(logger: logging.Logger, rules: Any, text: str) -> None:
     """Log ``text`` (abflow's line about the run) carrying the run's :class:`RunInfo`."""
     logger.info(text, extra={RUN_ATTR: RunInfo.of(rules)})

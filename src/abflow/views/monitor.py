@@ -8,7 +8,6 @@ The page reloads itself every 300 s; during a run the workflow rewrites it at le
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import glob
 import os
@@ -24,8 +23,8 @@ from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.layout import JobId, Step
-from abflow.state.units import now_iso
-from abflow.views.status import STATES, ABState, NightState, night_state, qc1_values
+from abflow.state.units import clock_text, now_iso
+from abflow.views.status import STATES, ABState, NightState, night_state, qc1_text, qc1_values
 
 RELOAD_SECONDS = 300
 REFRESH_SECONDS = 60
@@ -44,12 +43,6 @@ def timeline_paths(night: Night) -> tuple[str, str]:
     return base + ".png", base + ".svg"
 
 
-def _time(iso: object) -> str:
-    if not iso:
-        return ""
-    return _dt.datetime.fromisoformat(str(iso)).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _duration(seconds: object) -> str:
     if seconds in (None, ""):
         return ""
@@ -57,17 +50,6 @@ def _duration(seconds: object) -> str:
     if value < 120:
         return f"{value:.1f} s"
     return f"{value / 60:.1f} min"
-
-
-QC1_SHOWN = 3
-
-
-def _qc1(a: ABState) -> tuple[str, str]:
-    """(cell text, full list for the tooltip) of the AB's QC1 numbers (views.status.qc1_values:
-    every way a QC command hands them over)."""
-    items = [f"{k}={v}" for k, v in qc1_values(a.qc).items()]
-    more = f" (+{len(items) - QC1_SHOWN})" if len(items) > QC1_SHOWN else ""
-    return ", ".join(items[:QC1_SHOWN]) + more, "\n".join(items)
 
 
 def qc_reports(settings: Settings, ab: str) -> list[str]:
@@ -116,7 +98,7 @@ def _controller(settings: Settings) -> dict[str, str] | None:
     if sub is None:
         return None
     return {"where": sub.where, "state": controller_state(sub).describe(), "log": sub.log,
-            "submitted": _time(sub.submitted)}  # fmt: skip
+            "submitted": clock_text(sub.submitted)}  # fmt: skip
 
 
 def _row(night: Night, item: ABState) -> dict[str, object]:
@@ -125,14 +107,14 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
     rec = item.record or item.failure or {}
     log = str(rec.get("log") or night.settings.layout.log(JobId(Step.PROCESS_AB, item.ab)))
     results = (item.qc or {}).get("results") or {}
-    qc1, qc1_all = _qc1(item)
+    qc1, qc1_all = qc1_text(qc1_values(item.qc))  # the first three; all in the tooltip
     parents = night[item.ab].parents
     reports = [(p, os.path.splitext(p)[1].lstrip(".").upper() or "report")
                for p in (results.get("png"), results.get("paf")) if p]  # fmt: skip
     reports += [(p, os.path.basename(p)) for p in qc_reports(night.settings, item.ab)]
     return {
         "ab": item.ab, "raw_type": ab.raw_type, "recipe": ab.recipe, "state": item.state,
-        "start": _time(rec.get("start")), "end": _time(rec.get("end")),
+        "start": clock_text(rec.get("start")), "end": clock_text(rec.get("end")),
         "duration": _duration(rec.get("duration_s")),
         "host": item.host or str(rec.get("host", "")),
         "pool": "; ".join(t for t in (item.pool, item.memory) if t),

@@ -28,6 +28,7 @@ from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
 from abflow.state.notes import retries_of_ab
 from abflow.state.runstate import process_alive, read_run, run_history_of, running_jobs
+from abflow.state.units import clock_text
 
 STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
 
@@ -85,32 +86,27 @@ class RunStatus:
     def describe(self) -> str:
         """One line for the page's header and ``abflow watch``."""
         who = f"snakemake pid {self.pid} on {self.host}"
+        since, end = clock_text(self.since, "?"), clock_text(self.end, "?")
         if self.state == "running":
-            return f"running: {who} since {_clock(self.since)}"
+            return f"running: {who} since {since}"
         if self.state == "crashed":
-            started = _clock(self.since)
             return (
-                f"not running: the run of {who} (started {started}) ended without noting it "
+                f"not running: the run of {who} (started {since}) ended without noting it "
                 "(crashed or killed); the same command resumes the night"
             )
         if self.state == "ended":
             how = OUTCOME_WORDS.get(self.outcome, "ended")
-            return f"last run {how} at {_clock(self.end)} ({who}, started {_clock(self.since)})"
+            return f"last run {how} at {end} ({who}, started {since})"
         return "no run yet"
 
 
-def _clock(iso: str) -> str:
-    return str(iso or "?")[:19].replace("T", " ")
-
-
-def run_status(night: Night) -> RunStatus:
-    """The :class:`RunStatus` of ``night`` (its first date holding a lock, else its last run)."""
+def run_status(night: Night, lock: dict[str, Any] | None, alive: bool) -> RunStatus:
+    """The :class:`RunStatus` of ``night``: of the run holding its ``lock`` (``alive``: its
+    process lives), else of its last run in the run history."""
     s = night.settings
-    lock = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
     if lock:
-        state = "running" if process_alive(lock) else "crashed"
-        return RunStatus(state, lock.get("pid"), str(lock.get("host", "")),
-                         str(lock.get("start", "")))  # fmt: skip
+        return RunStatus("running" if alive else "crashed", lock.get("pid"),
+                         str(lock.get("host", "")), str(lock.get("start", "")))  # fmt: skip
     history = [e for b in s.batches for e in run_history_of(s.layout, b)]
     if not history:
         return RunStatus("none")
@@ -153,10 +149,13 @@ class NightState:
 
     night: Night
     abs: list[ABState]
-    run: dict[str, Any] | None
-    run_alive: bool
+    status: RunStatus  # a run going on, or how the last one ended
     queue: list[Any] | None = None  # the night's HTCondor jobs (None: no pool asked)
-    status: RunStatus = RunStatus("none")
+
+    @property
+    def run_alive(self) -> bool:
+        """True while a run of the night is going on."""
+        return self.status.state == "running"
 
     def counts(self) -> dict[str, int]:
         """ABs per state (every state present, zero included), plus ``all``."""
@@ -225,7 +224,7 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
             st.state = _waiting(st, night[ab].parents, state_of, alive)
         state_of[ab] = st.state
         out.append(st)
-    return NightState(night, out, run, alive, queue, run_status(night))
+    return NightState(night, out, run_status(night, run, alive), queue)
 
 
 def _recorded(night: Night, ab: str) -> ABState:
@@ -291,12 +290,14 @@ def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
     return None
 
 
-def failure_summary(night: Night, names: Any = None, since: str | None = None) -> str:
+def failure_summary(
+    night: Night, names: Any = None, since: str | None = None, state: NightState | None = None
+) -> str:
     """The end-of-run summary of what failed: each failed AB (or QC) of ``names`` whose failure
     happened at or after ``since`` (ISO time), why, its log and the log's last lines; then how
-    many ABs did not run. Empty if nothing failed."""
+    many ABs did not run. Empty if nothing failed. ``state``: the night's, if read already."""
     wanted = set(night.names if names is None else names)
-    state = night_state(night)
+    state = state or night_state(night)
     mine = [a for a in state.abs if a.ab in wanted]
     failed = [a for a in mine if a.state == "failed" and _since(a.failure, since)]
     qc_failed = [a for a in mine if _since(a.qc_failure, since)]
@@ -337,18 +338,22 @@ def failure_summary(night: Night, names: Any = None, since: str | None = None) -
     return "\n".join(lines)
 
 
-def qc1_summary(night: Night, names: Any = None, since: str | None = None) -> str:
+def qc1_text(values: dict[str, str], shown: int = 3) -> tuple[str, str]:
+    """(the first ``shown`` QC1 numbers and how many more, all of them one per line)."""
+    items = [f"{k}={v}" for k, v in values.items()]
+    more = f" (+{len(items) - shown})" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more, "\n".join(items)
+
+
+def qc1_summary(state: NightState, names: Any = None, since: str | None = None) -> str:
     """The QC1 numbers of the ABs ``names`` whose QC ran at or after ``since`` (ISO time): a
     line per AB (the first three; the page has all). Empty if none handed any over."""
-    wanted = set(night.names if names is None else names)
+    wanted = set(state.night.names if names is None else names)
     lines = []
-    for ab in night.names:
-        qc = read_record(night.settings.layout.record(JobId(Step.PROCESS_QC, ab)))
-        values = qc1_values(qc) if ab in wanted and _since(qc, since) else {}
+    for a in state.abs:
+        values = qc1_values(a.qc) if a.ab in wanted and _since(a.qc, since) else {}
         if values:
-            items = [f"{k}={v}" for k, v in values.items()]
-            more = f" (+{len(items) - 3})" if len(items) > 3 else ""
-            lines.append(f"  {ab}: {', '.join(items[:3])}{more}")
+            lines.append(f"  {a.ab}: {qc1_text(values)[0]}")
     if not lines:
         return ""
     return f"abflow: QC1 numbers of {len(lines)} AB{'s' if len(lines) != 1 else ''}:\n" + (

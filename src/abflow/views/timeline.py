@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 
 from abflow.model.night import Night
 from abflow.model.plan import critical_path, job_graph, job_priorities, list_schedule
+from abflow.state.units import clock_text
 from abflow.views.history import duration_of, job_records
 
 COLOURS = {
@@ -213,7 +214,7 @@ def _run_title(night: Night, run: int) -> str:
     if not history:
         return "every run"
     k = run % len(history)
-    since = str(history[k].get("since", ""))[:19].replace("T", " ")
+    since = clock_text(history[k].get("since"))
     return f"run {k + 1} of {len(history)} (started {since})"
 
 
