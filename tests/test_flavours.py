@@ -111,7 +111,7 @@ def test_int_runs_one_ab_at_a_time_with_all_cores(tmp_path, dfo) -> None:
     specs = fan_cascade([1, 3])
     specs[1].mef_factor = 24  # under INT: one job, not 24
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
-    command = 'echo "{threads} $OMP_NUM_THREADS" > $ABFLOW_WORKDIR/../../{ab}.threads; sleep 0.5'
+    command = 'echo {threads} "$OMP_NUM_THREADS" > $ABFLOW_WORKDIR/../../{ab}.threads; sleep 0.5'
     cfg = write_config(tmp_path / "config.yaml", dfo, commands={"process_ab": command})
     run_snakemake(tmp_path, cfg, cores=3, profile="int")
     recs = all_records(dfo)

@@ -158,28 +158,34 @@ def test_a_run_taking_over_from_crashed_runs_carries_their_lineage(tmp_path) -> 
 
 
 # ----------------------------------------------------------------------------- orphans
-def test_a_crashed_runs_pool_jobs_are_not_orphans_its_local_ones_are(tmp_path) -> None:
+def test_a_takeover_ends_only_the_crashed_runs_local_jobs(tmp_path) -> None:
+    """By owner id: a pool job is adopted, not ended; a job of another live night (same
+    state directory, same file) is never touched."""
     from abflow.state.fsutil import atomic_write_json
     from abflow.state.runstate import end_orphans
 
     state = str(tmp_path / "state")
     layout = StateLayout(state)
-    local = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    pooled = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    here = os.uname().nodename
+    procs = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(3)]
+    crashed, other = f"{here}:1:1", f"{here}:2:2"
     try:
-        marked = [(JobId(Step.PROCESS_AB, "A.ab"), local, {}),
-                  (JobId(Step.PROCESS_AB, "B.ab"), pooled, {"cluster": 17})]  # fmt: skip
+        marked = [(JobId(Step.PROCESS_AB, "A.ab"), procs[0], {"owner": crashed}),
+                  (JobId(Step.PROCESS_AB, "B.ab"), procs[1], {"cluster": 17}),
+                  (JobId(Step.DOWNLOAD_RAW, "D/X.fits"), procs[2], {"owner": other})]  # fmt: skip
         for job, proc, extra in marked:
             atomic_write_json(layout.marker(job), {
-                "name": job.name, "host": os.uname().nodename, "pid": proc.pid,
+                "name": job.name, "host": here, "pid": proc.pid,
                 "start": time.time(), "pgid": proc.pid, "path": layout.marker(job), **extra,
             })  # fmt: skip
-        ended_ = end_orphans(state, lambda job: True, grace=2)
+        ended_ = end_orphans(state, [crashed], grace=2)
         assert [j.name for j in ended_] == ["process_ab/A.ab"]
-        assert local.wait(timeout=10) == -signal.SIGTERM
-        assert pooled.poll() is None  # the pool's job goes on, to be adopted
+        assert procs[0].wait(timeout=10) == -signal.SIGTERM
+        assert procs[1].poll() is None  # the pool's job goes on, to be adopted
+        assert procs[2].poll() is None  # another night's download is not the crashed run's
+        assert os.path.exists(layout.marker(marked[2][0]))
     finally:
-        for proc in (local, pooled):
+        for proc in procs:
             proc.kill()
             proc.wait()
 
@@ -192,14 +198,15 @@ def test_a_download_lands_under_its_name_only_once_complete(tmp_path) -> None:
     from abflow.job.download import DownloadFailed, run_download, staging_path
 
     dest = tmp_path / "raw" / "2013-02-12" / "X.fits"
-    staged = staging_path(str(dest))
+    staged = staging_path(str(dest), "host:1:2")
     assert os.path.dirname(os.path.dirname(staged)) == str(dest.parent)
     seen = tmp_path / "seen"
 
     def command(run: str) -> JobCommand:
         return JobCommand(JobId(Step.DOWNLOAD_RAW, "2013-02-12/X.fits"), config="c",
                           state_dir=str(tmp_path / "state"), shell=run, dest=str(dest),
-                          log=str(tmp_path / "x.log"))  # fmt: skip
+                          staged=staged, log=str(tmp_path / "state" / "x.log"),
+                          env=[("DFO_RAW_DIR", str(tmp_path / "raw"))])  # fmt: skip
 
     writes = (
         f"printf half > {staged}; test -e {dest} && echo early > {seen}; printf full >> {staged}"

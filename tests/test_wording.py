@@ -39,6 +39,7 @@ SAID = {
         "rule(s).",
         "log and the log files of the involved rule(s).",
     ),
+    "update_output": ("snakemake", "/raw/X.fits (update)", 'return annotate(f_str, "update")'),
     "reason_forced": ("snakemake", "Forced execution"),
     "reason_incomplete": ("snakemake", "Incomplete output files"),
     "reason_params": ("snakemake", "Params have changed"),

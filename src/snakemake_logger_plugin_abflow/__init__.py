@@ -3,7 +3,9 @@
 Selected with ``--logger abflow`` (the profiles do). One line per AB as it starts, succeeds or
 fails, a download progress line, a stop or Ctrl-C reported once, the end-of-night summary, and
 a dry-run as the cascade's levels (abflow.views.console). ``--verbose`` or
-``--logger-abflow-snakemake`` gives Snakemake's own output instead, unchanged.
+``--logger-abflow-snakemake`` gives Snakemake's own output instead, unchanged but for control
+characters in what it shows of jobs (their logs, errors), which are shown escaped as on abflow's
+console (abflow.state.text); Snakemake's own colours stay.
 """
 
 import json
@@ -41,6 +43,8 @@ class LogHandler(LogHandlerBase):
         self.stream = sys.stdout if getattr(s, "stdout", False) else sys.stderr
         own = bool(self.settings and self.settings.snakemake) or bool(getattr(s, "verbose", False))
         self.passthrough = snakemake_console_handler(s, self.stream) if own else None
+        if self.passthrough is not None:
+            self.passthrough.setFormatter(_Inert(self.passthrough.formatter))
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.console = Console(self.stream, tty=tty, dryrun=bool(getattr(s, "dryrun", False)))
         # $ABFLOW_LOG_RECORDS: every record as a JSON line (to report a console problem)
@@ -90,6 +94,21 @@ class LogHandler(LogHandlerBase):
     def needs_rulegraph(self) -> bool:
         """No rule graph needed."""
         return False
+
+
+class _Inert(logging.Formatter):
+    """Snakemake's formatter, its text shown inert (before Snakemake colours it)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        """What Snakemake's formatter makes of ``record``, control characters escaped."""
+        from abflow.state.text import inert
+
+        text = self.inner.format(record)
+        return inert(text) if isinstance(text, str) else text
 
 
 def _record(path: str, record: logging.LogRecord) -> None:

@@ -14,8 +14,13 @@ try:
 except StartRefused as exc:
     raise WorkflowError(str(exc)) from None
 SETTINGS, RULES = PREPARED.settings, PREPARED.rules
+# Downloaded files are update() outputs: another night may place the same file after this run
+# planned its download, and Snakemake must not remove it before the download job starts (the
+# job keeps a file it finds placed; abflow.job.download).
 # CAL_CLEANUP: raw files this run downloads are removed once every job reading them is done.
-RAW_OUTPUT = temp(RULES.raw_pattern) if RULES.cleanup_raw else RULES.raw_pattern
+RAW_OUTPUT = update(RULES.raw_pattern)
+RAW_OUTPUT = temp(RAW_OUTPUT) if RULES.cleanup_raw else RAW_OUTPUT
+CAL_OUTPUT = update(RULES.cal_pattern)
 # On an HTCondor pool, jobs start as abflow-pool-job and carry the night store, this run, their
 # job and its command line (RULES.pool_resources: job_wrapper, environment and classad_* of the job
 # rules, none when jobs run locally): abflow watch/stop and a crashed run's successor find
@@ -40,7 +45,6 @@ onstart:
         LOCK.update(
             start_run(
                 RULES.night,
-                RULES.owns,
                 executor_name(workflow),
                 logger.warning,
             )

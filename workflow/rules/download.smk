@@ -21,7 +21,7 @@ rule download_raw:
 
 rule download_mcal:
     output:
-        RULES.cal_pattern,
+        CAL_OUTPUT,
     log:
         RULES.pattern("logs", "download_mcal"),
     wildcard_constraints:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -46,23 +47,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from abflow.state.submission import controller_state, read_submission
 
     settings = settings_of(args)
-    state = settings.state_dir
+    state, mon = settings.state_dir, settings.dfo["mon_dir"]
     info = None  # the live run holding the first locked date
     for batch in settings.batches:
-        held = runstate.read_run(state, batch)
+        held = runstate.read_run(state, batch) or runstate.read_night_lock(mon, batch)
         if held and not runstate.process_alive(held):
             print(
                 f"the run holding {batch} ({runstate.describe_run(held)}) is not running any "
                 "more (crashed or killed): removing its lock"
             )
-            runstate.remove_lock(state, batch)
+            runstate.remove_lock(state, batch, mon)
         elif held and info is None:
             info = held
     sub = read_submission(settings.layout, settings.batch_id)
     controller = controller_state(sub) if sub else None
     pooled = bool(sub and sub.pool and controller and controller.alive)
     if info:
-        runstate.request_stop(state)
+        # the run holding the date: every date of it, in the state directory it runs with
+        batches = [str(b) for b in info.get("batches") or settings.batches]
+        runstate.request_stop(str(info.get("state_dir") or state), batches)
         print(
             f"asked the night {settings.batch_id} (snakemake pid {info['pid']} on "
             f"{info['host']}) to start no new job; running jobs finish"
@@ -148,9 +151,19 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     from abflow.state import runstate
 
     settings = settings_of(args)
+    state, mon = settings.state_dir, settings.dfo["mon_dir"]
     status = 0
     for batch in settings.batches:
-        info = runstate.read_run(settings.state_dir, batch)
+        info = runstate.read_run(state, batch) or runstate.read_night_lock(mon, batch)
+        damaged = [p for p in (settings.layout.lock(batch), runstate.night_lock(mon, batch))
+                   if os.path.lexists(p) and runstate.read_run_file(p) is None]  # fmt: skip
+        if info is None and damaged:
+            for path in damaged:
+                why = runstate.remove_lock_file(path)
+                print(f"{batch}: {why}" if why else f"{batch}: removed the unreadable lock {path}",
+                      file=sys.stderr if why else sys.stdout)  # fmt: skip
+                status = 1 if why else status
+            continue
         if info is None:
             print(f"{batch}: not locked")
             continue
@@ -163,6 +176,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             )
             status = 1
             continue
-        runstate.remove_lock(settings.state_dir, batch)
-        print(f"{batch}: removed the lock of {runstate.describe_run(info)}")
+        runstate.remove_lock(state, batch, mon, force=args.force)
+        print(f"{batch}: removed the lock of {runstate.describe_run(info)} "
+              f"({settings.layout.lock(batch)}, {runstate.night_lock(mon, batch)})")  # fmt: skip
     return status

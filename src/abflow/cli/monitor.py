@@ -12,7 +12,8 @@ from abflow.model.config import Settings
 from abflow.model.load import load_night
 from abflow.model.night import Night
 from abflow.state.layout import StateLayout
-from abflow.state.submission import Submission
+from abflow.state.submission import ControllerState, Submission
+from abflow.state.text import inert
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -81,8 +82,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _refresh_until_the_run_ends(night: Night, interval: float, wait: float) -> None:
     """Rewrite the night's page every ``interval`` s while a run of it is alive (waiting up
     to ``wait`` s for one to start); write it a last time when it has ended."""
-    from abflow.state.runstate import process_alive, read_run
+    from abflow.state.runstate import process_alive
     from abflow.views.monitor import pool_queue, write_page
+    from abflow.views.status import read_lock
 
     s = night.settings
     started = time.time()
@@ -90,8 +92,8 @@ def _refresh_until_the_run_ends(night: Night, interval: float, wait: float) -> N
     next_page = time.monotonic() + interval
     seen = False
     while True:
-        runs = [r for b in s.batches if (r := read_run(s.state_dir, b))]
-        alive = any(process_alive(r) for r in runs)
+        run = read_lock(night)[0]  # a lock that cannot be read is no run (the page says so)
+        alive = bool(run) and process_alive(run)
         # a run seen alive, or one that came and went between two looks (it left records)
         seen = seen or alive or _written_since(s.state_dir, started)
         if not alive and (seen or time.monotonic() > deadline):
@@ -108,9 +110,17 @@ def _written_since(state_dir: str, since: float) -> bool:
     layout = StateLayout(state_dir)
     for directory in (layout.records_dir, layout.failed_dir):
         for root, _dirs, files in os.walk(directory):
-            if any(os.path.getmtime(os.path.join(root, f)) >= since for f in files):
+            if any(_mtime(os.path.join(root, f)) >= since for f in files):
                 return True
     return False
+
+
+def _mtime(path: str) -> float:
+    """When ``path`` was last modified (0 if it is gone, or a link to nothing)."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
@@ -123,8 +133,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         for k, run in enumerate(runs(night), 1):
             end = run.get("end") or "(running, or crashed)"
             how = f" {run['ended']}" if run.get("ended") else ""
-            print(f"run {k}: {run.get('since')} to {end}{how}, {run.get('executor', '')}, "
-                  f"pid {run.get('pid')} on {run.get('host')}")  # fmt: skip
+            print(inert(f"run {k}: {run.get('since')} to {end}{how}, {run.get('executor', '')}, "
+                        f"pid {run.get('pid')} on {run.get('host')}", line=True))  # fmt: skip
         return 0
     png, svg = timeline_paths(night)
     try:
@@ -169,15 +179,34 @@ def _follow_submitted(night: Night, sub: Submission) -> int:
     from abflow.views.follow import follow
     from abflow.views.status import night_state
 
-    print(f"abflow watch: {sub.batch} runs as {sub.where}; its console ({sub.log}) follows "
-          "(Ctrl-C stops watching, not the night)", flush=True)  # fmt: skip
+    where = inert(f"{sub.batch} runs as {sub.where}; its console ({sub.log})", line=True)
+    print(f"abflow watch: {where} follows (Ctrl-C stops watching, not the night)", flush=True)
     follow(sub.log, sub.offset, lambda: not controller_state(sub).alive, sys.stdout)
     if controller_state(sub).alive:
         return 0  # watching was stopped
     c = night_state(night).counts()
     print(f"the run has ended: {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} "
-          f"failed (controller {controller_state(sub).describe()})", flush=True)  # fmt: skip
+          f"failed (controller {inert(controller_state(sub).describe(), line=True)})",
+          flush=True)  # fmt: skip
     return 0
+
+
+def _under_state(
+    settings: Settings,
+    queue: tuple[list | None, str],
+    sub: Submission | None,
+    controller: ControllerState | None,
+) -> list[str]:
+    """The lines under the night's state in abflow watch: the HTCondor queue, and the
+    submitted night's controller (or why its submission record cannot be read)."""
+    from abflow.state.submission import submission_problem
+
+    lines = [_queue_line(*queue)]
+    if sub and controller and controller.alive:
+        lines.append(f"controller: {sub.where}, {controller.describe()}; console: {sub.log}")
+    elif sub is None:
+        lines.append(submission_problem(settings.layout, settings.batch_id))
+    return [inert(text, line=True) for text in lines if text]
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -194,12 +223,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return _follow_submitted(night, sub)
     seen_run = False
     while True:
-        queue, problem = _pool_queue(args, settings)
-        state = night_state(night, queue)
-        line = _queue_line(queue, problem)
-        if sub and controller and controller.alive:
-            line += f"\ncontroller: {sub.where}, {controller.describe()}; console: {sub.log}"
-        print(state.format() + (f"\n{line}" if line else ""), flush=True)
+        queue = _pool_queue(args, settings)
+        state = night_state(night, queue[0])
+        print("\n".join([state.format(), *_under_state(settings, queue, sub, controller)]),
+              flush=True)  # fmt: skip
         seen_run = seen_run or state.run_alive
         if args.once:
             return 0

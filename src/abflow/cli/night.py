@@ -8,6 +8,7 @@ import sys
 
 from abflow.cli.common import Parents, add_command, night_of, settings_of
 from abflow.model.load import load_night
+from abflow.state.text import inert
 
 
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
@@ -47,9 +48,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for key, source in sorted(settings.sources.items()):
         print(f"{key} = {_config_value(settings.raw, key)} (from {source})")
     for note in settings.notes:
-        print(f"note: {note}")
+        print(inert(f"note: {note}"))
     for warning in night.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(inert(f"warning: {warning}"), file=sys.stderr)
     print(
         f"{settings.batch_id}: {len(night)} ABs, "
         f"{night.dependencies()} dependencies, "
@@ -90,7 +91,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from abflow.views.history import history_durations
 
     night = night_of(args)
-    history = history_durations(night) if args.from_history else (None, 0)
+    unreadable: list[str] = []
+    history = history_durations(night, unreadable) if args.from_history else (None, 0)
+    if unreadable:
+        left = inert("; ".join(unreadable), line=True)
+        print(f"abflow plan: note: {len(unreadable)} completion record(s) left out, they "
+              f"cannot be read: {left}", file=sys.stderr)  # fmt: skip
     plan = plan_night(night, args.slots or [1, 2, 4, 8], *history)
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

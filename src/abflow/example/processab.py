@@ -9,7 +9,6 @@ products (matched by PRO.CATG), and move the products to their PRODUCTS paths in
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -25,7 +24,13 @@ from abflow.model.ab import AB, read_ab, stem
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.load import find_existing_product, path_policy
-from abflow.state.fsutil import atomic_move, atomic_write_chunks, atomic_write_text
+from abflow.state.fsutil import (
+    atomic_write_chunks,
+    atomic_write_text,
+    check_inside,
+    replace_all,
+    resolve_roots,
+)
 from abflow.state.layout import JobId, Step
 
 ESOREX = os.environ.get("ABFLOW_ESOREX", "esorex")
@@ -233,7 +238,9 @@ def run_recipe(
 def install_products(
     ab: AB, settings: Settings, products: list[Product], log: Callable[[str], None]
 ) -> list[str]:
-    """Move the recipe outputs to the AB's PRODUCTS paths (atomically); all or nothing."""
+    """Move the recipe outputs to the AB's PRODUCTS paths: all at once or not at all (a
+    rerun's previous products stay in place on any error, a full disk included), never
+    outside dfo.product_dir (after resolving symbolic links)."""
     moves, missing = assign_products(ab, products)
     if missing:
         found = ", ".join(f"{os.path.basename(p.path)} ({p.catg})" for p in products) or "none"
@@ -241,28 +248,25 @@ def install_products(
             f"{ab.recipe} exited 0 but expected product(s) are missing: {', '.join(missing)}; "
             f"the recipe wrote: {found}"
         )
-    installed: list[str] = []
-    for source, dest in moves:
-        try:
-            atomic_move(source, dest)
-        except OSError as exc:
-            # all or nothing: take back what this call installed (the AB is rerun as a whole)
-            for path in installed:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            where = os.path.dirname(dest)
-            hint = (
-                "free space on that filesystem and rerun the AB"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "check the directory and rerun the AB"
-            )
-            raise ProcessError(
-                f"cannot write product {os.path.basename(dest)} to {where}: {exc.strerror}; "
-                f"{hint} (no product of this AB was installed)"
-            ) from None
-        installed.append(dest)
+    roots = resolve_roots([settings.dfo["product_dir"]])
+    try:
+        for _source, dest in moves:
+            check_inside(dest, roots, "install a product at")
+        replace_all(moves)
+    except OSError as exc:
+        where = os.path.dirname(exc.filename or "") or settings.dfo["product_dir"]
+        hint = (
+            "free space on that filesystem and rerun the AB"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check the directory and rerun the AB"
+        )
+        raise ProcessError(
+            f"cannot install the products in {where}: {exc.strerror or exc}; {hint} (no "
+            "product of this AB was replaced: the previous ones are in place)"
+        ) from None
+    for _source, dest in moves:
         log(f"product {dest}")
-    return installed
+    return [dest for _source, dest in moves]
 
 
 def process_ab(

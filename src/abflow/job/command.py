@@ -6,7 +6,8 @@ download rules) is one :class:`JobCommand`, whose :meth:`JobCommand.arguments` a
     STEP TARGET --config RUN_CONFIG --state-dir S --shell COMMAND
         [--env NAME VALUE ...] [--det N] [--parent AB ...] [--virtual VCAL PRODUCT ...]
         [--product PATH TAG ...] [--recipe R] [--raw-type T] [--mode M] [--date DATE]
-        [--batch BATCH_ID] [--rerun-key GEN:CHECKSUM] [--dest FILE] [--progress F --total N]
+        [--batch BATCH_ID] [--rerun-key GEN:CHECKSUM] [--dest FILE --staged FILE]
+        [--progress F --total N]
         [--record R] [--benchmark B] --log L --threads N
 
 STEP and TARGET name the job (abflow.state.layout.JobId: an AB, or for a download the file
@@ -37,6 +38,12 @@ from abflow.state.layout import JobId, Step
 # marker, record and failure note carry it, and a crashed controller's successor leaves the job
 # alone (it adopts it) instead of ending it as an orphan
 POOL_JOB = "ABFLOW_CLUSTER"
+
+
+# the --env variables that name a configured directory (abflow.model.config.DFO_DIRS)
+ROOT_VARIABLES = frozenset({"DFO_AB_DIR", "DFO_MON_DIR", "DFO_JOB_DIR", "DFO_RAW_DIR",
+                            "DFO_CAL_DIR", "DFO_LOG_DIR", "DFS_PRODUCT", "DFO_CONFIG_DIR",
+                            "DFS_LOG"})  # fmt: skip
 
 
 def pool_cluster() -> int | None:
@@ -73,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", dest="parents", action="append", default=[])
     p.add_argument("--virtual", nargs=2, action="append", default=[])
     p.add_argument("--product", dest="products", nargs=2, action="append", default=[])
-    for name in ("--recipe", "--raw-type", "--mode", "--date", "--batch", "--dest",
+    for name in ("--recipe", "--raw-type", "--mode", "--date", "--batch", "--dest", "--staged",
                  "--progress", "--record", "--benchmark", "--log"):  # fmt: skip
         p.add_argument(name, default="")
     p.add_argument("--rerun-key", type=_rerun_key, default="0:")
@@ -105,6 +112,7 @@ class JobCommand:
     rerun_key: str = "0:"
     threads: int = 1
     dest: str = ""  # a download's file
+    staged: str = ""  # where its command writes it (its run's staging directory)
     progress: str = ""
     total: int = 0
     benchmark: str = ""  # Snakemake's benchmark of the job, which the job writes itself
@@ -115,6 +123,14 @@ class JobCommand:
         object.__setattr__(self, "virtual", pairs(self.virtual))
         object.__setattr__(self, "products", pairs(self.products))
         object.__setattr__(self, "parents", tuple(self.parents))
+
+    def write_roots(self) -> tuple[str, ...]:
+        """The directories the job may write in, symbolic links resolved: the state directory
+        and the night's configured ``$DFO_*`` directories (its ``--env`` pairs)."""
+        from abflow.state.fsutil import resolve_roots
+
+        dirs = [value for name, value in self.env if name in ROOT_VARIABLES]
+        return resolve_roots([self.state_dir, *dirs])
 
     def replace(self, **changes: object) -> JobCommand:
         """A copy with some fields changed."""
@@ -137,6 +153,7 @@ class JobCommand:
         for option, value in (("--recipe", self.recipe), ("--raw-type", self.raw_type),
                               ("--mode", self.mode), ("--date", self.date),
                               ("--batch", self.batch), ("--dest", self.dest),
+                              ("--staged", self.staged),
                               ("--benchmark", self.benchmark),
                               ("--record", self.record)):  # fmt: skip
             words += [option, value] if value else []

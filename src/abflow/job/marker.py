@@ -23,13 +23,20 @@ class RunningMarker:
     __slots__ = ("content", "path")
 
     def __init__(self, state_dir: str, job: JobId) -> None:
-        self.path = StateLayout(state_dir).marker(job) if state_dir else ""
         self.content: dict[str, object] = {
             "name": job.name, "host": socket.gethostname(), "pid": os.getpid(),
-            "start": time.time(), "path": self.path,
+            "start": time.time(),
         }  # fmt: skip
-        if pool_cluster():
-            self.content["cluster"] = pool_cluster()
+        cluster = pool_cluster()
+        if cluster:
+            self.content["cluster"] = cluster
+            holder = f"c{cluster}"
+        else:  # a crashed run's successor ends only its own predecessors' jobs
+            from abflow.state.runstate import owner_id
+
+            holder = self.content["owner"] = owner_id()
+        self.path = StateLayout(state_dir).marker(job, holder) if state_dir else ""
+        self.content["path"] = self.path
 
     def __enter__(self) -> RunningMarker:
         return self  # written by note_command, as soon as the command runs

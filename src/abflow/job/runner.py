@@ -21,9 +21,19 @@ import time
 from abflow.job import shell
 from abflow.job.command import pool_cluster
 from abflow.job.marker import RunningMarker
-from abflow.state.fsutil import atomic_write_json, atomic_write_text, remove_file, remove_tree
+from abflow.job.products import check_products, earliest, mark_attempt, unmark
+from abflow.state.fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    check_inside,
+    iter_json_objects,
+    open_append,
+    remove_file,
+    remove_tree,
+)
 from abflow.state.layout import JobId, StateLayout
 from abflow.state.layout import Step as StepName
+from abflow.state.text import inert
 from abflow.state.units import now_iso
 
 TYPE_CHECKING = False  # (a job imports this module: only what it needs at once)
@@ -59,6 +69,7 @@ class StepRun:
         "log_path",
         "products",
         "record_path",
+        "roots",
         "state_dir",
         "step",
         "values",
@@ -82,6 +93,7 @@ class StepRun:
         values: Mapping[str, object] | None = None,
         state_dir: str = "",
         benchmark_path: str = "",  # where the job's benchmark goes (Snakemake's format)
+        roots: Sequence[str] = (),  # the resolved directories it may write in (none: unchecked)
     ) -> None:
         self.ab, self.step, self.command, self.workdir = ab, step, command, workdir
         self.log_path, self.record_path, self.failed_path = log_path, record_path, failed_path
@@ -93,6 +105,7 @@ class StepRun:
         self.values = dict(values or {})
         self.state_dir = state_dir
         self.benchmark_path = benchmark_path
+        self.roots = tuple(roots)
 
     @property
     def job(self) -> JobId:
@@ -117,8 +130,8 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 class _Outcome:
     """How a step's command ended."""
 
-    __slots__ = ("command", "duration", "end", "host", "output_from", "returncode", "start",
-                 "usage")  # fmt: skip
+    __slots__ = ("bad", "command", "duration", "end", "found", "host", "missing", "output_from",
+                 "reason", "returncode", "start", "usage")  # fmt: skip
 
     def __init__(self, start: str, end: str, duration: float, host: str, command: str,
                  returncode: int, output_from: int, usage: object) -> None:  # fmt: skip
@@ -126,23 +139,39 @@ class _Outcome:
         self.command, self.returncode = command, returncode
         self.output_from = output_from  # where this run's output starts in the log
         self.usage = usage  # the command's resource use (os.wait4)
+        self.found: list[dict[str, object]] = []  # the products as found
+        self.missing: list[str] = []
+        self.bad: list[str] = []  # products that do not count, with why
+        self.reason = ""  # why the step failed ("" if it did not)
 
 
 def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
     """Run ``step`` with ``threads`` cores (OMP_NUM_THREADS); return the completion record, or
     raise StepFailed."""
     command = step.command
-    if step.state_dir and os.path.exists(StateLayout(step.state_dir).stop_flag):
+    batch = str(step.info.get("batch", ""))
+    if step.state_dir and os.path.exists(StateLayout(step.state_dir).stop_flag(batch)):
         raise StepFailed(
             f"{step.step} of AB {step.ab} not started: the night is stopping (abflow stop; "
             "the next run starts it)"
         )
-    _prepare_workdir(step)
-    outcome = _run_command(step, command, threads)
+    name = step.job.name
+    try:
+        _prepare_workdir(step)
+        marks = mark_attempt((p for p, _ in step.products), name, step.roots)
+    except OSError as exc:  # outside the configured directories, a full disk, ...
+        _note_failure(step, f"not started: {exc}")
+        raise StepFailed(f"{step.step} of AB {step.ab} not started: {exc}") from None
+    try:
+        outcome = _run_command(step, command, threads, _marks_to_compare(step, marks))
+    finally:
+        unmark(marks, name)
+    if step.step == StepName.PROCESS_AB_DET and marks:
+        step.info["attempt_marks"] = marks  # what its join compares with
     record = _record(step, outcome, threads)
     if record["status"] != "SUCCESSFUL":
         atomic_write_json(step.failed_path, record)
-        excerpt = "\n".join(f"    {line}" for line in record["log_tail"])  # type: ignore[union-attr]
+        excerpt = "\n".join(f"    {inert(line, line=True)}" for line in record["log_tail"])  # type: ignore[union-attr]
         raise StepFailed(
             f"{step.step} of AB {step.ab} FAILED: {record['reason']}\n  log: {step.log_path}\n"
             f"  last lines:\n{excerpt}"
@@ -152,6 +181,18 @@ def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
     if step.benchmark_path:
         write_benchmark(step.benchmark_path, outcome)
     return record
+
+
+def _note_failure(step: StepRun, reason: str) -> None:
+    """The failure note of a step that could not start (best effort: the disk may be full)."""
+    note = {"ab": step.ab, "step": step.step, "status": "FAILED", "reason": reason,
+            "end": now_iso(), "log": step.log_path, "log_tail": [], **step.info}  # fmt: skip
+    try:
+        if step.roots:
+            check_inside(step.failed_path, step.roots)
+        atomic_write_json(step.failed_path, note)
+    except OSError:
+        pass
 
 
 BENCHMARK_HEADER = (
@@ -172,8 +213,25 @@ def write_benchmark(path: str, outcome: _Outcome) -> None:
     atomic_write_text(path, BENCHMARK_HEADER + "\n" + "\t".join(values) + "\n")
 
 
+def _marks_to_compare(step: StepRun, own: dict[str, int]) -> dict[str, int] | None:
+    """The marks this attempt's products are compared with (None: products are not checked):
+    a join's are its detector jobs' earliest, which wrote what it installs."""
+    if not step.check_products:
+        return None
+    if step.step != StepName.MEF_JOIN or not step.state_dir:
+        return own
+    layout = StateLayout(step.state_dir)
+    directory = os.path.dirname(layout.record(JobId(StepName.PROCESS_AB_DET, step.ab, 1)))
+    dets = [r.get("attempt_marks") for _p, r in iter_json_objects(directory)]
+    return earliest(own, *(m for m in dets if isinstance(m, dict)))
+
+
 def _prepare_workdir(step: StepRun) -> None:
-    """A fresh working directory with the step's input files, and the log's directory."""
+    """A fresh working directory with the step's input files, and the log's directory; each
+    inside the directories the step may write in (after resolving symbolic links)."""
+    if step.roots:
+        for path in (step.workdir, step.log_path, step.record_path, step.failed_path):
+            check_inside(path, step.roots)
     remove_tree(step.workdir)
     os.makedirs(step.workdir)
     for name, content in step.files.items():
@@ -181,13 +239,16 @@ def _prepare_workdir(step: StepRun) -> None:
     os.makedirs(os.path.dirname(step.log_path) or ".", exist_ok=True)
 
 
-def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
-    """Run the command (marked as running) with its output in the log; how it ended."""
+def _run_command(
+    step: StepRun, command: str, threads: int, marks: dict[str, int] | None
+) -> _Outcome:
+    """Run the command (marked as running) with its output in the log; how it ended, its
+    products judged against the attempt's ``marks`` (None: not checked)."""
     env = {**os.environ, **{k: str(v) for k, v in step.env.items()}}
     env["OMP_NUM_THREADS"] = str(threads)
     start, t0, host = now_iso(), time.monotonic(), socket.gethostname()
     marker = RunningMarker(step.state_dir, step.job)
-    with open(step.log_path, "a", encoding="utf-8") as log, marker:
+    with open(open_append(step.log_path), "a", encoding="utf-8") as log, marker:
         log.write(
             f"# abflow {step.step} {step.ab}\n# host {host}\n# start {start}\n"
             f"# workdir {step.workdir}\n# command {command}\n"
@@ -206,28 +267,43 @@ def _run_command(step: StepRun, command: str, threads: int) -> _Outcome:
             raise StepInterrupted(f"{step.step} of AB {step.ab}: interrupted, the command "
                                   "was ended (the next run starts it again)")  # fmt: skip
         end, duration = now_iso(), round(time.monotonic() - t0, 3)
-        reason = _failure_reason(step, returncode)
+        outcome = _Outcome(start, end, duration, host, command, returncode, output_from, usage)
+        listed = step.products if step.step != StepName.PROCESS_AB_DET else []
+        _judge(outcome, listed, marks)
         log.write(f"# end {end} ({duration} s) exit {returncode}")
-        log.write(f" FAILED: {reason}\n" if reason else " SUCCESSFUL\n")
-    return _Outcome(start, end, duration, host, command, returncode, output_from, usage)
+        log.write(f" FAILED: {outcome.reason}\n" if outcome.reason else " SUCCESSFUL\n")
+    return outcome
 
 
-def _failure_reason(step: StepRun, returncode: int) -> str:
-    """Why the step failed ("" if it did not)."""
-    if returncode != 0:
-        return shell.describe_exit(returncode)
-    _found, missing = _check_products(step.products)
-    if step.check_products and missing:
-        return f"command exited 0 but {len(missing)} expected product(s) are missing: " + (
-            ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        )
-    return ""
+def _judge(
+    outcome: _Outcome, products: Sequence[tuple[str, str]], marks: dict[str, int] | None
+) -> None:
+    """Why the step failed, if it did: its exit, or (``marks`` given: products are checked)
+    products missing or not written by this attempt (abflow.job.products)."""
+    outcome.found, outcome.missing, outcome.bad = check_products(products, marks or {})
+    if marks is None:
+        outcome.bad = []
+    if outcome.returncode != 0:
+        outcome.reason = shell.describe_exit(outcome.returncode)
+    elif marks is None:
+        return
+    elif outcome.missing:
+        missing = outcome.missing
+        outcome.reason = (
+            f"command exited 0 but {len(missing)} expected product(s) are missing: "
+            + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        )  # fmt: skip
+    elif outcome.bad:
+        bad = outcome.bad
+        outcome.reason = (
+            f"command exited 0 but {len(bad)} product(s) do not count: "
+            + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        )  # fmt: skip
 
 
 def _record(step: StepRun, outcome: _Outcome, threads: int) -> dict[str, object]:
     """The step's completion record (or failure note)."""
-    products, missing = _check_products(step.products)
-    reason = _failure_reason(step, outcome.returncode)
+    products, missing, reason = outcome.found, outcome.missing, outcome.reason
     record: dict[str, object] = {
         "ab": step.ab, "step": step.step, "status": "FAILED" if reason else "SUCCESSFUL",
         "start": outcome.start, "end": outcome.end, "duration_s": outcome.duration,
@@ -235,6 +311,8 @@ def _record(step: StepRun, outcome: _Outcome, threads: int) -> dict[str, object]
         "exit_code": outcome.returncode, "workdir": step.workdir, "log": step.log_path,
         "products": products, "missing_products": missing, **step.info,
     }  # fmt: skip
+    if outcome.bad:
+        record["bad_products"] = outcome.bad
     if pool_cluster():
         record["cluster"] = pool_cluster()
     results = _read_results(os.path.join(step.workdir, RESULTS_FILE))
@@ -303,18 +381,3 @@ def _read_results(path: str) -> object | None:
         return None
     except (OSError, ValueError) as exc:
         return {"error": f"unreadable {RESULTS_FILE}: {exc}"}
-
-
-def _check_products(
-    expected: Sequence[tuple[str, str]],
-) -> tuple[list[dict[str, object]], list[str]]:
-    found: list[dict[str, object]] = []
-    missing: list[str] = []
-    for path, tag in expected:
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            missing.append(path)
-            continue
-        found.append({"path": path, "tag": tag, "bytes": size})
-    return found, missing

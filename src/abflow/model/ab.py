@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -170,7 +171,8 @@ def check_path(path: str, allowed_roots: tuple[str, ...] | None) -> str | None:
     """Return why ``path`` is unsafe, or None if it is fine.
 
     A safe path is absolute, contains no ``..``/``.`` components or doubled slashes, uses only
-    ``SAFE_PATH_RE`` characters and, when ``allowed_roots`` is given, lies under one of them.
+    ``SAFE_PATH_RE`` characters, has no component starting with ``-`` (a command would take it
+    as an option) and, when ``allowed_roots`` is given, lies under one of them.
     """
     if not path.startswith("/"):
         return f"path {path!r} is not absolute"
@@ -179,6 +181,12 @@ def check_path(path: str, allowed_roots: tuple[str, ...] | None) -> str | None:
         return f"path {path!r} contains unsafe characters {''.join(bad)!r}"
     if UNNORMALISED_RE.search(path):
         return f"path {path!r} is not normalised (contains '..', '.' or '//')"
+    if "/-" in path:
+        part = next(p for p in path.split("/") if p.startswith("-"))
+        return (
+            f"path {path!r} has a component starting with '-' ({part!r}): it would reach a "
+            "command (the download) as an option; rename the file or directory"
+        )
     if allowed_roots is not None and not any(_under(path, root) for root in allowed_roots):
         roots = ", ".join(allowed_roots)
         return f"path {path!r} is outside the configured directories ({roots})"
@@ -402,7 +410,8 @@ class _Parser:
         return raw
 
 
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_:+@=,-][A-Za-z0-9._:+@=,-]*$")
+# A plain file name (the fast path of AB paths): not starting with '.' (``..``) or '-' (an option).
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_:+@=,][A-Za-z0-9._:+@=,-]*$")
 
 
 def _checked_directory(
@@ -562,13 +571,15 @@ def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:
     for frame in ab.rawfiles:
         if not frame.tag and not ab.raw_type:
             problem(frame.line, "RAWFILE has no tag and the AB has no RAW_TYPE to use instead")
-    seen: dict[str, int] = {}
-    for frame in ab.products:
-        if frame.path in seen:
-            problem(
-                frame.line, f"product {frame.path!r} listed twice (also line {seen[frame.path]})"
-            )
-        seen[frame.path] = frame.line
+    for kind, frames in (("product", ab.products), ("RAWFILE", ab.rawfiles)):
+        seen: dict[str, int] = {}
+        for frame in frames:
+            if frame.path in seen:
+                problem(
+                    frame.line,
+                    f"{kind} {frame.path!r} listed twice (also line {seen[frame.path]}): keep one",
+                )
+            seen.setdefault(frame.path, frame.line)
 
 
 def read_ab(
@@ -577,17 +588,19 @@ def read_ab(
     policy: PathPolicy | None = None,
     dir_cache: dict[tuple[str, int], tuple[str, str | None]] | None = None,
 ) -> tuple[AB | None, list[Problem]]:
-    """Read and parse the AB file at ``path``; problems include unreadable or non-text files.
+    """Read and parse the AB file at ``path``; problems include unreadable or non-text files,
+    and a path that is not a regular file or is larger than MAX_AB_BYTES (:func:`read_regular`).
 
     ``dir_cache``: see parse_ab.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(path, MAX_AB_BYTES)
     except FileNotFoundError:
         return None, [Problem(path, None, "AB file does not exist")]
     except OSError as exc:
         return None, [Problem(path, None, f"cannot read AB file: {exc.strerror}")]
+    except ValueError as exc:
+        return None, [Problem(path, None, f"AB file {exc}: an AB is a small text file")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -612,3 +625,50 @@ def read_ab(
             )
         )
     return ab, problems
+
+
+MAX_AB_BYTES = 4 << 20  # an AB is a few kB; more is not an AB (and would be read whole)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)  # fmt: skip
+
+
+def _not_regular(info: os.stat_result, limit: int) -> str | None:
+    """Why a file of status ``info`` cannot be read as a text input of at most ``limit`` bytes."""
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "no regular file")
+        return f"is {kind}, not a regular file"
+    if info.st_size > limit:
+        return f"is {info.st_size} bytes, more than the {limit >> 20} MiB allowed"
+    return None
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The content of the regular file at ``path`` (a symlink is followed), at most ``limit``
+    bytes.
+
+    Raises OSError as ``open`` does (FileNotFoundError if there is none), and ValueError saying
+    what the path is if it is not a regular file (a FIFO, a device such as ``/dev/zero``, a
+    directory) or holds more than ``limit`` bytes. The path is looked at before it is opened, and
+    opened without blocking: a FIFO never hangs the reader, a device is never read.
+    """
+    why = _not_regular(os.stat(path), limit)
+    if why:
+        raise ValueError(why)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        why = _not_regular(os.fstat(fd), limit)  # what was opened (it may have been replaced)
+        if why:
+            raise ValueError(why)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"holds more than the {limit >> 20} MiB allowed")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from abflow.model.commands import PLACEHOLDERS, check_template
+from abflow.model.commands import PLACEHOLDERS, check_template, control_character
 from abflow.state.layout import StateLayout
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/abflow
@@ -63,8 +65,9 @@ class ConfigError(ValueError):
         super().__init__(f"invalid configuration ({source}):\n{lines}")
 
 
+@functools.cache
 def load_schema() -> dict[str, Any]:
-    """The configuration JSON Schema as a dict."""
+    """The configuration JSON Schema as a dict (read once; do not change it)."""
     import yaml
 
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
@@ -161,6 +164,7 @@ def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any
             problems.append(f"{where}: {err.message} (check the spelling against the schema)")
         else:
             problems.append(f"{where}: {err.message}")
+    problems += value_problems(instance)
     for step in PLACEHOLDERS:
         template = instance.get("commands", {}).get(step)
         if isinstance(template, str):
@@ -175,6 +179,37 @@ def validate(config: Mapping[str, Any], source: str = "config") -> dict[str, Any
     if problems:
         raise ConfigError(problems, source)
     return instance
+
+
+def _key_text(key: object) -> str:
+    text = str(key)
+    return repr(text) if control_character(text) else text
+
+
+def value_problems(node: Any, where: str = "") -> list[str]:
+    """What no configuration value may be, with the key of each: a number that is NaN or
+    infinite (the schema's minimum checks let NaN through), a string (a directory, file name,
+    AB name, ...) with a control character (C0, DEL, C1: a line break in a directory name would
+    break out of a comment in JOBS_NIGHT). ``commands`` are checked by check_template."""
+    problems: list[str] = []
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not where and key == "commands":
+                continue
+            problems += value_problems(
+                value, f"{where}.{_key_text(key)}" if where else _key_text(key)
+            )
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            problems += value_problems(value, f"{where}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        problems.append(f"{where}: {node} is not a number abflow can use: give a finite number")
+    elif isinstance(node, str) and control_character(node):
+        problems.append(
+            f"{where}: {node!r} contains {control_character(node)}: configured names and paths "
+            "must be printable (rename the directory or file, or fix the value)"
+        )
+    return problems
 
 
 def check_archive_url(url: str) -> str | None:
@@ -235,6 +270,16 @@ class Settings:
         cfg["archive"] = self.archive
         cfg["status_export_dir"] = self.status_export_dir
         return cfg
+
+    @functools.cached_property
+    def roots(self) -> tuple[str, ...]:
+        """Every configured directory (``dfo``, ``inputs``, the state and export directories)
+        with its symbolic links resolved, once: what abflow reads and writes is checked to lie
+        inside them (README: What abflow protects)."""
+        from abflow.state.fsutil import resolve_roots
+
+        dirs = [*self.dfo.values(), *self.inputs.values(), self.state_dir]
+        return resolve_roots([*dirs, self.status_export_dir])
 
     @property
     def layout(self) -> StateLayout:
@@ -316,7 +361,34 @@ def resolve(
     if os.path.isdir(dfo["config_dir"]):
         cfg, notes, sources = _with_legacy(config, cfg, dfo["config_dir"], source)
     _check_qc_reports(cfg.get("qc_reports") or "", dfo, source)
-    return _settings(cfg, dfo, root, tuple(notes), sources, source)
+    settings = _settings(cfg, dfo, root, tuple(notes), sources, source)
+    _check_resolved(settings, cfg["dfo"], source)
+    return settings
+
+
+def _check_resolved(settings: Settings, configured: Mapping[str, str], source: str) -> None:
+    """Refuse a resolved directory with a control character: validate saw the configured
+    values, not a ``$DFO_*`` variable or what a ``$NAME`` in a configured path expanded to."""
+    named = {f"dfo.{key}": value for key, value in settings.dfo.items()}
+    named |= {f"inputs.{key}": value for key, value in settings.inputs.items()}
+    named |= {"state_dir": settings.state_dir, "status_export_dir": settings.status_export_dir,
+              "archive": settings.archive}  # fmt: skip
+    problems = []
+    for key, value in named.items():
+        control = control_character(value)
+        if not control:
+            continue
+        dfo_key = key.removeprefix("dfo.")
+        if dfo_key in DFO_DIRS and not configured.get(dfo_key):
+            where = f"${DFO_DIRS[dfo_key][0]} (the environment's {key})"
+        else:
+            where = f"{key} (with its environment variables expanded)"
+        problems.append(
+            f"{where}: {value!r} contains {control}: a directory name must be printable; "
+            "rename the directory or configure another one"
+        )
+    if problems:
+        raise ConfigError(problems, source)
 
 
 QC_REPORT_PLACEHOLDERS = ("date", "mode", "ab", "ab_stem")
@@ -452,7 +524,12 @@ def write_run_config(settings: Settings) -> str:
     from abflow.state.fsutil import atomic_write_text
 
     path, text = run_config(settings)
-    if not os.path.exists(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            same = fh.read() == text
+    except (OSError, ValueError):
+        same = False
+    if not same:  # absent, or damaged since: what every job of the run reads
         atomic_write_text(path, text)
     return path
 
@@ -461,18 +538,10 @@ def load_settings(
     configfile: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
 ) -> Settings:
-    """Read a config file (default ``config/config.yaml``), apply ``key=value`` overrides,
-    resolve."""
-    import yaml
-
+    """Read a config file (default ``config/config.yaml``: :func:`read_config_file`), apply
+    ``key=value`` overrides, resolve."""
     path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise ConfigError([f"config file {path} does not exist"], str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+    data = read_config_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of keys"], str(path))
     merged = normalize(data)
@@ -487,3 +556,96 @@ def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = value
+
+
+MAX_CONFIG_BYTES = 16 << 20  # a configuration is a few kB
+
+
+def _config_text(path: Path) -> str:
+    """The text of the configuration file ``path``: a regular UTF-8 file (ConfigError naming
+    the file, and the line of the first byte that is not UTF-8)."""
+    from abflow.model.ab import read_regular
+
+    try:
+        data = read_regular(str(path), MAX_CONFIG_BYTES)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path} does not exist"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"config file {path} cannot be read: {exc.strerror}"], str(path)
+        ) from None
+    except ValueError as exc:
+        raise ConfigError([f"config file {path} {exc}"], str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}, Latin-1 perhaps): "
+             "save the file as UTF-8"], str(path),
+        ) from None  # fmt: skip
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, refusing a mapping that has a key twice (PyYAML keeps the last
+    one silently). Merge keys (``<<``) may still be overridden."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _value in node.value if isinstance(node, yaml.MappingNode) else ():
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    key_node, yaml.ScalarNode
+                ):
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+def read_config_file(path: str | os.PathLike[str]) -> Any:
+    """The content of the YAML (or JSON) configuration file ``path``.
+
+    ConfigError, naming the file (and line), for a file that does not exist, is not a regular
+    file, is not UTF-8, is not valid YAML, or has a key twice in one mapping (both lines named).
+    """
+    import yaml
+
+    path = Path(path)
+    text = _config_text(path)
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            [f"{path}:{dup.second}: key {dup.key!r} given twice in one mapping "
+             f"(first on line {dup.first}): keep one"], str(path),
+        ) from None  # fmt: skip
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+
+
+def check_config_files(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse the configuration files the workflow was given (Snakemake reads them with its own
+    loader, which keeps the last of a key given twice): read_config_file's checks, except that
+    YAML Snakemake read (as JSON, perhaps) is not judged again, nor what is no regular file (a
+    pipe Snakemake has read). No paths: the Snakefile's own config/config.yaml."""
+    for path in paths or [DEFAULT_CONFIGFILE]:
+        if not os.path.isfile(path):
+            continue
+        try:
+            read_config_file(path)
+        except ConfigError as exc:
+            if not exc.problems[0].startswith("not valid YAML"):
+                raise

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from abflow.model.ab import Problem, split_line
+from abflow.model.commands import control_character
 
 YES = ("YES", "Y", "TRUE", "1", "ON")
 NO = ("NO", "N", "FALSE", "0", "OFF")
@@ -93,37 +94,89 @@ MAPPING: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
 }
 
 
+MAX_LEGACY_BYTES = 16 << 20  # a DFOS config file is a few kB
+
+
 def read_legacy(config_dir: str) -> tuple[list[LegacyValue], list[Problem]]:
-    """The values abflow understands in the DFOS config files of ``config_dir``."""
+    """The values abflow understands in the DFOS config files of ``config_dir``.
+
+    Each key abflow reads is single-valued: given twice in one file, or contradicted by
+    another key of the same setting (QC_MODE against QCBQS_TYPE), it is a problem naming both
+    lines (the other keys of the files, table-like ones included, may repeat). A value
+    with a control character (also once its ``$VARIABLES`` are expanded) or with bytes that
+    are not UTF-8 is a problem too; the rest of a file need not be UTF-8 (comments).
+    """
+    from abflow.model.ab import read_regular
+
     values: list[LegacyValue] = []
     problems: list[Problem] = []
     for name, keys in MAPPING.items():
         path = os.path.join(config_dir, name)
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                lines = fh.read().splitlines()
+            data = read_regular(path, MAX_LEGACY_BYTES)
         except FileNotFoundError:
             continue
         except OSError as exc:
             problems.append(Problem(path, None, f"cannot read: {exc.strerror}"))
             continue
-        for lineno, line in enumerate(lines, start=1):
-            cols = split_line(line)
-            if not cols or cols[0] not in keys:
-                continue
-            target, parse = keys[cols[0]]
-            if len(cols) != 2:
-                problems.append(
-                    Problem(path, lineno, f"{cols[0]} needs exactly one value, got {len(cols) - 1}")
-                )
-                continue
-            try:
-                value = parse(cols[1])
-            except ValueError as exc:
-                problems.append(Problem(path, lineno, f"{cols[0]} {cols[1]!r}: {exc}"))
-                continue
-            values.append(LegacyValue(target, value, f"{path}:{lineno} {cols[0]}"))
+        except ValueError as exc:
+            problems.append(Problem(path, None, f"{exc}: a DFOS config file is a text file"))
+            continue
+        lines = data.decode("utf-8", errors="replace").split("\n")
+        _read_lines(path, lines, keys, values, problems)
     return values, problems
+
+
+def _read_lines(
+    path: str,
+    lines: list[str],
+    keys: Mapping[str, tuple[str, Callable[[str], Any]]],
+    values: list[LegacyValue],
+    problems: list[Problem],
+) -> None:
+    """The values of ``keys`` in the ``lines`` of the DFOS config file ``path``."""
+    first: dict[str, int] = {}
+    setting: dict[str, tuple[str, int, Any]] = {}  # abflow key -> (DFOS key, line, value)
+    for lineno, line in enumerate(lines, start=1):
+        cols = split_line(line)
+        if not cols or cols[0] not in keys:
+            continue
+        if cols[0] in first:
+            problems.append(Problem(path, lineno, f"{cols[0]} given twice (first on line "
+                                    f"{first[cols[0]]}): keep one"))  # fmt: skip
+            continue
+        first[cols[0]] = lineno
+        target, parse = keys[cols[0]]
+        if len(cols) != 2:
+            problems.append(
+                Problem(path, lineno, f"{cols[0]} needs exactly one value, got {len(cols) - 1}")
+            )
+            continue
+        try:
+            value = parse(_printable(cols[1]))
+            if isinstance(value, str) and value != cols[1]:
+                _printable(value, " (with its $VARIABLES expanded)")
+        except ValueError as exc:
+            problems.append(Problem(path, lineno, f"{cols[0]} {cols[1]!r}: {exc}"))
+            continue
+        other, other_line, other_value = setting.setdefault(target, (cols[0], lineno, value))
+        if other_value != value:  # QC_MODE against QCBQS_TYPE: two keys of one setting
+            why = (
+                f"{cols[0]} {cols[1]} contradicts {other} on line {other_line} (both set {target})"
+            )
+            problems.append(Problem(path, lineno, f"{why}: keep one"))
+            continue
+        values.append(LegacyValue(target, value, f"{path}:{lineno} {cols[0]}"))
+
+
+def _printable(text: str, how: str = "") -> str:
+    """``text``, if it has no control character and was UTF-8 (ValueError otherwise)."""
+    control = control_character(text)
+    if control:
+        raise ValueError(f"contains {control}{how}: a value must be printable")
+    if "\ufffd" in text:
+        raise ValueError("not UTF-8 text (Latin-1 perhaps): save the file as UTF-8")
+    return text
 
 
 def _get(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -149,8 +202,9 @@ def apply_legacy(
     """Put legacy values into ``config`` where ``raw`` (the user's config) does not set the key.
 
     Returns notes on values the user's configuration overrides, and for every key taken from a
-    DFOS file where it came from (``<file>:<line> <DFOS key>``). Of several DFOS keys for one
-    setting (QCBQS_TYPE, QC_MODE, BQS_TYPE in one file) the first line wins.
+    DFOS file where it came from (``<file>:<line> <DFOS key>``). Several DFOS keys for one
+    setting (QCBQS_TYPE, QC_MODE, BQS_TYPE in one file) must agree (read_legacy); the first
+    line is named.
     """
     notes: list[str] = []
     sources: dict[str, str] = {}

@@ -78,6 +78,9 @@ class _Draft:
     edges: list[Edge] = field(default_factory=list)
     virtual: dict[str, list[VirtualInput]] = field(default_factory=dict)
     unresolved: dict[str, str] = field(default_factory=dict)  # AB -> stem only a missing AB has
+    # parent -> products other ABs bind to by its PROD_ROOT_NAME that its PRODUCTS do not list
+    # (path, tag, the binding AB's file, line): the parent's job must leave them too
+    implied: dict[str, list[tuple[str, str, str, int]]] = field(default_factory=dict)
 
     @property
     def list_path(self) -> str:
@@ -93,6 +96,7 @@ def _load_one_night(settings: Settings) -> Night:
     _index_products(draft)
     _match_edges(draft)
     _check_files(draft)
+    _check_outputs(draft)
     names = [name for name, _ in draft.entries if name in draft.abs]
     parents, children = _link(names, draft.edges)
     _check_cycles(draft, names, children)
@@ -142,11 +146,19 @@ def _read_list(draft: _Draft) -> None:
         draft.problems.append(Problem(path, None, "AB list is empty: there is nothing to process"))
 
 
+MAX_LIST_BYTES = 64 << 20  # an AB list of a million ABs is 50 MB
+
+
 def _list_text(path: str, problems: list[Problem]) -> str | None:
-    """The AB list as text (None, with the problem noted, if it cannot be read)."""
+    """The AB list as text (None, with the problem noted, if it cannot be read: also when it is
+    not a regular file or holds more than MAX_LIST_BYTES; a FIFO or a device is never read)."""
+    from abflow.model.ab import read_regular
+
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular(path, MAX_LIST_BYTES)
+    except ValueError as exc:
+        problems.append(Problem(path, None, f"AB list {exc}: it must be a text file"))
+        return None
     except FileNotFoundError:
         problems.append(
             Problem(
@@ -176,7 +188,7 @@ def _read_abs(draft: _Draft) -> None:
     dir_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
     for name, lineno in draft.entries:
         ab_path = s.ab_file(name)
-        if not os.path.isfile(ab_path):
+        if not os.path.exists(ab_path):  # anything else there: read_ab says what it is
             _missing_ab(draft, name, lineno, ab_path)
             continue
         ab, ab_problems = read_ab(ab_path, variables, policy, dir_cache)
@@ -290,9 +302,18 @@ def _match_edges(draft: _Draft) -> None:
                         f"product {key}: an AB cannot be its own calibration",
                     )
                 )
+            elif parent is not None and not product:
+                draft.problems.append(Problem(ab.path, cal.line, (
+                    f"MCALIB VIRTUAL {key} binds to AB {parent} by its PROD_ROOT_NAME, but that "
+                    "AB has neither PROD_PATH nor PRODUCTS: nobody can tell where the product "
+                    f"will be; give AB {parent} a PRODUCTS line for it")))  # fmt: skip
             elif parent is not None:
                 found.append(VirtualInput(name, parent, cal.path, product, cal.tag, cal.line))
                 draft.edges.append(Edge(parent, name, key))
+                if all(f.path != product for f in draft.abs[parent].products):
+                    draft.implied.setdefault(parent, []).append(
+                        (product, cal.tag, ab.path, cal.line)
+                    )
             elif (existing := find_existing_product(cal.path, product_dir)) is not None:
                 found.append(VirtualInput(name, None, cal.path, existing, cal.tag, cal.line))
             elif draft.missing:
@@ -365,6 +386,16 @@ def _check_files(draft: _Draft) -> None:
                         "it",
                     )
                 )
+
+
+def _check_outputs(draft: _Draft) -> None:
+    """What abflow protects (abflow.model.guard): no directory an AB names resolves outside the
+    configured ones, and no product replaces a file its AB did not make."""
+    from abflow.model.guard import Resolver, check_directories, check_products
+
+    resolver = Resolver()
+    draft.problems += check_directories(draft.abs, draft.settings.roots, resolver)
+    draft.problems += check_products(draft.settings, draft.abs, draft.implied, resolver)
 
 
 # ----- phase 5: order --------------------------------------------------------------------------
@@ -447,6 +478,7 @@ def _record(
         virtual=tuple(draft.virtual.get(name, ())),
         raw_inputs=tuple(f.path for f in ab.rawfiles) if runs else (),
         cal_inputs=tuple(c.needed_path for c in ab.mcalibs if not c.virtual) if runs else (),
+        implied_products=tuple((p, tag) for p, tag, _, _ in draft.implied.get(name, ())),
         level=level,
         run_order=run_order,
     )

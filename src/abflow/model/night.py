@@ -59,6 +59,9 @@ class NightAB:
     virtual: tuple[VirtualInput, ...] = ()  # its MCALIB VIRTUAL entries, resolved
     raw_inputs: tuple[str, ...] = ()  # raw files it reads (none if it runs no recipe)
     cal_inputs: tuple[str, ...] = ()  # REAL calibrations it reads (ditto)
+    # products other ABs bind to by its PROD_ROOT_NAME that its PRODUCTS do not list (path,
+    # tag): its job must leave them too
+    implied_products: tuple[tuple[str, str], ...] = ()
     level: int = 0  # 1 + the level of its highest parent (0: no parent)
     run_order: int = 0  # its place in the order the night runs in
 

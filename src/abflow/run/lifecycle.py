@@ -21,7 +21,6 @@ not run; the locks released.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +51,7 @@ class Prepared:
 def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     """Everything the rules need, from Snakemake's config and workflow. Raises StartRefused
     (the problems in the configuration or the night, each with file and line)."""
-    from abflow.model.config import ConfigError, resolve, run_config
+    from abflow.model.config import ConfigError, check_config_files, resolve, run_config
     from abflow.model.load import load_night
     from abflow.model.night import NightError
     from abflow.run.flavour import decide, describe, executor_problem, is_remote
@@ -65,6 +64,7 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     if flavour.problem:
         raise StartRefused(flavour.problem)
     try:
+        check_config_files(line.configfiles)  # keys given twice (Snakemake keeps the last)
         settings = resolve(flavour.config, root=workflow.basedir)
         night = load_night(settings)
         config_path, _ = run_config(settings)
@@ -87,6 +87,9 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
                    snakemake.nodes(workflow), line.executor)  # fmt: skip
     messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
     messages += [("warning", str(w)) for w in night.warnings]
+    messages += [("warning", f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) "
+                  "is empty or unreadable: the AB is not done and runs again")
+                 for ab in sorted(rules.scope.unreadable)]  # fmt: skip
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
     _pool_side(rules, settings)
@@ -111,7 +114,7 @@ def _pool_side(rules: Any, settings: Any) -> None:
     configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
 
 
-def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log) -> dict[str, Any]:
+def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
     """Take the locks of the run and take over from a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
     from abflow.model.config import write_run_config
@@ -125,15 +128,20 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
     write_run_config(settings)  # what every job's command line names
     _end_jobs_on_interrupt()
     try:
-        lock = register_run(settings.state_dir, night.batch_ids(), executor=executor)
+        lock = register_run(settings.state_dir, night.batch_ids(), executor=executor,
+                            mon_dir=settings.dfo["mon_dir"])  # fmt: skip
     except RunLocked as exc:
         raise StartRefused(str(exc)) from None
     lock["since"] = now_iso()
     _outlive_the_terminal(settings.layout.console_log(settings.batch_id), warn)
+    for note in lock["notes"]:
+        warn(f"abflow: {note}")
     for crashed in lock["replaced"]:
         warn(
-            f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) ended "
-            "without cleaning up (crashed or killed): taking over; its finished ABs are kept"
+            f"abflow: the lock {crashed['unreadable']} could not be read: taken over"
+            if "unreadable" in crashed
+            else f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) "
+            "ended without cleaning up (crashed or killed): taking over; its finished ABs are kept"
         )
     if is_remote(executor):
         _take_over_pool_jobs(night, lock, warn)
@@ -142,8 +150,8 @@ def start_run(night: Any, owns: Callable[[Any], bool], executor: str, warn: Log)
         if removed:
             warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
                  ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
-    if lock["replaced"]:
-        for job in end_orphans(settings.state_dir, owns):
+    if lock["lineage"]:
+        for job in end_orphans(settings.state_dir, lock["lineage"]):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
     return lock
 
@@ -286,16 +294,16 @@ def remove_served_requests(night: Any, names: Iterable[str] | None) -> None:
                 remove_file(request)
 
 
-def outcome(ok: bool, stop_flag: str) -> str:
+def outcome(ok: bool, stopped: bool) -> str:
     """How a run ended (abflow.state.runstate.OUTCOMES): ``ok`` (Snakemake's onsuccess), else
-    interrupted (SIGINT), stopped (abflow stop's flag) or failed."""
+    interrupted (SIGINT), stopped (abflow stop's flag: ``stopped``) or failed."""
     from abflow.views.console import was_interrupted
 
     if ok:
         return "succeeded"
     if was_interrupted():
         return "interrupted"
-    return "stopped" if os.path.exists(stop_flag) else "failed"
+    return "stopped" if stopped else "failed"
 
 
 def finish_run(
@@ -311,7 +319,7 @@ def finish_run(
     the final page of every date, which says so. Returns the summary of the ABs ``names`` of
     the run since its start: their QC1 numbers, what failed ("" if there is neither)."""
     from abflow.run.flavour import is_remote
-    from abflow.state.runstate import unregister_run
+    from abflow.state.runstate import stop_requested, unregister_run
     from abflow.views.monitor import timeline_paths
     from abflow.views.status import failure_summary, night_state, qc1_summary
     from abflow.views.timeline import draw, timeline_of
@@ -331,7 +339,8 @@ def finish_run(
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
     remove_served_requests(night, names)
-    how = outcome(ok, night.settings.layout.stop_flag)
-    unregister_run(night.settings.state_dir, night.batch_ids(), how)
+    s = night.settings
+    how = outcome(ok, stop_requested(s.state_dir, night.batch_ids()))
+    unregister_run(s.state_dir, night.batch_ids(), how, s.dfo["mon_dir"])
     refresher.stop()  # the final page: how the run ended, now in the run history
     return summary

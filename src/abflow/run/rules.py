@@ -28,6 +28,7 @@ from abflow.state import queue
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
+from abflow.state.runstate import owner_id
 from abflow.state.units import now_iso
 from abflow.upstream.htcondor_plugin import CLASSAD_PREFIX, ENVIRONMENT, JOB_WRAPPER
 from abflow.upstream.snakemake import precomputed_signature
@@ -84,9 +85,16 @@ class RunScope:
         self.subcascade = self._subcascade()
         self.subcascade_set = frozenset(self.subcascade)
         self.names = self.subcascade or night.names
+        # ABs whose completion record is there but empty or unreadable (a crash, a full disk):
+        # not done; they run again (through a rerun request, as an edited AB does)
+        self.unreadable = frozenset(
+            n for n in self.names
+            if os.path.exists(self.record(n)) and read_record(self.record(n)) is None
+        )  # fmt: skip
         self.to_run = frozenset(
             n for n in self.names
-            if n in self.subcascade_set or not os.path.exists(self.record(n))
+            if n in self.subcascade_set or n in self.unreadable
+            or not os.path.exists(self.record(n))
         )  # fmt: skip
         self.priority = job_priorities(night)
         self.download_priority: dict[str, int] = {}
@@ -165,10 +173,14 @@ class RunScope:
         (abflow.run.lifecycle.finish_run).
         """
         record = read_record(self.record(ab))
-        if record is None:
+        if record is None and ab not in self.unreadable:
             return []
         generation, _, digest = self.rerun_key(ab).partition(":")
-        if ab not in self.subcascade_set and not ab_edited(record, digest):
+        if (
+            ab not in self.subcascade_set
+            and ab not in self.unreadable
+            and not ab_edited(record or {}, digest)
+        ):
             return []
         return [self.layout.request(ab, f"g{generation}-{digest}")]
 
@@ -196,7 +208,6 @@ class NightRules:
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
         token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.progress_file = self.layout.progress(token)
-        self._downloads: set[JobId] | None = None  # the download jobs the night may have
         self.with_qc = s.qc_mode != "IMPLICIT"
         self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
@@ -221,17 +232,6 @@ class NightRules:
     def pattern(self, kind: str, rule: str) -> str:
         """The layout's path pattern of one kind of file of a rule's jobs."""
         return self.layout.pattern(kind, rule)
-
-    def owns(self, job: JobId) -> bool:
-        """True if ``job`` belongs to this night (a download: of a file one of its ABs reads)."""
-        if not job.step.is_download:
-            return job.target in self.night
-        if self._downloads is None:
-            from abflow.job.download import download_job
-
-            self._downloads = {download_job(self.settings.dfo, path) for record in self.night
-                               for path in (*record.raw_inputs, *record.cal_inputs)}  # fmt: skip
-        return job in self._downloads
 
     # ----- what rule all asks for ------------------------------------------------------------
     def final_records(self) -> list[str]:
@@ -344,25 +344,28 @@ class NightRules:
         if job.step.is_download:
             root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
             dest = os.path.join(root, job.target)
-            staged = staging_path(dest)  # renamed to dest once complete (abflow.job.download)
+            # this run's own staging, linked to dest once complete (abflow.job.download)
+            staged = staging_path(dest, self.owner or owner_id())
             shell = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": staged,
                        "date": s.date, "mode": s.mode, "config": self.run_config})  # fmt: skip
-            return JobCommand(job, shell=shell, dest=dest, progress=self.progress_file,
+            return JobCommand(job, shell=shell, dest=dest, staged=staged, batch=s.batches[0],
+                              progress=self.progress_file,
                               total=len(self.scope.planned_downloads), **common)  # fmt: skip
         night, ab = self.night, job.target
         the_ab = night[ab].ab
         values = {"ab": ab, "ab_file": the_ab.path, "date": night.date(ab), "mode": s.mode,
                   "threads": threads, "config": self.run_config, "det": job.det}  # fmt: skip
-        makes_products = job.step in (Step.PROCESS_AB, Step.MEF_JOIN) and the_ab.runs_recipe
+        # the products it must leave, checked after its command (a detector job marks their
+        # directories only: its join compares with the marks; abflow.job.products)
+        products = [(f.path, f.tag) for f in the_ab.products] + list(night[ab].implied_products)
+        makes_products = job.step is not Step.PROCESS_QC and the_ab.runs_recipe
         return JobCommand(
             job,
             shell=fill(s.commands[job.step.value], values),
             record=self.layout.record(job),
             parents=night[ab].parents,
             virtual=[(v.vcal_path, v.product_path) for v in night[ab].virtual],
-            products=[(f.path, f.tag) for f in the_ab.products]
-            if makes_products and s.check_products
-            else (),
+            products=products if makes_products and s.check_products else (),
             recipe=the_ab.recipe,
             raw_type=the_ab.raw_type,
             date=night.date(ab),

@@ -15,11 +15,11 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     work/<AB>, work/<step>/<AB>[/<det>]       working directories (the command's cwd)
     requests/<AB>.<key>.rerun                 rerun requests (subcascade, an edited AB)
     logs/request_rerun/<AB>.<key>.log         what wrote each
-    runs/<batch>.json                         the run lock of a date
+    runs/<batch>.json (+ .guard)              the run lock of a date (and its flock guard)
     runs/<batch>.history.json                 every run of a date: start, end, who (timeline)
     config/<checksum>.json                    a run's configuration, named on every job's command
-    STOP                                      abflow stop's flag
-    running/<step>/<AB>[.<det>].json          markers of running jobs
+    stop/<batch>.json                         abflow stop's flag of a date
+    running/<step>/<AB>[.<det>].<holder>.json markers of running jobs (holder: run or cluster)
     retries/<step>/<AB>[.<det>].json          a pool job's memory retries (raised requests)
     downloads/<token>.progress                a run's download progress
     downloads/records/<file>.json             finished downloads
@@ -207,9 +207,12 @@ class StateLayout:
         """Working directory of ``job`` (its command's current directory)."""
         return self.path("work", job)
 
-    def marker(self, job: JobId) -> str:
-        """The marker ``job`` holds while its command runs."""
-        return os.path.join(self.running_dir, job.name + ".json")
+    def marker(self, job: JobId, holder: str = "") -> str:
+        """The marker ``job`` holds while its command runs; ``holder`` (the owner id of the run
+        it belongs to, or its HTCondor cluster) keeps two nights' markers of the same job
+        apart (two nights may download the same file at once)."""
+        name = f"{job.name}.{holder.replace(':', '_')}" if holder else job.name
+        return os.path.join(self.running_dir, name + ".json")
 
     def retries(self, job: JobId) -> str:
         """What the pool did to ``job`` beyond running it once: its memory retries."""
@@ -231,10 +234,10 @@ class StateLayout:
         """Markers of the jobs whose command runs."""
         return os.path.join(self.root, "running")
 
-    @property
-    def stop_flag(self) -> str:
-        """The flag ``abflow stop`` writes."""
-        return os.path.join(self.root, "STOP")
+    def stop_flag(self, batch: str) -> str:
+        """The flag ``abflow stop`` writes for a date (``<MODE>_<DATE>``): the run holding it
+        starts no new job; no other night's run sees it."""
+        return os.path.join(self.root, "stop", f"{batch}.json")
 
     def lock(self, batch: str) -> str:
         """The run lock of a date (``<MODE>_<DATE>``)."""

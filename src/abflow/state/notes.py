@@ -50,10 +50,21 @@ def add_retry(layout: StateLayout, job: JobId, **entry: Any) -> list[dict[str, A
 
 
 def retries_of(layout: StateLayout, job: JobId) -> list[dict[str, Any]]:
-    """The memory retries of ``job`` (oldest first; [] if none)."""
-    data = read_json_object(layout.retries(job)) or {}
-    found = data.get("retries")
+    """The memory retries of ``job`` (oldest first; [] if none, or if its note cannot be
+    read)."""
+    return _retries_in(layout.retries(job))
+
+
+def _retries_in(path: str) -> list[dict[str, Any]]:
+    """The retries a retry note holds (those that are objects)."""
+    found = (read_json_object(path) or {}).get("retries")
     return [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+
+
+def _when(retry: dict[str, Any]) -> float:
+    """When a retry was noted (epoch s; 0 if its note does not say it as a number)."""
+    value = retry.get("time")
+    return float(value) if isinstance(value, int | float) and value == value else 0.0
 
 
 def clear_retries(layout: StateLayout, job: JobId) -> None:
@@ -81,6 +92,5 @@ def retries_of_ab(layout: StateLayout, ab: str) -> list[dict[str, Any]]:
             stem = name.removesuffix(".json")
             det = stem[len(ab) + 1 :] if stem.startswith(ab + ".") else ""
             if stem == ab or det.isdigit():
-                data = read_json_object(os.path.join(top, step, name)) or {}
-                found += [r for r in data.get("retries") or () if isinstance(r, dict)]
-    return sorted(found, key=lambda r: float(r.get("time") or 0))
+                found += _retries_in(os.path.join(top, step, name))
+    return sorted(found, key=_when)

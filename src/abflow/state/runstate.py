@@ -1,17 +1,23 @@
 """State of a running night: who runs it (the run lock), which jobs run, whether to stop.
 
-The workflow's ``onstart`` handler takes the lock of every batch (``<MODE>_<DATE>``) of the run
-(abflow.state.layout: ``runs/<batch>.json``), naming the Snakemake process (pid, host, start,
-command), created exclusively, so a second run of the same date is refused while the first is
-alive, from whatever working directory. ``onsuccess``/``onerror`` release it. A lock whose
+The workflow's ``onstart`` handler takes the locks of every batch (``<MODE>_<DATE>``) of the
+run, naming the Snakemake process (pid, host, start, command, owner id): the night's own lock
+beside its AB list (``<mon_dir>/.abflow/<batch>.run.json``: one per night, whatever state
+directory a run uses) and the state directory's (abflow.state.layout: ``runs/<batch>.json``,
+what the readers read). A second run of the same night is refused while the first is alive,
+from whatever working or state directory. ``onsuccess``/``onerror`` release them. A lock whose
 process is gone (a crash, SIGKILL, a reboot) is stale: a run on the same host takes it over and
 first ends the crashed run's orphaned jobs; a lock held from another host is cleared with
-``abflow unlock``.
+``abflow unlock``. Reading and replacing a lock happens under an exclusive ``flock`` of its
+``.guard`` file, so of two runs taking over the same stale lock exactly one gets it.
 
-Every job marks itself (``running/<job name>.json``) while its command runs: its pid, its start
-and the process group of its command. ``abflow stop`` writes the STOP flag: jobs that have not
-started yet then end at once without running their command (their ABs are not marked done),
-running ones finish, and Snakemake ends when nothing is left; the next run removes the flag.
+Every job marks itself (``running/<job name>.json``) while its command runs: its pid, its start,
+the process group of its command and the owner id of the run it belongs to; a take-over ends
+only the jobs of the runs it replaces (by owner id and start time, never by file name).
+``abflow stop`` writes the night's stop flag (``stop/<batch>.json``, for every date of the run
+holding it): jobs of that run that have not started yet then end at once without running their
+command (their ABs are not marked done), running ones finish, and Snakemake ends when nothing
+is left; the next run of that night removes its flags, and no other night's.
 
 Processes are inspected with psutil, by the readers only (the Snakemake process, the ``abflow``
 commands): a job writes its marker without importing it.
@@ -24,12 +30,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from abflow.state.fsutil import atomic_write_json, iter_json_objects, read_json_object
+from abflow.state.fsutil import (
+    atomic_write_json,
+    iter_json_objects,
+    read_json_checked,
+    read_json_object,
+)
 from abflow.state.layout import JobId, StateLayout
 from abflow.state.units import iso_of, now_iso
 
@@ -52,20 +63,24 @@ def process_start(pid: int) -> float | None:
 
 
 def describe_run(info: dict[str, Any]) -> str:
-    """``pid P on HOST since START (command)`` for messages."""
+    """``pid P on HOST since START (command)`` for messages (what the lock says, made inert)."""
+    from abflow.state.text import inert
+
     command = str(info.get("command", ""))
     short = command if len(command) <= 120 else command[:117] + "..."
-    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('start', '?')}" + (
+    text = f"pid {info.get('pid')} on {info.get('host')} since {info.get('start', '?')}" + (
         f" ({short})" if short else ""
     )
+    return inert(text, line=True)
 
 
 def _locked_message(batch: str, info: dict[str, Any], path: str) -> str:
     date = batch.split("_", 1)[-1]
     here = info.get("host") == socket.gethostname()
+    elsewhere = f" with the state directory {info['state_dir']}" if info.get("state_dir") else ""
     return (
-        f"{batch} is being processed by {describe_run(info)}: refusing a second run of the "
-        f"same date. Wait for it, or stop it: abflow stop -d {date}. "
+        f"{batch} is being processed by {describe_run(info)}{elsewhere}: refusing a second "
+        f"run of the same night. Wait for it, or stop it: abflow stop -d {date}. "
         + (
             ""
             if here
@@ -75,10 +90,25 @@ def _locked_message(batch: str, info: dict[str, Any], path: str) -> str:
     )
 
 
+_owners: dict[int, str] = {}  # pid -> owner id (a forked child is another process)
+
+
 def owner_id() -> str:
-    """``<host>:<pid>`` of this process: the AbflowOwner tag of the HTCondor jobs of the run it
-    holds (abflow.run.condor), and the ``owner`` of its lock."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``<host>:<pid>:<start>`` of this process (``start``: when it started, whole seconds
+    since the epoch, so that a reused pid is another owner): the AbflowOwner tag of the
+    HTCondor jobs of the run it holds (abflow.run.condor), the ``owner`` of its lock and of
+    the markers of the jobs it runs in its threads."""
+    pid = os.getpid()
+    owner = _owners.get(pid)
+    if owner is None:
+        owner = _owners[pid] = f"{socket.gethostname()}:{pid}:{int(process_start(pid) or 0)}"
+    return owner
+
+
+def night_lock(mon_dir: str, batch: str) -> str:
+    """The lock of the night ``batch`` whatever state directory its run uses: beside its AB
+    list (``<mon_dir>/.abflow/<batch>.run.json``)."""
+    return os.path.join(mon_dir, ".abflow", f"{batch}.run.json")
 
 
 def register_run(
@@ -86,8 +116,10 @@ def register_run(
     batches: list[str] | str,
     argv: list[str] | None = None,
     executor: str = "local",
+    mon_dir: str = "",
 ) -> dict[str, Any]:
-    """Take the lock of every batch of this run and clear a stale STOP flag.
+    """Take the locks of every batch of this run (the night's, in ``mon_dir``, and the state
+    directory's) and clear this night's stop flags.
 
     Raises RunLocked (taking nothing) if a live run holds one of them. A stale lock (its
     process gone, on this host) is taken over; the returned info lists such crashed runs under
@@ -108,28 +140,42 @@ def register_run(
         "command": " ".join(argv if argv is not None else sys.argv),
         "executor": executor,
         "owner": owner_id(),  # AbflowOwner of its HTCondor jobs
+        "state_dir": state_dir,
     }
-    replaced: list[dict[str, Any]] = []
-    taken: list[str] = []
-    try:
-        for batch in batches:
-            _take_lock(layout.lock(batch), batch, info, replaced)
-            taken.append(batch)
-    except BaseException:
-        for batch in taken:
-            with suppress(FileNotFoundError):
-                os.unlink(layout.lock(batch))
-        raise
-    with suppress(FileNotFoundError):
-        os.unlink(layout.stop_flag)
+    replaced = _take_locks(layout, batches, info, mon_dir)
+    for batch in batches:
+        with suppress(FileNotFoundError):
+            os.unlink(layout.stop_flag(batch))
     lineage = _lineage(replaced)
     if lineage["lineage"]:
         info.update(lineage)
         for batch in batches:  # the lock says what this run took over (for its successor)
             atomic_write_json(layout.lock(batch), {**info, "batch": batch})
+    notes = [n for b in batches if (n := keep_unreadable_history(layout, b))]
     for batch in batches:
         _note_start(layout, batch, info, replaced)
-    return {"lineage": [], "lineage_since": 0.0, "lineage_start": "", **info, "replaced": replaced}
+    return {"lineage": [], "lineage_since": 0.0, "lineage_start": "", **info,
+            "replaced": replaced, "notes": notes}  # fmt: skip
+
+
+def _take_locks(
+    layout: StateLayout, batches: list[str], info: dict[str, Any], mon_dir: str
+) -> list[dict[str, Any]]:
+    """Take the night's and the state directory's lock of every batch, or none (RunLocked);
+    return the crashed runs whose state directory locks were taken over."""
+    replaced: list[dict[str, Any]] = []
+    locks = [(night_lock(mon_dir, b), b, []) for b in batches] if mon_dir else []
+    locks += [(layout.lock(b), b, replaced) for b in batches]
+    taken: list[str] = []
+    try:
+        for path, batch, noted in locks:
+            _take_lock(path, batch, info, noted)
+            taken.append(path)
+    except BaseException:
+        for path in taken:
+            _release(path, info)
+        raise
+    return replaced
 
 
 def _lineage(replaced: list[dict[str, Any]]) -> dict[str, Any]:
@@ -164,48 +210,72 @@ def _note_start(layout: StateLayout, batch: str, info: dict[str, Any], replaced:
 
 def run_history_of(layout: StateLayout, batch: str) -> list[dict[str, Any]]:
     """The runs of ``batch`` (``since`` and ``end`` ISO times; ``end`` None: running or
-    crashed), oldest first; [] before the first."""
-    import json
+    crashed), oldest first; [] before the first (or if it cannot be read)."""
+    history, _problem = read_json_checked(layout.run_history(batch), list)
+    return [e for e in history or () if isinstance(e, dict)]
 
+
+def keep_unreadable_history(layout: StateLayout, batch: str) -> str:
+    """Move a run history that cannot be read aside (``<history>.unreadable``, the previous
+    one replaced), so that the next run starts a new one without losing it; what was done
+    ("" if it was readable or absent)."""
+    path = layout.run_history(batch)
+    _history, problem = read_json_checked(path, list)
+    if not problem or not os.path.isfile(path):
+        return ""
+    os.replace(path, path + ".unreadable")
+    return f"the run history {path} was unreadable ({problem}): kept as {path}.unreadable"
+
+
+@contextmanager
+def _guarded(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of ``<path>.guard`` (created if needed) meanwhile: a lock
+    is read and replaced by one process at a time."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(f"{path}.guard", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        with open(layout.run_history(batch), encoding="utf-8") as fh:
-            history = json.load(fh)
-    except (OSError, ValueError):
-        return []
-    return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the flock)
 
 
 def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> None:
-    """Create the lock file ``path`` exclusively (write a temporary file, hard-link it)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    atomic_write_json(tmp, {**info, "batch": batch})
-    try:
-        for _attempt in range(3):
-            try:
-                os.link(tmp, path)
-                return
-            except FileExistsError:
-                held = read_json_object(path)
-                if held is None:  # being written this instant, or torn: look again
-                    time.sleep(0.05)
-                    held = read_json_object(path)
-                if held is not None and process_alive(held):
-                    raise RunLocked(_locked_message(batch, held, path)) from None
-                if held is not None:
-                    replaced.append({**held, "batch": batch})
-                with suppress(FileNotFoundError):
-                    os.unlink(path)
-        raise RunLocked(f"could not take the lock {path}: another run keeps taking it")
-    finally:
+    """Write the lock file ``path`` unless a live run holds it (RunLocked); a stale one is
+    replaced (and noted in ``replaced``). Atomic: under the lock's guard."""
+    with _guarded(path):
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise RunLocked(f"{path} is not a lock file (a directory, a link or a device): "
+                            "remove it, then start the night again")  # fmt: skip
+        held, problem = read_json_checked(path)
+        if held is not None and not _same_run(held, info) and process_alive(held):
+            raise RunLocked(_locked_message(batch, held, path))
+        if held is not None and not _same_run(held, info):
+            replaced.append({**held, "batch": batch})
+        elif problem:  # a lock nobody can read holds nothing: taken, and said so
+            replaced.append({"batch": batch, "unreadable": f"{path} ({problem})"})
+        atomic_write_json(path, {**info, "batch": batch})
+
+
+def _release(path: str, info: dict[str, Any]) -> bool:
+    """Remove the lock file ``path`` if the run ``info`` holds it; True if it did."""
+    with _guarded(path):
+        held = read_json_object(path)
+        if held is None or not _same_run(held, info):
+            return False
         with suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(path)
+    return True
 
 
 OUTCOMES = ("succeeded", "failed", "stopped", "interrupted")  # how a run ended ("crashed" too)
 
 
-def unregister_run(state_dir: str, batches: list[str] | str, outcome: str = "") -> None:
+def unregister_run(
+    state_dir: str, batches: list[str] | str, outcome: str = "", mon_dir: str = ""
+) -> None:
     """Release this process's locks (only those it holds), noting in the run history when the
     run ended and how (one of OUTCOMES)."""
     for batch in [batches] if isinstance(batches, str) else batches:
@@ -220,8 +290,9 @@ def unregister_run(state_dir: str, batches: list[str] | str, outcome: str = "") 
                         entry["ended"] = outcome
             if history:
                 atomic_write_json(layout.run_history(batch), history)
-            with suppress(FileNotFoundError):
-                os.unlink(layout.lock(batch))
+            if mon_dir:
+                _release(night_lock(mon_dir, batch), info)
+            _release(layout.lock(batch), info)
 
 
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
@@ -229,11 +300,42 @@ def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
     return read_json_object(StateLayout(state_dir).lock(batch))
 
 
-def remove_lock(state_dir: str, batch: str) -> dict[str, Any] | None:
-    """Remove the lock of ``batch`` (``abflow unlock``); return what it held."""
+def read_run_file(path: str) -> dict[str, Any] | None:
+    """The run a lock file names (None: absent or unreadable)."""
+    return read_json_object(path) if os.path.isfile(path) else None
+
+
+def remove_lock_file(path: str) -> str:
+    """Remove a lock file that names no run (unreadable), under its guard; "" or why it was
+    not removed (a directory, whose content is the operator's)."""
+    with _guarded(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            return f"{path} is a directory, not a lock: remove or move it yourself"
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+    return ""
+
+
+def read_night_lock(mon_dir: str, batch: str) -> dict[str, Any] | None:
+    """The run holding the night's own lock of ``batch`` (from any state directory), or None."""
+    return read_json_object(night_lock(mon_dir, batch))
+
+
+def remove_lock(
+    state_dir: str, batch: str, mon_dir: str = "", force: bool = False
+) -> dict[str, Any] | None:
+    """Remove the lock of ``batch`` (``abflow unlock``): the state directory's, and the night's
+    in ``mon_dir`` where it is the same run's, its process is gone or ``force``; return what
+    it held."""
     info = read_run(state_dir, batch)
-    with suppress(FileNotFoundError):
-        os.unlink(StateLayout(state_dir).lock(batch))
+    night = read_night_lock(mon_dir, batch) if mon_dir else None
+    if night is not None and (force or info is None or _same_run(night, info)
+                              or not process_alive(night)):  # fmt: skip
+        _release(night_lock(mon_dir, batch), night)
+        info = info or night
+    if info is not None:
+        with _guarded(StateLayout(state_dir).lock(batch)), suppress(FileNotFoundError):
+            os.unlink(StateLayout(state_dir).lock(batch))
     return info
 
 
@@ -247,8 +349,11 @@ def process_alive(info: dict[str, Any]) -> bool:
 
     if info.get("host") != socket.gethostname():
         return True
+    pid = info.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False  # no process has such a pid (a damaged lock or marker)
     try:
-        proc = psutil.Process(int(info["pid"]))
+        proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
         started = proc.create_time()
@@ -262,9 +367,17 @@ def process_alive(info: dict[str, Any]) -> bool:
     return True
 
 
-def request_stop(state_dir: str, reason: str = "abflow stop") -> None:
-    """Ask the running night to start no new job."""
-    atomic_write_json(StateLayout(state_dir).stop_flag, {"reason": reason, "time": time.time()})
+def request_stop(state_dir: str, batches: list[str], reason: str = "abflow stop") -> None:
+    """Ask the run holding ``batches`` (every date of it) to start no new job."""
+    for batch in batches:
+        atomic_write_json(StateLayout(state_dir).stop_flag(batch),
+                          {"reason": reason, "time": time.time(), "batch": batch})  # fmt: skip
+
+
+def stop_requested(state_dir: str, batches: list[str]) -> bool:
+    """True if ``abflow stop`` asked the run holding ``batches`` to stop."""
+    layout = StateLayout(state_dir)
+    return any(os.path.exists(layout.stop_flag(b)) for b in batches)
 
 
 def interrupt(info: dict[str, Any]) -> bool:
@@ -289,6 +402,14 @@ class RunningJob:
     pgid: int | None = None
     path: str = ""
     cluster: int | None = None  # the HTCondor job it runs as (on a pool)
+    owner: str = ""  # the owner id of the run it belongs to (abflow.state.runstate.owner_id)
+
+    def owned_by(self, owners: Collection[str]) -> bool:
+        """True if the job belongs to one of the runs ``owners``: by owner id, or (a marker
+        written before markers named their owner) by the run's host and pid."""
+        if self.owner:
+            return self.owner in owners
+        return any(o.split(":")[:2] == [self.host, str(self.pid)] for o in owners)
 
     @property
     def name(self) -> str:
@@ -296,31 +417,34 @@ class RunningJob:
         return self.job.name
 
 
-def end_orphans(
-    state_dir: str, belongs: Callable[[JobId], bool], grace: float = 10.0
-) -> list[RunningJob]:
-    """End the jobs a crashed run left running on this host; return them.
+def end_orphans(state_dir: str, owners: Collection[str], grace: float = 10.0) -> list[RunningJob]:
+    """End the jobs that the crashed runs ``owners`` (owner ids: the lineage a run took over)
+    left running on this host; return them.
 
-    ``belongs(job)`` says whether a job belongs to this run's ABs (other dates may be running
-    from the same state directory). Each orphan's command process group gets SIGTERM, then
-    SIGKILL after ``grace`` seconds; the job process itself too. Markers are removed. Jobs that
-    run on an HTCondor pool (their marker names their cluster) are not orphans: the pool runs
-    them, and the new run adopts them.
+    Only their jobs: other nights running from the same state directory, and jobs of the
+    same file or AB started by another run, are never touched. Each orphan's command process
+    group gets SIGTERM, then SIGKILL after ``grace`` seconds; the job process itself too, each
+    only while it is still the process the marker names (its start time). Markers are removed.
+    Jobs that run on an HTCondor pool (their marker names their cluster) are not orphans: the
+    pool runs them, and the new run adopts them.
     """
     here = socket.gethostname()
     orphans = []
     for job in running_jobs(state_dir):
-        if job.host != here or job.cluster or not belongs(job.job):
+        if job.host != here or job.cluster or not job.owned_by(owners):
             continue
         info = {"pid": job.pid, "host": job.host, "start": job.start}
         if process_alive(info) or job.pgid:
             orphans.append(job)
     alive = {job.name for job in orphans if process_alive(
         {"pid": job.pid, "host": job.host, "start": job.start})}  # fmt: skip
+    groups = {job.name for job in orphans if job.pgid and process_alive(
+        {"pid": job.pgid, "host": job.host, "start": job.start})}  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for job in orphans:
-            # the command's group; the job's own process only while it is still that process
-            targets = ((os.killpg, job.pgid), (os.kill, job.pid if job.name in alive else None))
+            # the command's group and the job's own process, while they are still those
+            targets = ((os.killpg, job.pgid if job.name in groups else None),
+                       (os.kill, job.pid if job.name in alive else None))  # fmt: skip
             for kill, target in targets:
                 if target and target > 1 and target != os.getpgid(0) and target != os.getpid():
                     with suppress(OSError):
@@ -361,6 +485,7 @@ def running_jobs(state_dir: str) -> list[RunningJob]:
                     int(data["pgid"]) if data.get("pgid") else None,
                     path,
                     int(data["cluster"]) if data.get("cluster") else None,
+                    str(data.get("owner") or ""),
                 )
             )
         except (ValueError, KeyError, TypeError):

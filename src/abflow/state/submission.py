@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from abflow.state.fsutil import atomic_write_json, read_json_object
+from abflow.state.fsutil import atomic_write_json, json_kind, read_json_checked
 from abflow.state.layout import StateLayout
 
 
@@ -52,15 +52,42 @@ def write_submission(layout: StateLayout, sub: Submission) -> str:
 
 
 def read_submission(layout: StateLayout, batch: str) -> Submission | None:
-    """The last submission of ``batch``, or None."""
-    data = read_json_object(layout.submission(batch))
-    if not data:
-        return None
-    known = {k: v for k, v in data.items() if k in Submission.__dataclass_fields__}
+    """The last submission of ``batch``, or None (also if its record cannot be read:
+    :func:`submission_problem` says why)."""
+    return _read(layout, batch)[0]
+
+
+def submission_problem(layout: StateLayout, batch: str) -> str:
+    """What is wrong with the submission record of ``batch`` ("" if it is fine or absent)."""
+    problem = _read(layout, batch)[1]
+    if not problem:
+        return ""
+    return f"the submission record {layout.submission(batch)} is unreadable ({problem})"
+
+
+# the type each field of a submission record must have (an int is fine where a float is)
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "batch": str, "argv": list, "cwd": str, "log": str, "offset": int, "pool": bool,
+    "cluster": int, "schedd": str, "pid": int, "proc_start": (int, float), "host": str,
+    "submitted": str, "profile": str, "extra": dict,
+}  # fmt: skip
+
+
+def _read(layout: StateLayout, batch: str) -> tuple[Submission | None, str]:
+    data, problem = read_json_checked(layout.submission(batch))
+    if data is None:
+        return None, problem
+    known = {k: v for k, v in data.items() if k in _TYPES}
+    for key, value in known.items():
+        wrong = isinstance(value, bool) and _TYPES[key] is not bool
+        if wrong or not isinstance(value, _TYPES[key]):
+            return None, f"{key} is {json_kind(value)}"
+    if not all(isinstance(a, str) for a in known.get("argv", ())):
+        return None, "argv is not a list of strings"
     try:
-        return Submission(**known)
-    except TypeError:
-        return None
+        return Submission(**known), ""
+    except TypeError as exc:  # a field it needs is missing
+        return None, str(exc).removeprefix("Submission.__init__() ")
 
 
 @dataclass(frozen=True)

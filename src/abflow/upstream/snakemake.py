@@ -34,6 +34,7 @@ class CommandLine:
     profile_config: dict[str, Any] = field(default_factory=dict)  # their ``config:`` entries
     config: dict[str, Any] = field(default_factory=dict)  # the command line's own ``--config``
     executor: str = ""  # the executor Snakemake will use (the command line's, else a profile's)
+    configfiles: tuple[str, ...] = ()  # --configfile (a profile's too), absolute, in order
 
 
 def running_argv(argv: Sequence[str] | None = None) -> list[str] | None:
@@ -79,7 +80,8 @@ def command_line(
         if path is not None:
             profile_config = _profile_config(path) or profile_config  # a later list replaces it
     given = _parse_entries(plain.config or [])
-    return CommandLine(paths, profile_config, given, str(merged.executor or ""))
+    files = tuple(os.path.join(started_in, str(f)) for f in merged.configfile or ())
+    return CommandLine(paths, profile_config, given, str(merged.executor or ""), files)
 
 
 @contextlib.contextmanager
@@ -229,6 +231,9 @@ WORDING: dict[str, re.Pattern[str]] = {
         r"by additional config|\d+ jobs? ha(s|ve) missing provenance|Rules with missing "
         r"metadata|Job \d+ with HTCondor Cluster ID \d+ was successful|Job \d+ submitted to "
         r"HTCondor|Requesting (memory|disk|cpus|gpus)|The logs of the HTCondor job are stored)",
+        # an update() output as a job's record names it (snakemake.io.fmt.fmt_iofile): the
+        # downloads' files
+        "update_output": r"(?P<path>.*) \(update\)$",
         # a job's reason (JOB_INFO's ``reason``: str(snakemake.dag.Reason))
         "reason_forced": r"Forced execution",
         "reason_incomplete": r"Incomplete output files",

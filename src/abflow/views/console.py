@@ -18,7 +18,6 @@ records to a Console.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -27,8 +26,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from abflow.state.fsutil import read_json_object
 from abflow.state.layout import JobId, StateLayout, Step
-from abflow.state.units import human_bytes, now_iso
+from abflow.state.text import inert
+from abflow.state.units import as_number, human_bytes, now_iso
 from abflow.upstream.snakemake import WORDING, contains, says
 
 RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
@@ -119,7 +120,7 @@ class Seen:
             rule=str(getattr(record, "rule_name", "")),
             ab=str(wildcards.get("ab", wildcards.get("file", ""))),
             det=int(det) if det not in (None, "") else None,
-            output=tuple(str(o) for o in getattr(record, "output", None) or ()),
+            output=tuple(_output_path(str(o)) for o in getattr(record, "output", None) or ()),
             log=tuple(str(o) for o in getattr(record, "log", None) or ()),
             reason=str(getattr(record, "reason", "") or ""),
             start=now,
@@ -230,11 +231,14 @@ class Console:
 
     # ----- output ------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        """Write lines (the progress line, on a terminal, stays the last line)."""
+        """Write lines (the progress line, on a terminal, stays the last line). Control
+        characters in them are shown escaped: what comes from outside (a log, a note, a server,
+        Snakemake) never reaches the terminal as a command; abflow's own redrawing of the
+        progress line does not pass here."""
         if self.progress_shown:
             self.stream.write("\r\x1b[K")
             self.progress_shown = False
-        self.stream.write(text.rstrip("\n") + "\n")
+        self.stream.write(inert(text.rstrip("\n")) + "\n")
         self._progress()
         self.stream.flush()
 
@@ -348,7 +352,8 @@ class Console:
         what = str(event.get("what", ""))
         if what == "removed":
             clusters = ", ".join(str(c) for c in event.get("clusters", ()))
-            self.say(f"abflow: removed HTCondor job(s) {clusters}: {event.get('why', '')}")
+            self.say(f"abflow: removed HTCondor job(s) {clusters}: "
+                     + inert(event.get("why", ""), line=True))  # fmt: skip
             return
         try:
             job = JobId.parse(str(event.get("job", "")))
@@ -356,7 +361,8 @@ class Console:
             return
         cluster = event.get("cluster")
         if what == "memory":
-            self.say(self.ab_line(job.target, f"held for memory ({event.get('reason', '')}): "
+            reason = inert(event.get("reason", ""), line=True)
+            self.say(self.ab_line(job.target, f"held for memory ({reason}): "
                                   f"HTCondor job {cluster} runs again with "
                                   f"{event.get('to_mb')} MB (was {event.get('from_mb')} MB)",
                                   counter=False))  # fmt: skip
@@ -416,11 +422,7 @@ class Console:
         job = seen.job_id()
         if job is None or self.run is None:
             return None
-        try:
-            with open(self.run.layout.record(job), encoding="utf-8") as fh:
-                return float(json.load(fh).get("duration_s"))
-        except (OSError, ValueError, TypeError, AttributeError):
-            return None
+        return as_number((read_json_object(self.run.layout.record(job)) or {}).get("duration_s"))
 
     def _retried(self, ab: str) -> str:
         """`` (memory raised to 4096 MB)`` if the pool ran a job of ``ab`` again with more
@@ -429,9 +431,9 @@ class Console:
             return ""
         from abflow.state.notes import retries_of_ab
 
-        top = max((int(r.get("to_mb") or 0) for r in retries_of_ab(self.run.layout, ab)),
+        top = max((as_number(r.get("to_mb")) or 0 for r in retries_of_ab(self.run.layout, ab)),
                   default=0)  # fmt: skip
-        return f" (memory raised to {top} MB)" if top else ""
+        return f" (memory raised to {top:.0f} MB)" if top else ""
 
     def _error(self, record: logging.LogRecord) -> None:
         """An exception Snakemake prints: a job's is kept for its JOB_ERROR, others shown."""
@@ -495,7 +497,9 @@ class Console:
                  + "; the same command resumes the night")  # fmt: skip
 
     def _stop_flag(self) -> bool:
-        return bool(self.run) and os.path.exists(self.run.layout.stop_flag)  # type: ignore[union-attr]
+        run = self.run
+        return bool(run) and any(os.path.exists(run.layout.stop_flag(b))  # type: ignore[union-attr]
+                                 for b in run.batch.split(", "))  # type: ignore[union-attr]  # fmt: skip
 
     def _failure_note(self, seen: Seen) -> dict[str, Any] | None:
         """The failure note the job wrote in this run, if any."""
@@ -506,11 +510,9 @@ class Console:
         try:
             if os.path.getmtime(path) < time.time() - (self.clock() - seen.start) - 2:
                 return None  # an older failure of the same job
-            with open(path, encoding="utf-8") as fh:
-                note = json.load(fh)
-        except (OSError, ValueError):
+        except OSError:
             return None
-        return note if isinstance(note, dict) else None
+        return read_json_object(path)
 
     # ----- dry-run and end ---------------------------------------------------------------
     def show_dryrun(self) -> None:
@@ -595,6 +597,14 @@ def _isatty(fd: int) -> bool:
         return False
 
 
+def _output_path(named: str) -> str:
+    """The path of an output as a job's record names it (an update() output is annotated)."""
+    from abflow.upstream.snakemake import WORDING
+
+    found = WORDING["update_output"].match(named)
+    return found.group("path") if found else named
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -606,8 +616,10 @@ def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[s
     """Why a job failed and its log: from its failure note, else from what the executor said
     (``pending``: its message, e.g. HTCondor's hold reason, or the exception's text)."""
     if note is not None:
-        return str(note.get("reason") or "failed"), str(note.get("log") or "")
-    pending = WORDING["remote_error_suffix"].sub("", pending)
-    lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
-    return (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")
+        reason, log = note.get("reason") or "failed", note.get("log") or ""
+    else:
+        pending = WORDING["remote_error_suffix"].sub("", pending)
+        lines = [ln.strip() for ln in pending.splitlines() if ln.strip()]
+        useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
+        reason, log = (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")
+    return inert(reason, line=True), inert(log, line=True)

@@ -1,16 +1,22 @@
 """Following a night's console log while its controller runs (``abflow watch``, ``abflow submit
---wait``): the lines as they are written, until the controller has ended."""
+--wait``): the lines as they are written, until the controller has ended, control characters
+shown escaped (abflow.state.text: the log holds what recipes and servers said)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TextIO
 
+from abflow.state.text import inert
+
 
 def copy_new(path: str, offset: int, out: TextIO) -> int:
-    """Write what ``path`` holds from ``offset`` on to ``out`` (whole lines only); return the
-    offset after them."""
+    """Write what ``path`` holds from ``offset`` on to ``out`` (whole lines only, shown inert);
+    return the offset after them."""
+    if not os.path.isfile(path):  # not yet there (or no file: a FIFO would block)
+        return offset
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -19,7 +25,7 @@ def copy_new(path: str, offset: int, out: TextIO) -> int:
         return offset
     end = data.rfind(b"\n") + 1
     if end:
-        out.write(data[:end].decode("utf-8", "replace"))
+        out.write(inert(data[:end].decode("utf-8", "replace")))
         out.flush()
     return offset + end
 

@@ -4,6 +4,10 @@ Header counts, one row per AB in cascade order (raw type, recipe, state, start, 
 host, the ABs it waits for, links to its log and QC report, QC1 numbers), links to the timeline.
 The page reloads itself every 300 s; during a run the workflow rewrites it at least every 60 s
 (:class:`PageRefresher`, started by the workflow's ``onstart`` handler) and once at the end.
+
+Every text on it is HTML-escaped and shown inert (control characters as escapes,
+abflow.state.text). It links only files inside the night's configured directories and its state
+directory, symbolic links resolved (:func:`linkable`); ``abflow status -F`` copies only those.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import functools
 import glob
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
@@ -21,9 +27,10 @@ from markupsafe import Markup
 from abflow import __version__
 from abflow.model.config import Settings
 from abflow.model.night import Night
-from abflow.state.fsutil import atomic_write_text
+from abflow.state.fsutil import atomic_write_text, inside, resolve_roots
 from abflow.state.layout import JobId, Step
-from abflow.state.units import clock_text, now_iso
+from abflow.state.text import inert
+from abflow.state.units import as_number, clock_text, now_iso
 from abflow.views.status import STATES, ABState, NightState, night_state, qc1_text, qc1_values
 
 RELOAD_SECONDS = 300
@@ -44,9 +51,9 @@ def timeline_paths(night: Night) -> tuple[str, str]:
 
 
 def _duration(seconds: object) -> str:
-    if seconds in (None, ""):
+    value = as_number(seconds)
+    if value is None:
         return ""
-    value = float(seconds)  # type: ignore[arg-type]
     if value < 120:
         return f"{value:.1f} s"
     return f"{value / 60:.1f} min"
@@ -69,16 +76,51 @@ def qc_reports(settings: Settings, ab: str) -> list[str]:
 Link = Callable[[str], str | None]
 
 
-def render(state: NightState, link: Link) -> str:
-    """The page as HTML (templates/status.html.j2, every value escaped). ``link(path)`` gives
-    the href of a file (None: no link)."""
+def linkable(settings: Settings) -> Callable[[object], str | None]:
+    """What the page may link: a function giving the resolved path of a file that lies inside
+    the night's configured directories (``dfo``, ``inputs``) or its state directory once every
+    symbolic link is resolved, else None (a URL, a relative path, ``/etc/passwd``, a link out
+    of the log directory)."""
+    roots = resolve_roots([*settings.dfo.values(), *settings.inputs.values(), settings.state_dir])
+
+    def check(path: object) -> str | None:
+        if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+            return None
+        real = os.path.realpath(path)
+        return real if inside(real, roots) else None
+
+    return check
+
+
+def href_of(path: str) -> str:
+    """A relative path as an href: percent-encoded, and never read as a scheme (a first part
+    with a colon, ``javascript:...``, gets ``./``)."""
+    if ":" in path.split("/", 1)[0]:
+        path = "./" + path
+    return quote(path, safe="/:")
+
+
+def render(state: NightState, link: Link, refused: list[str] | None = None) -> str:
+    """The page as HTML (templates/status.html.j2, every value escaped and shown inert).
+    ``link(path)`` gives the href of a file (None: no link); it is asked only for files inside
+    the night's directories (:func:`linkable`). Others are shown as text, not linked, and added
+    to ``refused``."""
     night = state.night
     s = night.settings
     png, svg = timeline_paths(night)
+    allowed = linkable(s)
 
-    def anchor(path: str | None, text: str) -> Markup:
-        href = link(path) if path else None
-        return Markup('<a href="{}">{}</a>').format(href, text) if href else Markup("")
+    def anchor(path: object, text: str) -> Markup:
+        if not path:
+            return Markup("")
+        if allowed(path) is None:
+            if refused is not None:
+                refused.append(inert(path, line=True))
+            return Markup('<span class="unlinked" title="not linked (outside the night\'s '
+                          'directories): {}">{} (not linked)</span>').format(
+                              inert(path, line=True), inert(text, line=True))  # fmt: skip
+        href = link(path)  # type: ignore[arg-type]
+        return Markup('<a href="{}">{}</a>').format(href, inert(text)) if href else Markup("")
 
     return _template().render(
         batch_id=s.batch_id, mode=s.mode, date=s.date, version=__version__,
@@ -92,11 +134,12 @@ def render(state: NightState, link: Link) -> str:
 def _controller(settings: Settings) -> dict[str, str] | None:
     """What the page says of a night handed over with abflow submit: where its controller
     runs, whether it still does, and its console log."""
-    from abflow.state.submission import controller_state, read_submission
+    from abflow.state.submission import controller_state, read_submission, submission_problem
 
     sub = read_submission(settings.layout, settings.batch_id)
     if sub is None:
-        return None
+        problem = submission_problem(settings.layout, settings.batch_id)
+        return {"problem": problem} if problem else None
     return {"where": sub.where, "state": controller_state(sub).describe(), "log": sub.log,
             "submitted": clock_text(sub.submitted)}  # fmt: skip
 
@@ -106,11 +149,12 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
     ab = night[item.ab].ab
     rec = item.record or item.failure or {}
     log = str(rec.get("log") or night.settings.layout.log(JobId(Step.PROCESS_AB, item.ab)))
-    results = (item.qc or {}).get("results") or {}
+    results = (item.qc or {}).get("results")
+    results = results if isinstance(results, dict) else {}
     qc1, qc1_all = qc1_text(qc1_values(item.qc))  # the first three; all in the tooltip
     parents = night[item.ab].parents
-    reports = [(p, os.path.splitext(p)[1].lstrip(".").upper() or "report")
-               for p in (results.get("png"), results.get("paf")) if p]  # fmt: skip
+    own = [p for p in (results.get("png"), results.get("paf")) if isinstance(p, str) and p]
+    reports = [(p, os.path.splitext(p)[1].lstrip(".").upper() or "report") for p in own]
     reports += [(p, os.path.basename(p)) for p in qc_reports(night.settings, item.ab)]
     return {
         "ab": item.ab, "raw_type": ab.raw_type, "recipe": ab.recipe, "state": item.state,
@@ -123,17 +167,29 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
         "log": log if os.path.exists(log) else None,
         "qc_reports": reports, "qc_failed": bool(item.qc_failure), "qc1": qc1,
         "qc1_all": qc1_all,
-        "reason": (item.failure or {}).get("reason", "") if item.state == "failed" else "",
+        "reason": "; ".join(t for t in (_reason(item), item.problem) if t),
     }  # fmt: skip
+
+
+def _reason(item: ABState) -> str:
+    """Why a failed AB failed (its note's reason, one line)."""
+    if item.state != "failed" or not item.failure:
+        return ""
+    return inert(item.failure.get("reason") or "", line=True)
 
 
 @functools.cache
 def _template() -> jinja2.Template:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("abflow.views", "templates"), autoescape=True,
-        keep_trailing_newline=True,
+        keep_trailing_newline=True, finalize=_shown,
     )  # fmt: skip
     return environment.get_template("status.html.j2")
+
+
+def _shown(value: object) -> object:
+    """Every value the template shows: text inert (the HTML escaping follows)."""
+    return inert(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
 def relative_link(page: str) -> Link:
@@ -141,7 +197,7 @@ def relative_link(page: str) -> Link:
     base = os.path.dirname(page)
 
     def link(path: str) -> str | None:
-        return os.path.relpath(path, base) if os.path.exists(path) else None
+        return href_of(os.path.relpath(path, base)) if os.path.exists(path) else None
 
     return link
 
@@ -167,25 +223,33 @@ def write_page(night: Night, queue: list | None = None) -> str:
 
 
 def export_page(night: Night, export_dir: str) -> str:
-    """Copy the page with every file it links into ``export_dir/<DATE>/``; return the page."""
+    """Copy the page with every file it links into ``export_dir/<DATE>/``; return the page.
+    Only files inside the night's directories are linked, so only they are copied (the file a
+    link resolves to, read once); what is refused is named in one line on stderr."""
     target = os.path.join(export_dir, night.settings.date)
     files = os.path.join(target, "files")
     os.makedirs(files, exist_ok=True)
     copied: dict[str, str] = {}
+    allowed = linkable(night.settings)
 
     def link(path: str) -> str | None:
-        if not os.path.isfile(path):
+        real = allowed(path)
+        if real is None or not os.path.isfile(real):
             return None
-        if path not in copied:
+        if real not in copied:
             name = os.path.basename(path)
             if name in copied.values():
                 name = f"{len(copied)}-{name}"
-            shutil.copyfile(path, os.path.join(files, name))
-            copied[path] = name
-        return f"files/{copied[path]}"
+            shutil.copyfile(real, os.path.join(files, name))
+            copied[real] = name
+        return href_of(f"files/{copied[real]}")
 
+    refused: list[str] = []
     page = os.path.join(target, os.path.basename(page_path(night)))
-    atomic_write_text(page, render(night_state(night), link))
+    atomic_write_text(page, render(night_state(night), link, refused))
+    if refused:
+        print(f"abflow status: not exported (outside the night's directories): "
+              f"{', '.join(dict.fromkeys(refused))}", file=sys.stderr)  # fmt: skip
     return page
 
 
@@ -211,7 +275,8 @@ class PageRefresher:
             try:
                 write_page(night, queue)
             except Exception as exc:  # the page must never break the night
-                print(f"abflow: could not write the status page: {exc}", flush=True)
+                print(f"abflow: could not write the status page: {inert(exc, line=True)}",
+                      flush=True)  # fmt: skip
 
     def _loop(self) -> None:
         self._write()

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from abflow.model.night import Night
-from abflow.state.fsutil import read_json_object as read_record
+from abflow.state.fsutil import json_kind, read_json_checked
 from abflow.state.layout import JobId, Step
 from abflow.state.notes import retries_of_ab
-from abflow.state.runstate import process_alive, read_run, run_history_of, running_jobs
+from abflow.state.runstate import process_alive, run_history_of, running_jobs
+from abflow.state.text import inert
 from abflow.state.units import clock_text
 
 STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
@@ -48,6 +49,7 @@ class ABState:
     host: str = ""
     pool: str = ""  # its HTCondor jobs: "idle", "running", "held: <reason>" (empty: none)
     retries: list[dict[str, Any]] = field(default_factory=list)  # memory retries on the pool
+    unreadable: list[str] = field(default_factory=list)  # its records that cannot be read
 
     @property
     def memory(self) -> str:
@@ -55,7 +57,16 @@ class ABState:
         if not self.retries:
             return ""
         first, last = self.retries[0], self.retries[-1]
-        return f"memory raised {first.get('from_mb')} -> {last.get('to_mb')} MB"
+        return inert(f"memory raised {first.get('from_mb')} -> {last.get('to_mb')} MB", line=True)
+
+    @property
+    def problem(self) -> str:
+        """``not done (record unreadable (empty): <path>)``: what of it could not be read
+        ("" if all could). An AB whose record cannot be read is not done: the run reruns it."""
+        if not self.unreadable:
+            return ""
+        done = "" if self.record is not None else "not done "
+        return inert(f"{done}({'; '.join(self.unreadable)})", line=True)
 
 
 # how a run ended (abflow.state.runstate.OUTCOMES), in the words of the page and abflow watch
@@ -82,9 +93,14 @@ class RunStatus:
     since: str = ""
     end: str = ""
     outcome: str = ""  # succeeded, failed, stopped, interrupted ("" for older histories)
+    problem: str = ""  # a run lock or run history that cannot be read, and what to do
 
     def describe(self) -> str:
-        """One line for the page's header and ``abflow watch``."""
+        """One line for the page's header and ``abflow watch`` (what the lock and the run
+        history say of the run shown inert)."""
+        return inert(self._describe() + (f"; {self.problem}" if self.problem else ""), line=True)
+
+    def _describe(self) -> str:
         who = f"snakemake pid {self.pid} on {self.host}"
         since, end = clock_text(self.since, "?"), clock_text(self.end, "?")
         if self.state == "running":
@@ -100,22 +116,53 @@ class RunStatus:
         return "no run yet"
 
 
-def run_status(night: Night, lock: dict[str, Any] | None, alive: bool) -> RunStatus:
+def run_status(
+    night: Night, lock: dict[str, Any] | None, alive: bool, problem: str = ""
+) -> RunStatus:
     """The :class:`RunStatus` of ``night``: of the run holding its ``lock`` (``alive``: its
-    process lives), else of its last run in the run history."""
+    process lives), else of its last run in the run history. ``problem``: what of its run
+    state could not be read (:func:`read_lock`)."""
     s = night.settings
+    problems = [problem] if problem else []
+    for batch in s.batches:
+        _, broken = read_json_checked(s.layout.run_history(batch), list)
+        if broken:
+            problems.append(f"the run history {s.layout.run_history(batch)} is unreadable "
+                            f"({broken}): the timeline misses the runs it held")  # fmt: skip
+    problem = "; ".join(problems)
     if lock:
         return RunStatus("running" if alive else "crashed", lock.get("pid"),
-                         str(lock.get("host", "")), str(lock.get("start", "")))  # fmt: skip
+                         str(lock.get("host", "")), str(lock.get("start", "")),
+                         problem=problem)  # fmt: skip
     history = [e for b in s.batches for e in run_history_of(s.layout, b)]
     if not history:
-        return RunStatus("none")
+        return RunStatus("none", problem=problem)
     last = max(history, key=lambda e: str(e.get("since") or e.get("start") or ""))
     since = str(last.get("since") or last.get("start") or "")
     if not last.get("end"):
-        return RunStatus("crashed", last.get("pid"), str(last.get("host", "")), since)
+        return RunStatus("crashed", last.get("pid"), str(last.get("host", "")), since,
+                         problem=problem)  # fmt: skip
     return RunStatus("ended", last.get("pid"), str(last.get("host", "")), since,
-                     str(last["end"]), str(last.get("ended", "")))  # fmt: skip
+                     str(last["end"]), str(last.get("ended", "")), problem)  # fmt: skip
+
+
+def read_lock(night: Night) -> tuple[dict[str, Any] | None, str]:
+    """The run lock of the night's first locked date, and what is wrong with any lock that
+    cannot be read ("" if none): such a lock is taken for no run."""
+    s = night.settings
+    found, problems = None, []
+    for batch in s.batches:
+        path = s.layout.lock(batch)
+        lock, problem = read_json_checked(path)
+        pid = lock.get("pid") if lock else None
+        if lock is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
+            problem = "its pid is not a number"
+        if problem:
+            problems.append(f"the run lock {path} is unreadable ({problem}): shown as no run; "
+                            "if no run of the night is going on, remove it")  # fmt: skip
+        elif lock is not None and found is None:
+            found = lock
+    return found, "; ".join(problems)
 
 
 def qc1_values(qc: dict[str, Any] | None) -> dict[str, str]:
@@ -125,22 +172,32 @@ def qc1_values(qc: dict[str, Any] | None) -> dict[str, str]:
     if not qc:
         return {}
     out: dict[str, str] = {}
-    results = qc.get("results") if isinstance(qc.get("results"), dict) else {}
-    for k, product in enumerate(results.get("products") or []):
+    results = qc.get("results")
+    results = {} if results is None else results
+    if not isinstance(results, dict):  # $ABFLOW_RESULTS held JSON, but not an object
+        out["results"] = f"unreadable ({json_kind(results)}, not an object)"
+        results = {}
+    products = results.get("products") or []
+    if not isinstance(products, list):
+        out["products"] = f"unreadable ({json_kind(products)}, not a list)"
+        products = []
+    for k, product in enumerate(products):
         if isinstance(product, dict):
             suffix = f" [{k + 1}]" if k else ""
             for name in ("median", "noise", "hot_pixels"):
                 if name in product:
-                    value = product[name]
-                    out[f"{name}{suffix}"] = (
-                        f"{value:.4g}" if isinstance(value, float) else str(value)
-                    )
+                    out[f"{name}{suffix}"] = _number_text(product[name], ".4g")
     for name, value in results.items():
         if name not in ("products", "png", "paf") and isinstance(value, str | int | float | bool):
-            out[str(name)] = f"{value:.6g}" if isinstance(value, float) else str(value)
-    for name, value in (qc.get("qc1") or {}).items():
+            out[str(name)] = _number_text(value, ".6g")
+    qc1 = qc.get("qc1") or {}
+    for name, value in qc1.items() if isinstance(qc1, dict) else ():
         out[str(name)] = str(value)
-    return out
+    return {inert(k, line=True): inert(v, line=True) for k, v in out.items()}
+
+
+def _number_text(value: object, spec: str) -> str:
+    return format(value, spec) if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -177,29 +234,44 @@ class NightState:
         ]
         if self.queue is not None:
             lines[-1] += f" | held {c['held']}"
-        now = time.time()
+        lines += self._ab_lines()
+        return "\n".join(lines)
+
+    def _ab_lines(self) -> list[str]:
+        """The ABs worth a line of their own: running, held, with QC1 numbers, failed, and
+        those whose state files cannot be read. Text from outside shown escaped."""
+        lines, now = [], time.time()
         for a in self.abs:
+            host, pool = inert(a.host, line=True), inert(a.pool, line=True)
             if a.state == "running":
                 since = f"{now - a.running_since:.0f} s" if a.running_since else ""
-                where = f"  [{a.pool}]" if a.pool else ""
+                where = f"  [{pool}]" if pool else ""
                 lines.append(
-                    f"  running  {a.ab}  {', '.join(a.running)}  {a.host}  {since}{where}".rstrip()
+                    f"  running  {a.ab}  {', '.join(a.running)}  {host}  {since}{where}".rstrip()
                 )
-            elif a.state == "queued" and a.pool:
-                lines.append(f"  {a.pool:<8} {a.ab}")
+            elif a.state == "queued" and pool:
+                lines.append(f"  {pool:<8} {a.ab}")
             elif a.state == "held":
-                lines.append(f"  held     {a.ab}: {a.pool.removeprefix('held: ')}")
+                lines.append(f"  held     {a.ab}: {pool.removeprefix('held: ')}")
         for a in self.abs:
             qc1 = qc1_values(a.qc)
             if qc1:
                 lines.append(f"  QC1      {a.ab}: " + ", ".join(f"{k}={v}" for k, v in qc1.items()))
         for a in self.abs:
             if a.state == "failed" and a.failure:
-                lines.append(f"  failed   {a.ab}: {a.failure.get('reason', '')}")
-                lines.append(f"           log: {a.failure.get('log', '')}")
+                lines.append(f"  failed   {a.ab}: {_field(a.failure, 'reason')}")
+                lines.append(f"           log: {_field(a.failure, 'log')}")
             if a.qc_failure:
-                lines.append(f"  QC failed {a.ab}: {a.qc_failure.get('reason', '')}")
-        return "\n".join(lines)
+                lines.append(f"  QC failed {a.ab}: {_field(a.qc_failure, 'reason')}")
+            if a.problem:
+                lines.append(f"  unreadable {a.ab}: {a.problem}")
+        return lines
+
+
+def _field(note: dict[str, Any], key: str, missing: str = "") -> str:
+    """A field of a record or note, as one line of inert text."""
+    value = note.get(key)
+    return inert(missing if value is None or value == "" else value, line=True)
 
 
 def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
@@ -207,12 +279,11 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     (abflow.state.queue.QueuedJob, as abflow.state.queue.night_queue gives them), if asked."""
     from abflow.state.queue import queue_by_ab
 
-    s = night.settings
-    run = next((r for b in s.batches if (r := read_run(s.state_dir, b))), None)
+    run, problem = read_lock(night)
     alive = bool(run) and process_alive(run)
     pooled = queue_by_ab(queue or [])
     running: dict[str, list[tuple[str, str, float]]] = {}
-    for job in running_jobs(s.state_dir):
+    for job in running_jobs(night.settings.state_dir):
         running.setdefault(job.job.target, []).append((job.job.step.value, job.host, job.start))
     out: list[ABState] = []
     state_of: dict[str, str] = {}
@@ -224,7 +295,7 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
             st.state = _waiting(st, night[ab].parents, state_of, alive)
         state_of[ab] = st.state
         out.append(st)
-    return NightState(night, out, run_status(night, run, alive), queue)
+    return NightState(night, out, run_status(night, run, alive, problem), queue)
 
 
 def _recorded(night: Night, ab: str) -> ABState:
@@ -232,15 +303,31 @@ def _recorded(night: Night, ab: str) -> ABState:
     job's, or that of a download it needed, where the AB has none)."""
     layout = night.settings.layout
     own, qc_job = JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
-    record, failure = read_record(layout.record(own)), read_record(layout.failure(own))
-    qc, qc_failure = read_record(layout.record(qc_job)), read_record(layout.failure(qc_job))
+    state = ABState(ab, "created")
+    state.record = _read(state, layout.record(own), "record")
+    state.failure = _read(state, layout.failure(own), "failure note")
+    state.qc = _read(state, layout.record(qc_job), "QC record")
+    state.qc_failure = _read(state, layout.failure(qc_job), "QC failure note")
     for det in range(1, night.detectors(ab) + 1 if night.detectors(ab) > 1 else 1):
-        failure = failure or read_record(layout.failure(JobId(Step.PROCESS_AB_DET, ab, det)))
-    if failure is None and record is None:  # a file it needs could not be downloaded
-        failure = _download_failure(night, ab)
-    state = ABState(ab, "created", record, failure, qc, qc_failure)
+        path = layout.failure(JobId(Step.PROCESS_AB_DET, ab, det))
+        state.failure = state.failure or _read(state, path, f"detector {det} failure note")
+    if state.failure is None and state.record is None:  # a file it needs was not downloaded
+        state.failure = _download_failure(night, state)
     state.retries = retries_of_ab(layout, ab)
     return state
+
+
+def _read(state: ABState, path: str, what: str) -> dict[str, Any] | None:
+    """The record or note ``path`` of an AB, None if there is none. A record that cannot be
+    read is noted in ``state.unreadable``; a failure note that cannot be read still says that
+    the job failed, and why it cannot tell more."""
+    data, problem = read_json_checked(path)
+    if not problem:
+        return data  # type: ignore[no-any-return]
+    if "failure note" in what:
+        return {"reason": f"failed; its {what} is unreadable ({problem}): {path}", "log": ""}
+    state.unreadable.append(f"{what} unreadable ({problem}): {path}")
+    return None
 
 
 def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
@@ -253,7 +340,7 @@ def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
     )
     on_pool = [j for j in in_queue if j.status == "running"]
     if st.record is not None:
-        st.state, st.host, st.pool = "succeeded", str(st.record.get("host", "")), ""
+        st.state, st.host, st.pool = "succeeded", str(st.record.get("host") or ""), ""
     elif held:
         st.state = "held"
     elif jobs and alive:
@@ -277,14 +364,16 @@ def _waiting(st: ABState, parents: tuple[str, ...], state_of: dict[str, str], al
     return "queued" if alive else "created"
 
 
-def _download_failure(night: Night, ab: str) -> dict[str, Any] | None:
-    """The failed download of a file ``ab`` needs (its note), or None."""
+def _download_failure(night: Night, state: ABState) -> dict[str, Any] | None:
+    """The failed download of a file the AB of ``state`` needs (its note), or None."""
     from abflow.job.download import download_failure
 
-    for path in (*night[ab].raw_inputs, *night[ab].cal_inputs):
+    ab = night[state.ab]
+    for path in (*ab.raw_inputs, *ab.cal_inputs):
         if os.path.exists(path):
             continue  # got it since (by hand, or a later run)
-        note = read_record(download_failure(night.settings.layout, night.settings.dfo, path))
+        note_path = download_failure(night.settings.layout, night.settings.dfo, path)
+        note = _read(state, note_path, "download failure note")
         if note is not None:
             return note
     return None
@@ -322,8 +411,7 @@ def failure_summary(
         lines.append(f"abflow: {k} AB{'s' if k != 1 else ''} ran again on the pool with more "
                      "memory (held for exceeding the request; memory_retry):")  # fmt: skip
         for a in retried:
-            last = a.retries[-1]
-            lines.append(f"  {a.ab}: {a.memory} ({last.get('reason', '')}), "
+            lines.append(f"  {a.ab}: {a.memory} ({_field(a.retries[-1], 'reason')}), "
                          + ("succeeded" if a.state == "succeeded" else a.state))  # fmt: skip
     if not_run:
         ok = {a.ab for a in state.abs if a.state == "succeeded"}
@@ -334,7 +422,8 @@ def failure_summary(
         )
         for a in not_run:
             waits = [p for p in night[a.ab].parents if p not in ok]
-            lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else ""))
+            lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else "")
+                         + (f": {a.problem}" if a.problem else ""))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -388,11 +477,14 @@ def _since(note: dict[str, Any] | None, since: str | None) -> bool:
 
 
 def _failure_lines(ab: str, note: dict[str, Any]) -> list[str]:
-    """A failed job in the summary: why, its log, the log's last lines."""
-    lines = [f"  {ab} ({note.get('step', 'process_ab')}): {note.get('reason', 'failed')}",
-             f"    log: {note.get('log', '')}"]  # fmt: skip
+    """A failed job in the summary: why, its log, the log's last lines (each shown inert: a
+    recipe's output never reaches the terminal as a command)."""
+    lines = [f"  {ab} ({_field(note, 'step', 'process_ab')}): {_field(note, 'reason', 'failed')}",
+             f"    log: {_field(note, 'log')}"]  # fmt: skip
     tail_lines = note.get("log_tail") or []
+    if not isinstance(tail_lines, list):
+        tail_lines = [tail_lines]
     if tail_lines:
         lines.append("    last lines:")
-        lines += [f"      {line}" for line in tail_lines]
+        lines += [f"      {inert(line, line=True)}" for line in tail_lines]
     return lines

@@ -58,10 +58,20 @@ def _epoch(iso: str) -> float:
 
 
 def runs(night: Night) -> list[dict[str, Any]]:
-    """The runs of the night, oldest first (``since``, ``end``; see abflow.state.runstate)."""
+    """The runs of the night, oldest first (``since``, ``end``; see abflow.state.runstate);
+    an entry without a readable start time is left out."""
     from abflow.state.runstate import run_history_of
 
-    return run_history_of(night.settings.layout, night.settings.batch_id)
+    return [e for e in run_history_of(night.settings.layout, night.settings.batch_id)
+            if _started(e) is not None]  # fmt: skip
+
+
+def _started(entry: Mapping[str, Any]) -> float | None:
+    """When a run of the history started (epoch s), None if it does not say so readably."""
+    try:
+        return _epoch(entry.get("since") or entry.get("start"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def run_window(night: Night, run: int = -1) -> tuple[float, float] | None:
@@ -76,9 +86,9 @@ def run_window(night: Night, run: int = -1) -> tuple[float, float] | None:
         raise ValueError(f"no run {run} of {night.settings.batch_id}: it has {len(history)} "
                          f"run{'s' if len(history) != 1 else ''}") from None  # fmt: skip
     k = history.index(chosen)
-    start = _epoch(str(chosen.get("since") or chosen.get("start")))
+    start = _started(chosen) or 0.0
     later = history[k + 1] if k + 1 < len(history) else None
-    end = _epoch(str(later.get("since"))) if later else float("inf")
+    end = (_started(later) or float("inf")) if later else float("inf")
     return start - 1.0, end
 
 
