@@ -143,16 +143,24 @@ def main(argv: list[str] | None = None) -> int:
             found[side].append(_measure_in(checkout, args))
     table = {side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
              for side, runs in found.items()}  # fmt: skip
-    print(f"{args.abs} ABs (+{args.records} other records): load_night, median; one AB job's "
-          f"CPU outside its command, products checked, median of {args.runs}")
+    print(
+        f"{args.abs} ABs (+{args.records} other records): load_night, median; one AB job's "
+        f"CPU outside its command, products checked, median of {args.runs}"
+    )
     for side, values in table.items():
-        print(f"  {side:>8}: load {values['load_s']:.3f} s, job {values['job_cpu_s'] * 1000:.2f} ms")
+        job_ms = values["job_cpu_s"] * 1000
+        print(f"  {side:>8}: load {values['load_s']:.3f} s, job {job_ms:.2f} ms")
     if "baseline" in table:
         ratio = {k: table["this"][k] / table["baseline"][k] for k in table["this"]}
         print(f"  ratio this/baseline: load {ratio['load_s']:.2f}, job {ratio['job_cpu_s']:.2f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": {"abs": args.abs, "records": args.records},
-                                          "runs": found, "medians": table}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps(
+            {"args": {"abs": args.abs, "records": args.records}, "runs": found, "medians": table},
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 
