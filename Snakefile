@@ -2,18 +2,21 @@
 #
 # Table of contents only: configuration, includes, the default target. The cascade itself is
 # read once from the night's AB list and AB files by abflow.model.night.load_night (common.smk).
-import os
 
 from snakemake.utils import min_version
+
+from abflow.model.config import default_configfile
 
 min_version("9.0")
 
 
-# The bundled example night, unless --configfile names a complete site configuration
-# (a site config is not merged over the example's command templates).
-if not workflow.overwrite_configfiles:
+# Without --configfile: on a DFOS machine ($DFO_* set) the site's $DFO_CONFIG_DIR/abflow.yaml,
+# or none (the schema's DFOS defaults); the bundled example night only where there is no DFOS
+# environment (abflow.model.config.default_configfile). A named configuration is complete: it
+# is not merged over the example's command templates.
+if not workflow.overwrite_configfiles and default_configfile()[0]:
 
-    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+    configfile: str(default_configfile()[0])
 
 
 include: "workflow/rules/common.smk"

@@ -36,7 +36,7 @@ VARIANTS: dict[str, tuple[dict, list[str], str]] = {
     "opshub-one-download": ({"drs_type": "CPL", "limits": {"downloads": 1}}, [], "CALIB"),
     "science": ({"drs_type": "CON", "qc_mode": "SER"}, [], "SCIENCE"),
     "con-subcascade": ({"drs_type": "CON", "qc_mode": "PAR"}, ["-a", "SYNTH_PARENT"], "CALIB"),
-    "con-job-file": ({"drs_type": "CON", "qc_mode": "PAR"}, ["-r", "JOBS_REPRO"], "CALIB"),
+    "con-job-id": ({"drs_type": "CON", "qc_mode": "PAR"}, ["-r", "REPRO"], "CALIB"),
 }
 
 
@@ -58,6 +58,7 @@ def normalise(text: str, tmp: Path) -> str:
     text = text.replace(str(tmp), "$TMP").replace(os.path.dirname(sys.executable), "$BIN")
     text = text.replace(str(ROOT), "$ABFLOW")
     text = re.sub(r"abflow \d+\.\d+\.\d+", "abflow <version>", text)
+    text = re.sub(r"/config/[0-9a-f]{16}\.json", "/config/<checksum>.json", text)
     return re.sub(r"^((cal|sci)_\w+ \S+) \S+$", r"\1 <time>", text, flags=re.M)
 
 

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def ab_command(dfo: dict[str, str], state: str, spec: ABSpec, shell: str, **extr
         (":", "not written by this attempt"),  # a rerun that writes nothing
         ("printf '' > {p}", "empty"),
         ("head -c 1000 {fits} > {p}", "incomplete FITS file (1000 bytes"),
-        ("head -c 2880 {fits} | sed s/END/XYZ/ > {p}", "has no END card"),
+        ("head -c 2880 {fits} | sed s/END/XYZ/ > {p}", "a header without its END card"),
         ("cp {fits} {p}", ""),
         ("printf text > {p}", ""),  # not FITS: the recipe's business
     ],
@@ -226,6 +227,20 @@ def test_an_ab_succeeds_only_on_whole_products_this_attempt_wrote(dfo, tmp_path,
     assert not list(target.parent.glob(".*abflow-attempt"))  # the markers are gone
 
 
+def test_a_stale_product_with_a_future_modification_time_does_not_count(dfo, tmp_path) -> None:
+    """`touch -d tomorrow`, `cp -p` from a host whose clock is ahead: the modification time
+    says nothing; the inode change time, which nobody can set, does."""
+    spec = ABSpec(ab_name(1))
+    target = product_of(dfo, spec)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(FITS_HEADER)
+    future = time.time() + 86400
+    os.utime(target, (future, future))
+    time.sleep(0.02)
+    with pytest.raises(JobFailed, match="not written by this attempt"):
+        execute(ab_command(dfo, str(tmp_path / "state"), spec, "true"))
+
+
 def test_a_join_counts_what_its_detectors_wrote_before_it_started(dfo, tmp_path) -> None:
     """A multi-detector AB's join installs what its detector jobs wrote (renamed: their
     modification time is the detectors'); it compares with the detectors' marks."""
@@ -248,8 +263,10 @@ def test_a_join_counts_what_its_detectors_wrote_before_it_started(dfo, tmp_path)
     join = ab_command(dfo, state, spec, f"mv {staged} {target}")
     execute(join.replace(job=JobId(Step.MEF_JOIN, spec.name)))
     assert target.read_bytes() == b"det"
-    # a join that installs nothing does not pass on the previous run's product
-    os.utime(target, ns=(1, 1))
+    # a join that installs nothing does not pass on the previous run's product (its detector
+    # jobs ran again after it: their marks are later)
+    time.sleep(0.02)
+    execute(det.replace(shell=f"printf det > {staged}"))
     with pytest.raises(JobFailed, match="not written by this attempt"):
         execute(join.replace(job=JobId(Step.MEF_JOIN, spec.name), shell="true"))
 
@@ -400,7 +417,10 @@ def test_the_same_night_from_a_second_state_directory_is_refused(dfo, tmp_path) 
         other.kill()
         other.join()
     run = register_run(str(tmp_path / "two"), [BATCH], mon_dir=dfo["mon_dir"])
-    assert [r["state_dir"] for r in run["replaced"]] == []  # (the crashed one's is elsewhere)
+    # taken over from the crashed run, which used the other state directory: its orphans are
+    # ended there (abflow.run.lifecycle)
+    assert [r["state_dir"] for r in run["replaced"]] == [str(tmp_path / "one")]
+    assert run["lineage"]
 
 
 def test_two_nights_downloading_one_file_the_losers_failure_keeps_the_winners(
@@ -408,7 +428,6 @@ def test_two_nights_downloading_one_file_the_losers_failure_keeps_the_winners(
 ) -> None:
     """Each night stages its own copy; the loser fails once the winner placed the file: the
     file stays, and the loser's download counts as done (the file is complete)."""
-    import threading
 
     dest = Path(dfo["cal_dir"], "2013-02-10", "M.fits")
     dest.parent.mkdir(parents=True)
@@ -470,3 +489,231 @@ def test_a_failed_install_puts_every_previous_product_back(tmp_path, monkeypatch
     monkeypatch.setattr(os, "replace", real_replace)
     assert {p: p.read_text() for p in old} == old
     assert sorted(p.name for p in products.iterdir()) == sorted(p.name for p in old)
+
+
+# ----------------------------------------------------------------------- an operator's attacks
+def test_process_ab_never_works_through_a_linked_working_directory(dfo, tmp_path) -> None:
+    """`abflow process-ab` in the state layout's working directory, which is a link out:
+    refused before anything is removed or written there."""
+    from abflow.example.processab import ProcessError, process_ab
+
+    sentinel = tmp_path / "sentinel"
+    (sentinel / "out").mkdir(parents=True)
+    (sentinel / "out" / "precious.fits").write_text("precious")
+    spec = ABSpec(ab_name(1), n_raw=1)
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo})
+    work = Path(settings.layout.work(JobId(Step.PROCESS_AB, spec.name)))
+    work.parent.mkdir(parents=True)
+    work.symlink_to(sentinel)
+    with pytest.raises(ProcessError, match="outside the configured directories"):
+        process_ab(os.path.join(dfo["ab_dir"], spec.name), settings)
+    assert sorted(p.name for p in sentinel.rglob("*")) == ["out", "precious.fits"]
+
+
+def test_status_export_never_writes_through_a_link(dfo, tmp_path, capsys) -> None:
+    spec = ABSpec(ab_name(1))
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    export = tmp_path / "export"
+    export.mkdir()
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (export / DATE).symlink_to(sentinel)
+    cfg = write_config(tmp_path / "c.yaml", dfo, status_export_dir=str(export))
+    assert main(["status", "-F", "--configfile", str(cfg)]) == 1
+    assert "not exported (-F)" in capsys.readouterr().err
+    assert list(sentinel.iterdir()) == []
+
+
+def test_a_crashed_nights_orphans_are_ended_from_another_state_directory(dfo, tmp_path) -> None:
+    """The night crashed with state directory one and starts again with two: the night's own
+    lock names the crashed run and where its jobs are marked; its orphan is ended."""
+    from abflow.run.lifecycle import finish_run, start_run
+    from abflow.state.fsutil import atomic_write_json
+    from abflow.state.runstate import night_lock
+
+    spec = ABSpec(ab_name(1))
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = os.uname().nodename
+    crashed = {"pid": dead.pid, "host": here, "start": "x", "proc_start": 1.0,
+               "owner": f"{here}:{dead.pid}:1", "state_dir": one, "batch": BATCH}  # fmt: skip
+    atomic_write_json(night_lock(dfo["mon_dir"], BATCH), crashed)
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    job = JobId(Step.PROCESS_AB, spec.name)
+    atomic_write_json(StateLayout(one).marker(job, "x"), {
+        "name": job.name, "host": here, "pid": orphan.pid, "start": time.time(),
+        "pgid": orphan.pid, "owner": crashed["owner"]})  # fmt: skip
+    night = load_night(resolve({"date": DATE, "dfo": dfo, "state_dir": two}))
+    said: list[str] = []
+    reaped: list[int] = []  # (reaped at once, as init reaps a real orphan)
+    reaper = threading.Thread(target=lambda: reaped.append(orphan.wait()))
+    reaper.start()
+    try:
+        lock = start_run(night, "local", said.append)
+        reaper.join(20)
+        assert reaped == [-15], said
+        assert any("ended process_ab/" in s for s in said), said
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+    class Page:
+        def stop(self) -> None:
+            pass
+
+    finish_run(night, Page(), lock)
+    assert not os.path.exists(night_lock(dfo["mon_dir"], BATCH))
+
+
+def test_two_jobs_writing_one_product_at_once_the_second_is_refused(dfo, tmp_path) -> None:
+    """Another night's AB names this AB's product while this one runs: the attempt markers
+    say which products a running job writes, and the second job refuses to start."""
+
+    a, b = ABSpec(ab_name(1)), ABSpec(ab_name(2))
+    go, product = tmp_path / "go", product_of(dfo, a)
+    waits = f"while [ ! -e {go} ]; do sleep 0.02; done; cp {tmp_path}/w {product}"
+    first = ab_command(dfo, str(tmp_path / "s1"), a, waits)
+    (tmp_path / "w").write_bytes(FITS_HEADER)
+    second = ab_command(dfo, str(tmp_path / "s2"), b, f"cp {tmp_path}/w {product}")
+    second = second.replace(products=first.products)
+    errors: list[BaseException] = []
+    runner = threading.Thread(target=lambda: execute(first))
+    runner.start()
+    while not list(product.parent.glob(".*abflow-attempt")):
+        time.sleep(0.01)
+    try:
+        execute(second)
+    except JobFailed as exc:
+        errors.append(exc)
+    go.touch()
+    runner.join(20)
+    assert errors and "is being written by process_ab/" + a.name in str(errors[0])
+    assert json.loads(Path(first.record).read_text())["status"] == "SUCCESSFUL"
+
+
+def test_process_ab_installs_neither_another_abs_product_nor_over_a_predicted_name(
+    dfo, tmp_path
+) -> None:
+    from abflow.example.processab import ProcessError, Product, assign_products, install_products
+    from abflow.model.ab import read_ab
+
+    a, b = ABSpec(ab_name(1)), ABSpec(ab_name(2))
+    write_night([a, b], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo})
+    theirs = product_of(dfo, a)
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("certified")
+    record = Path(settings.layout.record(JobId(Step.PROCESS_AB, a.name)))
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"ab": a.name, "status": "SUCCESSFUL",
+                                  "products": [{"path": str(theirs)}]}))  # fmt: skip
+    ab_b, _ = read_ab(os.path.join(dfo["ab_dir"], b.name), settings.variables)
+    ab_b.products[0] = ab_b.products[0]._replace(path=str(theirs))
+    out = tmp_path / "out.fits"
+    out.write_text("new")
+    with pytest.raises(ProcessError, match=f"is the product of AB {a.name}"):
+        install_products(ab_b, settings, [Product(str(out), "MASTER_BIAS")], print)
+    assert theirs.read_text() == "certified"
+    # an output the AB did not predict never lands on a PRODUCTS path (another tag's)
+    ab_a, _ = read_ab(os.path.join(dfo["ab_dir"], a.name), settings.variables)
+    named = str(tmp_path / os.path.basename(ab_a.products[0].path))
+    moves, missing = assign_products(ab_a, [Product(str(out), "MASTER_BIAS"),
+                                            Product(named, "QC_TABLE")])  # fmt: skip
+    assert missing == [] and [d for _s, d in moves] == [ab_a.products[0].path]
+
+
+def test_process_ab_downloads_in_a_staging_directory(dfo, tmp_path) -> None:
+    """A failed download of a missing input leaves nothing under its name."""
+    from abflow.example.processab import ProcessError, fetch_missing
+    from abflow.model.ab import read_ab
+
+    spec = ABSpec(ab_name(1), n_raw=1)
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo,
+                        "commands": {"download": "printf HALF > {dest}; exit 1"}})  # fmt: skip
+    ab, _ = read_ab(os.path.join(dfo["ab_dir"], spec.name), settings.variables)
+    with pytest.raises(ProcessError, match="download failed"):
+        fetch_missing(ab, settings, print)
+    raw = Path(dfo["raw_dir"], DATE)
+    assert list(raw.iterdir()) == []
+
+
+def test_a_run_does_not_start_where_a_state_directory_links_out(dfo, tmp_path) -> None:
+    """Snakemake itself creates its jobs' log directories and empty logs: a directory of the
+    state directory that links outside refuses the run before anything is written."""
+    from abflow.run.lifecycle import StartRefused, start_run
+
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    write_night([ABSpec(ab_name(1))], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    night = load_night(resolve({"date": DATE, "dfo": dfo}))
+    logs = Path(night.settings.state_dir, "logs")
+    logs.parent.mkdir(parents=True)
+    logs.symlink_to(sentinel)
+    with pytest.raises(StartRefused, match=f"{logs} is a symbolic link to {sentinel}"):
+        start_run(night, "local", print)
+    assert list(sentinel.iterdir()) == []
+    assert not os.path.exists(night.settings.layout.lock(BATCH))
+
+
+@pytest.mark.parametrize("date", ["2013-02-30", "2013-13-01"])
+def test_an_impossible_date_is_a_message(dfo, tmp_path, capsys, date) -> None:
+    cfg = write_config(tmp_path / "c.yaml", dfo)
+    cfg.write_text(cfg.read_text().replace(f"'{DATE}'", date).replace(DATE, date))
+    for argv in (["check"], ["status", "-d", date]):
+        assert main([*argv, "--configfile", str(cfg)]) == 2
+        assert f"'{date}' is not a calendar date" in capsys.readouterr().err
+
+
+def test_a_log_tail_starts_lines_only_at_newlines(tmp_path) -> None:
+    from abflow.job.runner import tail
+
+    log = tmp_path / "x.log"
+    log.write_text("progress 50%\rabflow: 2 of 2 ABs succeeded\nx\x0cy\u2028z\n")
+    assert tail(str(log)) == ["progress 50%\rabflow: 2 of 2 ABs succeeded", "x\x0cy\u2028z"]
+
+
+def test_status_of_a_night_run_from_another_state_directory_leaves_its_page(
+    dfo, tmp_path, capsys
+) -> None:
+    from abflow.state.fsutil import atomic_write_json
+    from abflow.state.runstate import night_lock, owner_id, process_start
+
+    write_night([ABSpec(ab_name(1))], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    atomic_write_json(night_lock(dfo["mon_dir"], BATCH), {
+        "pid": os.getpid(), "host": os.uname().nodename, "start": "now", "batch": BATCH,
+        "proc_start": process_start(os.getpid()), "owner": owner_id(),
+        "state_dir": str(tmp_path / "elsewhere")})  # fmt: skip
+    cfg = write_config(tmp_path / "c.yaml", dfo)
+    assert main(["status", "--configfile", str(cfg)]) == 1
+    assert f"with the state directory {tmp_path / 'elsewhere'}" in capsys.readouterr().err
+    assert not Path(dfo["mon_dir"], f"status_{DATE}.html").exists()
+
+
+@pytest.mark.parametrize("content", [{}, {"status": "FAILED"}, {"ab": "OTHER.ab"}])
+def test_a_record_that_does_not_say_this_ab_succeeded_is_not_done(dfo, content) -> None:
+    from abflow.run.rules import RunScope
+
+    spec = ABSpec(ab_name(1))
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo})
+    path = Path(settings.layout.record(JobId(Step.PROCESS_AB, spec.name)))
+    path.parent.mkdir(parents=True)
+    good = {"ab": spec.name, "status": "SUCCESSFUL", "products": []}
+    path.write_text(json.dumps({**good, **content} if content else {}))
+    scope = RunScope(load_night(settings))  # (another AB's record content claims nothing)
+    assert scope.unreadable == {spec.name} and spec.name in scope.to_run
+    assert scope.rerun_request(spec.name)
+
+
+def test_a_configured_directory_with_shell_characters_is_refused(dfo, tmp_path, capsys) -> None:
+    """A command that parses its arguments again (eval, sh -c, ssh) must not find anything
+    a shell would act on in a directory name."""
+    hostile = tmp_path / "ab$(touch PWNED)"
+    hostile.mkdir()
+    cfg = write_config(tmp_path / "c.yaml", dfo)
+    assert main(["check", "--configfile", str(cfg), "--config", f"dfo.ab_dir={hostile}"]) == 2
+    assert "a configured directory may use only letters" in capsys.readouterr().err

@@ -187,7 +187,7 @@ def test_an_empty_record_is_not_done_it_is_said_and_the_ab_runs_again(tmp_path, 
     parent.write_bytes(b"")  # a crash, a full disk
     dry = run_snakemake(tmp_path, cfg, "-n")
     said = dry.stdout + dry.stderr
-    assert f"the completion record of {specs[0].name}" in said and "empty or unreadable" in said
+    assert f"the completion record of {specs[0].name}" in said and "empty, unreadable" in said
     run_snakemake(tmp_path, cfg)
     assert json.loads(parent.read_text())["status"] == "SUCCESSFUL"
     runs = [line.split()[0] for line in log.read_text().splitlines()]
@@ -366,3 +366,28 @@ def _no_success_without_fresh_products(layout: StateLayout, specs: list, log: Pa
             data = Path(product["path"]).read_bytes()
             assert len(data) == 5760 and b"END" in data[:2880], product
             assert attempts[spec.name].encode() in data, f"{spec.name}: a stale product counted"
+
+
+def test_a_full_state_directory_refuses_the_run_cleanly(tmp_path, dfo) -> None:
+    """The state directory's filesystem is full (a 256 KiB tmpfs, filled): the run says so
+    and starts nothing, no traceback, and no lock stays behind."""
+    write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    state = Path(dfo["job_dir"], "abflow")
+    state.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        if os.environ.get("ABFLOW_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={state / 'fill'}", "bs=4k"],
+                       capture_output=True, check=False)  # fmt: skip
+        cfg = write_config(tmp_path / "c.yaml", dfo)
+        run = run_snakemake(tmp_path, cfg, check=False)
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "No space left on device" in said and "nothing was run" in said
+    assert "Traceback" not in said
+    assert not list(Path(dfo["mon_dir"], ".abflow").glob("*.run.json"))

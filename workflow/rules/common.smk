@@ -16,10 +16,9 @@ except StartRefused as exc:
 SETTINGS, RULES = PREPARED.settings, PREPARED.rules
 # Downloaded files are update() outputs: another night may place the same file after this run
 # planned its download, and Snakemake must not remove it before the download job starts (the
-# job keeps a file it finds placed; abflow.job.download).
-# CAL_CLEANUP: raw files this run downloads are removed once every job reading them is done.
+# job keeps a file it finds placed; abflow.job.download). CAL_CLEANUP removes raw files at the
+# end of the run (abflow.run.lifecycle.finish_run), not as temp() outputs: a failed AB's stay.
 RAW_OUTPUT = update(RULES.raw_pattern)
-RAW_OUTPUT = temp(RAW_OUTPUT) if RULES.cleanup_raw else RAW_OUTPUT
 CAL_OUTPUT = update(RULES.cal_pattern)
 # On an HTCondor pool, jobs start as abflow-pool-job and carry the night store, this run, their
 # job and its command line (RULES.pool_resources: job_wrapper, environment and classad_* of the job
@@ -60,7 +59,13 @@ onstart:
 
 
 onsuccess:
-    _summary = finish_run(RULES.night, REFRESHER, LOCK, RULES.to_run)
+    _summary = finish_run(
+        RULES.night,
+        REFRESHER,
+        LOCK,
+        RULES.summarized,
+        without_qc=RULES.without_qc(),
+    )
     if _summary:
         logger.warning(_summary, extra={SUMMARY_ATTR: True})
 
@@ -70,9 +75,10 @@ onerror:
         RULES.night,
         REFRESHER,
         LOCK,
-        RULES.to_run,
+        RULES.summarized,
         executor_setting(workflow, "jobdir") or "",
         ok=False,
+        without_qc=RULES.without_qc(),
     )
     if _summary:
         logger.error(_summary, extra={SUMMARY_ATTR: True})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from abflow import __version__
@@ -43,33 +42,43 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     )
     p.add_argument(
         "-r",
-        dest="job_file",
-        metavar="JOB_FILE",
-        help="write the entries into this job file of dfo.job_dir (default "
-        "JOBS_NIGHT, JOBS_AUTO with -F)",
+        dest="job_id",
+        metavar="JOB_ID",
+        help="a job of its own: execAB_<MODE>_<DATE>_<JOB_ID>, ... and the job file "
+        "JOBS_<JOB_ID> in dfo.job_dir; the night's main files, its JOBS_NIGHT/JOBS_AUTO block "
+        "and DFO_STATUS are left alone",
     )
 
 
 def cmd_createjob(args: argparse.Namespace) -> int:
     """createJob: write execAB/execQC/download files and the JOBS_NIGHT or JOBS_AUTO entries."""
-    from abflow.model.config import DEFAULT_CONFIGFILE
-    from abflow.views.jobfiles import CreateJobError, JobRequest, write
+    import re
 
+    from abflow.model.config import write_run_config
+    from abflow.views.jobfiles import JOB_ID_RE, CreateJobError, JobRequest, write
+
+    if args.job_id and not re.match(JOB_ID_RE, args.job_id):
+        print(f"abflow createjob: -r {args.job_id}: a job id is letters, digits and . _ - "
+              "(it names the job's files in dfo.job_dir)", file=sys.stderr)  # fmt: skip
+        return 2
     settings = settings_of(args)
     for note in settings.notes:
         print(f"note: {note}", file=sys.stderr)
     night = load_night(settings)
     subcascade = args.subcascade
     if subcascade == "":  # -a without an AB: ask
+        if not sys.stdin.isatty():
+            print("abflow createjob: -a without an AB asks for it on a terminal, and there is "
+                  "none: name the parent AB, -a AB", file=sys.stderr)  # fmt: skip
+            return 2
         subcascade = _ask_parent(night)
-    if args.job_file and ("/" in args.job_file or args.job_file in (".", "..")):
-        print(f"abflow createjob: -r {args.job_file}: name a file in dfo.job_dir", file=sys.stderr)
-        return 2
     request = JobRequest(
         auto=args.auto,
         subcascade=subcascade or "",
-        job_file=args.job_file or "",
-        configfile=os.path.abspath(args.configfile or DEFAULT_CONFIGFILE),
+        job_id=args.job_id or "",
+        # the calls of the job file use the configuration createjob read (the site's, with
+        # --config overrides), written in full: its {config}
+        configfile=write_run_config(settings),
     )
     try:
         write(night, request)

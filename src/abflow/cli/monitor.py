@@ -62,8 +62,13 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     """Write the AB monitor page (getStatusAB) of the night; -F also exports it."""
     from abflow.views.monitor import export_page, pool_queue, write_page
+    from abflow.views.status import run_elsewhere
 
     night = night_of(args)
+    elsewhere = run_elsewhere(night.settings)
+    if elsewhere:  # its page is that run's: not overwritten from this state directory
+        print(f"abflow status: {elsewhere}", file=sys.stderr)
+        return 1
     print(f"wrote {write_page(night, pool_queue(night))}")
     if args.refresh:
         _refresh_until_the_run_ends(night, args.interval, args.wait)
@@ -75,7 +80,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 0
-        print(f"exported {export_page(night, target)}")
+        try:
+            print(f"exported {export_page(night, target)}")
+        except OSError as exc:  # a link leading out of the export directory, a full disk
+            print(f"abflow status: not exported (-F): {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -213,10 +222,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Show the state of the night (with its HTCondor jobs) until its run ends, then its
     summary; without a run going on, show it once."""
     from abflow.state.submission import controller_state, read_submission
-    from abflow.views.status import failure_summary, night_state
+    from abflow.views.status import failure_summary, night_state, run_elsewhere
 
     settings = settings_of(args)
     night = load_night(settings)
+    if run_elsewhere(settings):
+        print(f"abflow watch: {run_elsewhere(settings)}", file=sys.stderr)
+        return 1
     sub = read_submission(settings.layout, settings.batch_id)
     controller = controller_state(sub) if sub else None
     if sub and controller and controller.alive and not args.once:

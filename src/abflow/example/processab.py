@@ -9,25 +9,27 @@ products (matched by PRO.CATG), and move the products to their PRODUCTS paths in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from astropy.io import fits
 
 from abflow.model.ab import AB, read_ab, stem
 from abflow.model.commands import fill
-from abflow.model.config import Settings
+from abflow.model.config import Settings, write_run_config
 from abflow.model.load import find_existing_product, path_policy
 from abflow.state.fsutil import (
     atomic_write_chunks,
     atomic_write_text,
     check_inside,
+    remove_tree,
     replace_all,
     resolve_roots,
 )
@@ -83,20 +85,29 @@ def virtual_map(ab: AB, settings: Settings, inputs_file: str | None) -> dict[str
 
 
 def fetch_missing(ab: AB, settings: Settings, log: Callable[[str], None]) -> None:
-    """Download RAWFILE and REAL MCALIB inputs that are missing (or only a .hdr) locally."""
+    """Download RAWFILE and REAL MCALIB inputs that are missing (or only a .hdr) locally: each
+    in a staging directory of its own beside it (the command's working directory, ``{dest}``
+    the file there), linked into place once complete, never over a file someone placed."""
     wanted = [(f.path, f.line) for f in ab.rawfiles]
     wanted += [(c.needed_path, c.line) for c in ab.mcalibs if not c.virtual]
     for path, line in wanted:
         if os.path.isfile(path):
             continue
-        name = os.path.basename(path)
-        command = fill(
-            settings.commands["download"],
-            {"file": name, "dest": path, "date": settings.date, "mode": settings.mode},
-        )
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        name, directory = os.path.basename(path), os.path.dirname(path)
+        staging = os.path.join(directory, f".{name}.abflow-fetch.{os.getpid()}")
+        values = {"file": name, "dest": os.path.join(staging, name), "date": settings.date,
+                  "mode": settings.mode, "config": write_run_config(settings)}  # fmt: skip
+        command = fill(settings.commands["download"], values)
         log(f"fetching {name}: {command}")
-        proc = subprocess.run(command, shell=True, cwd=os.path.dirname(path), check=False)
+        remove_tree(staging)
+        os.makedirs(staging)
+        try:
+            proc = subprocess.run(command, shell=True, cwd=staging, check=False)
+            if proc.returncode == 0:
+                with contextlib.suppress(FileExistsError, FileNotFoundError):
+                    os.link(os.path.join(staging, name), path)
+        finally:
+            remove_tree(staging)
         if proc.returncode != 0 or not os.path.isfile(path):
             raise ProcessError(
                 f"line {line}: input {path} is missing and the download failed "
@@ -192,8 +203,10 @@ def assign_products(ab: AB, products: list[Product]) -> tuple[list[tuple[str, st
         unused.remove(match)
         moves.append((match.path, frame.path))
     target_dir = ab.prod_path or (os.path.dirname(ab.products[0].path) if ab.products else "")
+    taken = {f.path for f in ab.products}  # (an unpredicted output never takes their place)
     if target_dir:
-        moves += [(p.path, os.path.join(target_dir, os.path.basename(p.path))) for p in unused]
+        extra = [(p.path, os.path.join(target_dir, os.path.basename(p.path))) for p in unused]
+        moves += [(source, dest) for source, dest in extra if dest not in taken]
     return moves, missing
 
 
@@ -208,8 +221,7 @@ def run_recipe(
     """Fetch missing inputs, write the SOF, run esorex in ``workdir``; return its outputs."""
     os.makedirs(workdir, exist_ok=True)
     outdir = os.path.join(workdir, "out")
-    if os.path.isdir(outdir):
-        shutil.rmtree(outdir)
+    remove_tree(outdir)  # (never through a link)
     os.makedirs(outdir)
     fetch_missing(ab, settings, log)
     virtual = virtual_map(ab, settings, os.environ.get("ABFLOW_INPUTS"))
@@ -248,6 +260,9 @@ def install_products(
             f"{ab.recipe} exited 0 but expected product(s) are missing: {', '.join(missing)}; "
             f"the recipe wrote: {found}"
         )
+    refused = _not_this_abs(ab, settings, [dest for _source, dest in moves])
+    if refused:
+        raise ProcessError(f"not installing the products: {refused}")
     roots = resolve_roots([settings.dfo["product_dir"]])
     try:
         for _source, dest in moves:
@@ -267,6 +282,16 @@ def install_products(
     for _source, dest in moves:
         log(f"product {dest}")
     return [dest for _source, dest in moves]
+
+
+def _not_this_abs(ab: AB, settings: Settings, destinations: list[str]) -> str:
+    """Why one of ``destinations`` must not be written by ``ab`` ("" if none): an input, a
+    certified calibration, another AB's recorded product, a foreign file (abflow.model.guard,
+    what abflow check refuses)."""
+    from abflow.model.guard import ProductCheck, Resolver
+
+    check = ProductCheck(settings, {ab.name: ab}, Resolver())
+    return next((why for why in map(partial(check.problem, ab), destinations) if why), "")
 
 
 def process_ab(
@@ -291,7 +316,12 @@ def process_ab(
         return []
     step = "process_ab" if det is None else "process_ab_det"
     job = JobId(Step(step), ab.name, det)
-    workdir = workdir or os.environ.get("ABFLOW_WORKDIR") or settings.layout.work(job)
+    if not workdir:  # the job's (or the state layout's): inside the configured directories
+        workdir = os.environ.get("ABFLOW_WORKDIR") or settings.layout.work(job)
+        try:
+            check_inside(workdir, settings.roots, "work in")
+        except OSError as exc:
+            raise ProcessError(str(exc)) from None
     options = recipe_options(ab, det_option)
     products = run_recipe(ab, settings, workdir, threads, options, log)
     if det is not None:
@@ -354,6 +384,10 @@ def _keep_logs(ab: AB, settings: Settings, workdirs: list[str]) -> None:
         return
     dest = os.path.join(settings.dfo["log_dir"], ab.date or settings.date)
     dest = os.path.join(dest, ab.name[: -len(".ab")] + ".rblog")
+    try:
+        check_inside(dest, settings.roots, "keep the log at")
+    except OSError as exc:
+        raise ProcessError(str(exc)) from None
 
     def chunks() -> Iterator[bytes]:
         for i, path in enumerate(logs, start=1):

@@ -223,8 +223,9 @@ def _place(staged: str, dest: str) -> str:
 def _failed(layout: StateLayout, job: JobId, dest: str, log_path: str, why: str) -> None:
     """Remove what is left of ``dest``, write the job's failure note, raise DownloadFailed."""
     name = os.path.basename(dest)
-    with open(log_path, encoding="utf-8", errors="replace") as fh:
-        answer = [line.rstrip() for line in fh if not line.startswith("# ")][-5:]
+    with open(log_path, encoding="utf-8", errors="replace", newline="") as fh:
+        lines = fh.read().split("\n")  # ("\n" only: a "\r" in the answer is shown escaped)
+    answer = [line for line in lines if line and not line.startswith("# ")][-5:]
     answer = answer or ["(nothing printed)"]
     write_failure(layout, job, f"download of {name} failed ({why}): {answer[-1]}", log=log_path,
                   log_tail=answer, step="download", file=name, dest=dest,

@@ -14,6 +14,7 @@ may write, copied into the record under ``results``) and, for a detector job, ``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -124,7 +125,12 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
             data = fh.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return data.splitlines()[-lines:]
+    # lines end at "\n" only: a "\r", a form feed or U+2028 in a log is shown (escaped), it
+    # does not start a line of its own
+    found = data.split("\n")
+    if found and found[-1] == "":
+        found.pop()
+    return found[-lines:]
 
 
 class _Outcome:
@@ -164,29 +170,49 @@ def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
         raise StepFailed(f"{step.step} of AB {step.ab} not started: {exc}") from None
     try:
         outcome = _run_command(step, command, threads, _marks_to_compare(step, marks))
+    except OSError as exc:  # its log cannot be written (a full disk), ...
+        _note_failure(step, f"failed: {exc}")
+        raise StepFailed(f"{step.step} of AB {step.ab} failed: {exc}") from None
     finally:
         unmark(marks, name)
     if step.step == StepName.PROCESS_AB_DET and marks:
         step.info["attempt_marks"] = marks  # what its join compares with
     record = _record(step, outcome, threads)
     if record["status"] != "SUCCESSFUL":
-        atomic_write_json(step.failed_path, record)
+        _note_failure(step, str(record["reason"]), record)
         excerpt = "\n".join(f"    {inert(line, line=True)}" for line in record["log_tail"])  # type: ignore[union-attr]
         raise StepFailed(
             f"{step.step} of AB {step.ab} FAILED: {record['reason']}\n  log: {step.log_path}\n"
             f"  last lines:\n{excerpt}"
         )
-    atomic_write_json(step.record_path, record)
+    return _succeeded(step, record, outcome)
+
+
+def _succeeded(step: StepRun, record: dict[str, object], outcome: _Outcome) -> dict[str, object]:
+    """Write the completion record (the step failed if it cannot be written: a full disk),
+    remove an earlier failure note, write the benchmark (best effort)."""
+    try:
+        atomic_write_json(step.record_path, record)
+    except OSError as exc:
+        why = f"its command succeeded, but its completion record {step.record_path} "
+        _note_failure(step, why + f"cannot be written: {exc.strerror or exc}")
+        raise StepFailed(
+            f"{step.step} of AB {step.ab} failed: {why}cannot be written: {exc}"
+        ) from None
     remove_file(step.failed_path)
     if step.benchmark_path:
-        write_benchmark(step.benchmark_path, outcome)
+        with contextlib.suppress(OSError):
+            write_benchmark(step.benchmark_path, outcome)
     return record
 
 
-def _note_failure(step: StepRun, reason: str) -> None:
-    """The failure note of a step that could not start (best effort: the disk may be full)."""
-    note = {"ab": step.ab, "step": step.step, "status": "FAILED", "reason": reason,
-            "end": now_iso(), "log": step.log_path, "log_tail": [], **step.info}  # fmt: skip
+def _note_failure(step: StepRun, reason: str, note: dict[str, object] | None = None) -> None:
+    """The failure note of a step (``note``: its record, else the reason alone), inside the
+    directories it may write in; best effort (the disk may be full)."""
+    note = note or {
+        "ab": step.ab, "step": step.step, "status": "FAILED", "reason": reason,
+        "end": now_iso(), "log": step.log_path, "log_tail": [], **step.info,
+    }  # fmt: skip
     try:
         if step.roots:
             check_inside(step.failed_path, step.roots)

@@ -258,6 +258,7 @@ class Settings:
     pool_env: tuple[str, ...] = ()  # environment variables handed to pool jobs
     # config key (dotted) -> where a value taken from a DFOS config file came from
     sources: dict[str, str] = field(default_factory=dict)
+    steps: str = "all"  # all, ab (the ABs and their downloads) or qc (the QC of done ABs)
 
     def to_config(self) -> dict[str, Any]:
         """The configuration with every directory resolved: a complete, valid configuration
@@ -375,20 +376,37 @@ def _check_resolved(settings: Settings, configured: Mapping[str, str], source: s
               "archive": settings.archive}  # fmt: skip
     problems = []
     for key, value in named.items():
-        control = control_character(value)
-        if not control:
+        why = _unsafe_directory(value) if key != "archive" or "://" not in value else ""
+        if not why:
             continue
         dfo_key = key.removeprefix("dfo.")
         if dfo_key in DFO_DIRS and not configured.get(dfo_key):
             where = f"${DFO_DIRS[dfo_key][0]} (the environment's {key})"
         else:
             where = f"{key} (with its environment variables expanded)"
-        problems.append(
-            f"{where}: {value!r} contains {control}: a directory name must be printable; "
-            "rename the directory or configure another one"
-        )
+        problems.append(f"{where}: {value!r} {why}; rename the directory or configure another one")
     if problems:
         raise ConfigError(problems, source)
+
+
+# What a configured directory may be named with: the characters of an AB path (model/ab.py).
+# Its name reaches shell commands quoted, and a command that parses its arguments again (eval,
+# sh -c, ssh host processAB ...) must not find anything there that a shell would act on.
+SAFE_DIRECTORY_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:+@=,/-"
+)
+
+
+def _unsafe_directory(value: str) -> str:
+    """Why ``value`` is no safe directory name ("" if it is)."""
+    control = control_character(value)
+    if control:
+        return f"contains {control}: a directory name must be printable"
+    bad = sorted(set(value) - SAFE_DIRECTORY_CHARS)
+    if bad:
+        return (f"contains {''.join(bad)!r}: a configured directory may use only letters, "
+                "digits and . _ : + @ = , / - (a shell would act on the others)")  # fmt: skip
+    return ""
 
 
 QC_REPORT_PLACEHOLDERS = ("date", "mode", "ab", "ab_stem")
@@ -448,6 +466,7 @@ def _settings(
         inputs={name: _resolve_dir(path, root) for name, path in cfg["inputs"].items()},
         unknown_qualifiers=cfg["unknown_qualifiers"], missing_abs=cfg["missing_abs"],
         exclude=tuple(cfg["exclude"]), pool_env=tuple(cfg["pool_env"]), sources=sources,
+        steps=cfg["steps"],
     )  # fmt: skip
 
 
@@ -502,8 +521,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError([f"--config {item!r}: expected key=value"], "command line")
         try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
+            out[key] = yaml.load(value, Loader=_yaml_loader()) if value else ""
+        except (yaml.YAMLError, _DuplicateKey):
             out[key] = value
     return out
 
@@ -534,20 +553,46 @@ def write_run_config(settings: Settings) -> str:
     return path
 
 
+SITE_CONFIGFILE = "abflow.yaml"  # a DFOS site's configuration, in $DFO_CONFIG_DIR
+
+
+def dfos_machine(environ: Mapping[str, str] | None = None) -> bool:
+    """True where a DFOS environment is set up (any ``$DFO_*`` directory variable set)."""
+    environ = os.environ if environ is None else environ
+    return any(environ.get(env) for env, _sub in DFO_DIRS.values())
+
+
+def default_configfile(environ: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
+    """The configuration used when none is named (``--configfile``), and what it is: on a DFOS
+    machine (``$DFO_*`` set) the site's, ``$DFO_CONFIG_DIR/abflow.yaml``, or, without one, no
+    file (the schema's defaults: the ``$DFO_*`` directories and the real DFOS tools); the
+    bundled example's only where there is no DFOS environment."""
+    environ = os.environ if environ is None else environ
+    if not dfos_machine(environ):
+        return DEFAULT_CONFIGFILE, f"{DEFAULT_CONFIGFILE} (the bundled example)"
+    site = Path(environ.get("DFO_CONFIG_DIR") or "/nonexistent", SITE_CONFIGFILE)
+    if site.is_file():
+        return site, f"{site} (the site's: $DFO_CONFIG_DIR/{SITE_CONFIGFILE})"
+    return None, (
+        f"no configuration file ($DFO_CONFIG_DIR/{SITE_CONFIGFILE} does not exist): the "
+        "schema's DFOS defaults ($DFO_* directories, processAB, processQC, ngasClient)"
+    )
+
+
 def load_settings(
     configfile: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
 ) -> Settings:
-    """Read a config file (default ``config/config.yaml``: :func:`read_config_file`), apply
-    ``key=value`` overrides, resolve."""
-    path = Path(configfile) if configfile else DEFAULT_CONFIGFILE
-    data = read_config_file(path) or {}
+    """Read a config file (default: :func:`default_configfile`; :func:`read_config_file`),
+    apply ``key=value`` overrides, resolve."""
+    path = Path(configfile) if configfile else default_configfile()[0]
+    data = read_config_file(path) or {} if path is not None else {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of keys"], str(path))
     merged = normalize(data)
     over = normalize(parse_overrides(overrides))
     _deep_update(merged, over)
-    return resolve(merged, source=str(path))
+    return resolve(merged, source=str(path or "the schema's defaults"))
 
 
 def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
@@ -612,6 +657,15 @@ def _yaml_loader() -> type:
                 seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_timestamp(self, node: Any) -> Any:
+            """A date stays as written unless it is one (``2013-02-30`` is then refused
+            by the validation, naming the key, not by PyYAML with a traceback)."""
+            try:
+                return super().construct_yaml_timestamp(node)
+            except ValueError:
+                return self.construct_scalar(node)
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_timestamp)
     return Loader
 
 
@@ -641,7 +695,7 @@ def check_config_files(paths: Sequence[str | os.PathLike[str]]) -> None:
     loader, which keeps the last of a key given twice): read_config_file's checks, except that
     YAML Snakemake read (as JSON, perhaps) is not judged again, nor what is no regular file (a
     pipe Snakemake has read). No paths: the Snakefile's own config/config.yaml."""
-    for path in paths or [DEFAULT_CONFIGFILE]:
+    for path in paths or [p for p in [default_configfile()[0]] if p is not None]:
         if not os.path.isfile(path):
             continue
         try:

@@ -103,9 +103,9 @@ def recorded_products(state_dir: str, resolver: Resolver) -> dict[str, tuple[str
     for name in names:
         path = os.path.join(records, name)
         record = read_json_object(path) or {}
-        products, ab = record.get("products"), record.get("ab")
-        if not isinstance(products, list) or not isinstance(ab, str):
-            continue
+        products, ab = record.get("products"), name.removesuffix(".json")
+        if not isinstance(products, list) or record.get("ab") != ab:
+            continue  # (damaged, or another AB's content: it claims nothing)
         for product in products:
             if isinstance(product, dict) and isinstance(product.get("path"), str):
                 owners.setdefault(resolver.file(product["path"]), (ab, path))

@@ -7,6 +7,7 @@ Sites keep their settings in ``$DFO_CONFIG_DIR/config.<tool>`` (the AB syntax: `
 ``config.createJob CAL_CLEANUP``      ``cal_cleanup``
 ``config.createJob FULL_RAWDOWNLOAD`` ``full_rawdownload``
 ``config.createJob MAX_JOBS``         ``limits.jobs``
+``config.createJob MAX_CORES``        ``limits.downloads`` (downloads at once)
 ``config.createJob PLUGIN``           ``plugin``
 ``config.createJob MEF_FACTOR``       ``mef_factor``
 ``config.createAB DRS_TYPE``          ``drs_type``
@@ -79,6 +80,7 @@ MAPPING: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "CAL_CLEANUP": ("cal_cleanup", _yes_no),
         "FULL_RAWDOWNLOAD": ("full_rawdownload", _yes_no),
         "MAX_JOBS": ("limits.jobs", _positive_int),
+        "MAX_CORES": ("limits.downloads", _positive_int),
         "PLUGIN": ("plugin", str),
         "MEF_FACTOR": ("mef_factor", _positive_int),
     },

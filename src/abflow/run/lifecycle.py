@@ -21,6 +21,7 @@ not run; the locks released.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,15 +86,27 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
     source = settings.sources.get("drs_type", flavour.source)
     how = describe(settings.drs_type, source, limits.get("ab_jobs", 0), cores,
                    snakemake.nodes(workflow), line.executor)  # fmt: skip
-    messages = [("warning", n) for n in (*flavour.warnings, *settings.notes)]
-    messages += [("warning", str(w)) for w in night.warnings]
-    messages += [("warning", f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) "
-                  "is empty or unreadable: the AB is not done and runs again")
-                 for ab in sorted(rules.scope.unreadable)]  # fmt: skip
+    said = [*flavour.warnings, *settings.notes, *map(str, night.warnings)]
+    messages = [("warning", text) for text in _start_notes(line.configfiles, said, rules)]
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
     rules.owner = owner_id()
     _pool_side(rules, settings)
     return Prepared(settings, rules, config_path, rules.owner, messages, headline)
+
+
+def _start_notes(configfiles: Iterable[str], said: list[str], rules: Any) -> list[str]:
+    """What the run says at its start: which configuration it uses (named with --configfile,
+    else abflow.model.config.default_configfile), what the flavour, the configuration and the
+    night said (``said``), the ABs a QC step leaves out, the records that do not count."""
+    from abflow.model.config import default_configfile
+
+    source = ", ".join(configfiles) or default_configfile()[1]
+    notes = [f"abflow: configuration: {source}", *said]
+    notes += [rules.without_qc()] if rules.without_qc() else []
+    notes += [f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) is empty, "
+              "unreadable or not a success of that AB: the AB is not done and runs again"
+              for ab in sorted(rules.scope.unreadable)]  # fmt: skip
+    return notes
 
 
 def _pool_side(rules: Any, settings: Any) -> None:
@@ -118,20 +131,25 @@ def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
     """Take the locks of the run and take over from a crashed predecessor; return the lock
     info (with ``since``, the start time). Raises StartRefused."""
     from abflow.model.config import write_run_config
-    from abflow.run.flavour import executor_problem, is_remote
-    from abflow.state.runstate import RunLocked, describe_run, end_orphans, register_run
+    from abflow.run.flavour import executor_problem
+    from abflow.state.runstate import RunLocked, describe_run, register_run
 
     settings = night.settings
-    problem = executor_problem(settings.drs_type, executor)
+    problem = executor_problem(settings.drs_type, executor) or _links_leading_out(settings)
     if problem:
         raise StartRefused(problem)
-    write_run_config(settings)  # what every job's command line names
+    try:
+        write_run_config(settings)  # what every job's command line names
+    except OSError as exc:  # a full disk: nothing has started
+        raise StartRefused(f"cannot write the run configuration: {exc}; nothing was run") from None
     _end_jobs_on_interrupt()
     try:
         lock = register_run(settings.state_dir, night.batch_ids(), executor=executor,
                             mon_dir=settings.dfo["mon_dir"])  # fmt: skip
     except RunLocked as exc:
         raise StartRefused(str(exc)) from None
+    except OSError as exc:  # a full disk
+        raise StartRefused(f"cannot take the night's locks: {exc}; nothing was run") from None
     lock["since"] = now_iso()
     _outlive_the_terminal(settings.layout.console_log(settings.batch_id), warn)
     for note in lock["notes"]:
@@ -143,6 +161,17 @@ def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
             else f"abflow: the previous run of {crashed['batch']} ({describe_run(crashed)}) "
             "ended without cleaning up (crashed or killed): taking over; its finished ABs are kept"
         )
+    _take_over(night, lock, executor, warn)
+    return lock
+
+
+def _take_over(night: Any, lock: dict[str, Any], executor: str, warn: Log) -> None:
+    """What crashed runs of the night left: on a pool their jobs adopted (or removed), here
+    their jobs' commands ended (in the state directory each used)."""
+    from abflow.run.flavour import is_remote
+    from abflow.state.runstate import end_orphans
+
+    settings = night.settings
     if is_remote(executor):
         _take_over_pool_jobs(night, lock, warn)
     elif lock["lineage"]:
@@ -150,10 +179,26 @@ def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
         if removed:
             warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
                  ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
-    if lock["lineage"]:
-        for job in end_orphans(settings.state_dir, lock["lineage"]):
+    # a crashed run's jobs are marked in the state directory it used (it may be another one)
+    dirs = {str(r.get("state_dir") or settings.state_dir) for r in lock["replaced"]}
+    for state_dir in sorted(dirs) if lock["lineage"] else ():
+        for job in end_orphans(state_dir, lock["lineage"]):
             warn(f"abflow: ended {job.name} (pid {job.pid}) left by that run")
-    return lock
+
+
+def _links_leading_out(settings: Any) -> str:
+    """Why the run must not start because a directory it writes in is a symbolic link leading
+    outside the configured directories ("" if none is)."""
+    from abflow.state.fsutil import links_leading_out
+
+    tops = [settings.state_dir, *(os.path.join(settings.dfo[k], ".abflow")
+                                  for k in ("mon_dir", "job_dir"))]  # fmt: skip
+    found = links_leading_out([t for t in tops if os.path.isdir(t)], settings.roots)
+    return "; ".join(
+        f"{path} is a symbolic link to {real}, outside the configured directories: remove it "
+        "(abflow and Snakemake would write there); nothing was run"
+        for path, real in found
+    )
 
 
 def _take_over_pool_jobs(night: Any, lock: dict[str, Any], warn: Log) -> None:
@@ -313,11 +358,14 @@ def finish_run(
     names: Iterable[str] | None = None,
     jobdir: str = "",
     ok: bool = True,
+    without_qc: str = "",
 ) -> str:
     """End of a run: held jobs noted and leftovers removed (on a pool), the timeline of every
-    date, the run's locks released and how it ended noted (``ok``: Snakemake's onsuccess), then
-    the final page of every date, which says so. Returns the summary of the ABs ``names`` of
-    the run since its start: their QC1 numbers, what failed ("" if there is neither)."""
+    date, CAL_CLEANUP, the run's locks released and how it ended noted (``ok``: Snakemake's
+    onsuccess), then the final page of every date, which says so. Returns the summary of the
+    ABs ``names`` of the run since its start: their QC1 numbers, what failed, ``without_qc``
+    (the ABs a QC step left out), what CAL_CLEANUP removed ("" if there is none of these)."""
+    from abflow.run.cleanup import clean_up_raw
     from abflow.run.flavour import is_remote
     from abflow.state.runstate import stop_requested, unregister_run
     from abflow.views.monitor import timeline_paths
@@ -334,13 +382,18 @@ def finish_run(
     try:
         since = (lock.get("lineage_start") or lock.get("since")) if lock else None
         state = night_state(night)  # read once for both
-        parts = (qc1_summary(state, names, since), failure_summary(night, names, since, state))
+        parts = (qc1_summary(state, names, since), failure_summary(night, names, since, state),
+                 without_qc, clean_up_raw(night))  # fmt: skip
         summary = "\n".join(s for s in parts if s)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"
-    remove_served_requests(night, names)
+    with contextlib.suppress(OSError):
+        remove_served_requests(night, names)
     s = night.settings
     how = outcome(ok, stop_requested(s.state_dir, night.batch_ids()))
-    unregister_run(s.state_dir, night.batch_ids(), how, s.dfo["mon_dir"])
-    refresher.stop()  # the final page: how the run ended, now in the run history
-    return summary
+    problems = unregister_run(s.state_dir, night.batch_ids(), how, s.dfo["mon_dir"])
+    try:
+        refresher.stop()  # the final page: how the run ended, now in the run history
+    except OSError as exc:  # (a full disk)
+        problems.append(f"could not write the final monitor page: {exc}")
+    return "\n".join([summary, *(f"abflow: {p}" for p in problems)]).strip("\n")

@@ -85,17 +85,22 @@ class RunScope:
         self.subcascade = self._subcascade()
         self.subcascade_set = frozenset(self.subcascade)
         self.names = self.subcascade or night.names
-        # ABs whose completion record is there but empty or unreadable (a crash, a full disk):
-        # not done; they run again (through a rerun request, as an edited AB does)
+        # ABs whose completion record is there but does not say they succeeded (empty, torn,
+        # unreadable, FAILED, another AB's: a crash, a full disk, a hand): not done; they run
+        # again (through a rerun request, as an edited AB does)
         self.unreadable = frozenset(
-            n for n in self.names
-            if os.path.exists(self.record(n)) and read_record(self.record(n)) is None
-        )  # fmt: skip
+            n for n in self.names if os.path.lexists(self.record(n)) and not self.done(n)
+        )
         self.to_run = frozenset(
             n for n in self.names
-            if n in self.subcascade_set or n in self.unreadable
-            or not os.path.exists(self.record(n))
+            if self.settings.steps != "qc" and (n in self.subcascade_set or n in self.unreadable
+                                                or not os.path.exists(self.record(n)))
         )  # fmt: skip
+        # the ABs whose QC this run does: steps qc, only those that succeeded (their record)
+        self.qc_names = [
+            n for n in self.names if self.night[n].ab.runs_recipe
+            and (self.settings.steps == "all" or (self.settings.steps == "qc" and self.done(n)))
+        ] if self.settings.qc_mode != "IMPLICIT" else []  # fmt: skip
         self.priority = job_priorities(night)
         self.download_priority: dict[str, int] = {}
         self.planned_downloads = self._planned_downloads()
@@ -104,6 +109,21 @@ class RunScope:
     def record(self, ab: str) -> str:
         """Completion record of ``ab``."""
         return self.layout.record(JobId(Step.PROCESS_AB, ab))
+
+    def done(self, ab: str) -> bool:
+        """True if ``ab`` succeeded: its completion record is there, readable, its own and
+        SUCCESSFUL."""
+        record = read_record(self.record(ab))
+        return record is not None and record.get("status") == "SUCCESSFUL" and (
+            record.get("ab") == ab
+        )
+
+    def without_qc(self) -> list[str]:
+        """Under steps qc: the ABs that get no QC, since they did not succeed."""
+        if self.settings.steps != "qc" or self.settings.qc_mode == "IMPLICIT":
+            return []
+        qc = set(self.qc_names)
+        return [n for n in self.names if self.night[n].ab.runs_recipe and n not in qc]
 
     def _subcascade(self) -> list[str]:
         name = self.settings.subcascade
@@ -208,8 +228,6 @@ class NightRules:
         self.cal_pattern = os.path.join(s.dfo["cal_dir"], "{file}")
         token = run_token or time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.progress_file = self.layout.progress(token)
-        self.with_qc = s.qc_mode != "IMPLICIT"
-        self.cleanup_raw = s.cal_cleanup and s.mode == "CALIB"
         self.ab_threads = 1
         # every job's $DFO_* directories
         self.job_env = tuple(sorted(s.variables.items()))
@@ -229,13 +247,32 @@ class NightRules:
         """The ABs this run processes."""
         return self.scope.to_run
 
+    @property
+    def summarized(self) -> frozenset[str]:
+        """The ABs the end of the run sums up: those it processes, under steps qc those whose
+        QC it does."""
+        if self.settings.steps == "qc":
+            return frozenset(self.scope.qc_names)
+        return self.scope.to_run
+
+    def without_qc(self) -> str:
+        """What a QC step says of the ABs that get no QC ("" if none)."""
+        left = self.scope.without_qc()
+        if not left:
+            return ""
+        return (f"abflow: no QC for {len(left)} AB{'s' if len(left) != 1 else ''} that did not "
+                f"succeed (failed, or did not run): {', '.join(left)}")  # fmt: skip
+
     def pattern(self, kind: str, rule: str) -> str:
         """The layout's path pattern of one kind of file of a rule's jobs."""
         return self.layout.pattern(kind, rule)
 
     # ----- what rule all asks for ------------------------------------------------------------
     def final_records(self) -> list[str]:
-        """Completion records of the ABs of this run (the subcascade, else the night)."""
+        """Completion records of the ABs of this run (the subcascade, else the night; under
+        steps qc, those that succeeded)."""
+        if self.settings.steps == "qc":
+            return [self.scope.record(n) for n in self.scope.names if self.scope.done(n)]
         return [self.scope.record(n) for n in self.scope.names]
 
     def final_targets(self) -> list[str]:
@@ -243,13 +280,9 @@ class NightRules:
         targets = [*self.final_records(), self.layout.benchmark_table(self.settings.batch_id)]
         # the rerun requests: missing, so their request_rerun jobs run, and the AB jobs taking
         # them as input run after them (Snakemake skips a missing input nobody asks for)
-        targets += [r for n in self.scope.names for r in self.scope.rerun_request(n)]
-        if self.with_qc:
-            targets += [
-                self.layout.record(JobId(Step.PROCESS_QC, n))
-                for n in self.scope.names
-                if self.night[n].ab.runs_recipe
-            ]
+        if self.settings.steps != "qc":
+            targets += [r for n in self.scope.names for r in self.scope.rerun_request(n)]
+        targets += [self.layout.record(JobId(Step.PROCESS_QC, n)) for n in self.scope.qc_names]
         return targets
 
     def download_problem(self) -> str | None:
@@ -290,6 +323,8 @@ class NightRules:
         A multi-detector AB's process_ab job is its join: it waits for its detector jobs,
         which wait for the parents and the files."""
         ab, det = wildcards.ab, getattr(wildcards, "det", None)
+        if self.settings.steps == "qc":  # its record is there: nothing makes it again
+            return {"parents": [], "data": [], "detectors": [], "rerun": []}
         n = self.night.detectors(ab)
         if n > 1 and det is None:
             pattern = self.pattern("records", "process_ab_det")
@@ -304,21 +339,14 @@ class NightRules:
 
     @rule_function
     def get_qc_inputs(self, wildcards: Any) -> dict[str, Any]:
-        """All inputs of a process_qc job (``unpack``): the AB's record, and under CAL_CLEANUP
-        its raw files (so that their removal waits for the QC too; processQC shows them)."""
-        ab = wildcards.ab
-        qc_done = os.path.exists(self.layout.record(JobId(Step.PROCESS_QC, ab)))
-        raw = (
-            [ancient(p) for p in self.night[ab].raw_inputs]
-            if self.cleanup_raw and (ab in self.to_run or not qc_done)
-            else []
-        )
-        return {"record": self.scope.record(ab), "raw": raw}
+        """All inputs of a process_qc job (``unpack``): the AB's record (CAL_CLEANUP removes
+        raw files at the end of the run, once the QC no longer needs them)."""
+        return {"record": self.scope.record(wildcards.ab)}
 
     def _data_inputs(self, ab: str) -> list[str]:
         """Files an AB this run processes must wait for: its raw files and REAL calibrations
-        that are downloaded first (all its raw files under CAL_CLEANUP, so that their removal
-        waits for it), and under FULL_RAWDOWNLOAD the flag made once every download is done.
+        that are downloaded first, and under FULL_RAWDOWNLOAD the flag made once every download
+        is done.
 
         Finished ABs get none: present files need no job, and a file cleaned up after an AB
         finished must not rerun it. (The input list of a job may thus change between runs;
@@ -329,7 +357,7 @@ class NightRules:
         planned = self.scope.planned_downloads
         files = [ancient(p) for p in self.night[ab].cal_inputs if p in planned]
         raws = self.night[ab].raw_inputs
-        files += [ancient(p) for p in raws if self.cleanup_raw or p in planned]
+        files += [ancient(p) for p in raws if p in planned]
         if self.settings.full_rawdownload and planned:
             files.append(self.layout.downloads_done_flag(self.settings.batch_id))
         return files

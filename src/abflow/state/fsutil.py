@@ -143,6 +143,21 @@ def remove_file(path: str) -> None:
         pass
 
 
+def links_leading_out(tops: Iterable[str], roots: Iterable[str]) -> list[tuple[str, str]]:
+    """(path, where it leads) of every symbolic link to a directory below the directories
+    ``tops`` (links not followed) that resolves outside the resolved ``roots``: what a run
+    would write through (Snakemake creates its jobs' log and output directories itself)."""
+    roots = tuple(roots)
+    found = []
+    for top in tops:
+        for directory, dirs, _files in os.walk(top):
+            for name in dirs:
+                path = os.path.join(directory, name)
+                if os.path.islink(path) and not inside(os.path.realpath(path), roots):
+                    found.append((path, os.path.realpath(path)))
+    return found
+
+
 def remove_tree(path: str) -> None:
     """Remove the directory ``path`` and everything in it; absent: nothing to do. Symbolic
     links are never followed, ``path`` itself included: a link is removed, not what it points

@@ -143,6 +143,21 @@ def register_run(
         "state_dir": state_dir,
     }
     replaced = _take_locks(layout, batches, info, mon_dir)
+    try:
+        return _started(layout, batches, info, replaced)
+    except BaseException:  # (a full disk): nothing of the run stays locked
+        for path in [layout.lock(b) for b in batches] + [night_lock(mon_dir, b) for b in
+                                                           batches if mon_dir]:  # fmt: skip
+            with suppress(OSError):
+                _release(path, info)
+        raise
+
+
+def _started(
+    layout: StateLayout, batches: list[str], info: dict[str, Any], replaced: list
+) -> dict[str, Any]:
+    """With the locks taken: the night's stop flags cleared, the lineage in the locks, the run
+    in the history; the run's info (see register_run)."""
     for batch in batches:
         with suppress(FileNotFoundError):
             os.unlink(layout.stop_flag(batch))
@@ -162,20 +177,26 @@ def _take_locks(
     layout: StateLayout, batches: list[str], info: dict[str, Any], mon_dir: str
 ) -> list[dict[str, Any]]:
     """Take the night's and the state directory's lock of every batch, or none (RunLocked);
-    return the crashed runs whose state directory locks were taken over."""
+    return the crashed runs whose locks were taken over (each once; a night's run that used
+    another state directory names it)."""
     replaced: list[dict[str, Any]] = []
-    locks = [(night_lock(mon_dir, b), b, []) for b in batches] if mon_dir else []
-    locks += [(layout.lock(b), b, replaced) for b in batches]
+    locks = [night_lock(mon_dir, b) for b in batches] if mon_dir else []
+    locks += [layout.lock(b) for b in batches]
     taken: list[str] = []
     try:
-        for path, batch, noted in locks:
-            _take_lock(path, batch, info, noted)
+        for path in locks:
+            batch = os.path.basename(path).removesuffix(".json").removesuffix(".run")
+            _take_lock(path, batch, info, replaced)
             taken.append(path)
     except BaseException:
         for path in taken:
             _release(path, info)
         raise
-    return replaced
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for run in replaced:  # (the same crashed run held both locks of a date)
+        unique.setdefault((run.get("pid"), run.get("host"), run.get("start"), run["batch"],
+                           run.get("unreadable")), run)  # fmt: skip
+    return list(unique.values())
 
 
 def _lineage(replaced: list[dict[str, Any]]) -> dict[str, Any]:
@@ -275,9 +296,11 @@ OUTCOMES = ("succeeded", "failed", "stopped", "interrupted")  # how a run ended 
 
 def unregister_run(
     state_dir: str, batches: list[str] | str, outcome: str = "", mon_dir: str = ""
-) -> None:
+) -> list[str]:
     """Release this process's locks (only those it holds), noting in the run history when the
-    run ended and how (one of OUTCOMES)."""
+    run ended and how (one of OUTCOMES); what could not be noted (a full disk: the locks are
+    released all the same)."""
+    problems = []
     for batch in [batches] if isinstance(batches, str) else batches:
         info = read_run(state_dir, batch)
         if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
@@ -288,11 +311,15 @@ def unregister_run(
                     entry["end"] = now_iso()
                     if outcome:
                         entry["ended"] = outcome
-            if history:
-                atomic_write_json(layout.run_history(batch), history)
+            try:
+                if history:
+                    atomic_write_json(layout.run_history(batch), history)
+            except OSError as exc:
+                problems.append(f"could not note the end of the run in the run history: {exc}")
             if mon_dir:
                 _release(night_lock(mon_dir, batch), info)
             _release(layout.lock(batch), info)
+    return problems
 
 
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:

@@ -11,25 +11,38 @@ For a mode and date this writes, in ``dfo.job_dir``:
   only): one download call per file, in groups of at most ``limits.downloads`` run in the
   background and closed by a ``wait`` line (one at a time for OPSHUB-style ``limits.downloads:
   1``);
-* the night's entries in ``JOBS_NIGHT`` (``JOBS_AUTO`` with ``-F``, the file ``-r`` names),
-  replacing earlier entries for the same mode and date and leaving every other line untouched.
-  The execAB and execQC entries run abflow's Snakemake workflow (instead of
-  vultur_exec_cascade);
-* a ``cal_Queued``/``sci_Queued`` line appended to ``DFO_STATUS`` in ``dfo.mon_dir``.
+* the night's block in ``JOBS_NIGHT`` (``JOBS_AUTO`` with ``-F``), replacing an earlier block
+  of the same mode and date and leaving every other line untouched, and abflow's closing lines
+  at the end of the file. The block's execAB and execQC calls run abflow's Snakemake workflow
+  (instead of vultur_exec_cascade): the ABs (``steps=ab``), then the QC of those that succeeded
+  (``steps=qc``). A job file is a plain shell script run top to bottom, as DFOS's are: a
+  failed call is recorded (``ABFLOW_FAILED``) and the block goes on (the QC of the ABs that
+  succeeded, the flag, the monitor call), as does the next date's block; the closing lines
+  turn what was recorded into the file's exit status (the same under ``sh``, ``bash`` and
+  ``bash -e``);
+* a ``cal_Queued``/``sci_Queued`` line appended to ``DFO_STATUS`` in ``dfo.mon_dir``, once the
+  block is written.
 
-With ``-a AB`` only ``execAB_<MODE>_<DATE>_sub`` and ``execQC_<MODE>_<DATE>_sub`` are written,
-with that AB and the ABs depending on it (and their waits), and nothing else is touched; the
-command that runs that subcascade is printed.
+The job file is the operator's: it is rewritten atomically (through a symbolic link, to the
+file it names, inside the configured directories), under a lock against a concurrent
+createjob, with its mode kept (a new one is executable). With ``-a AB`` only
+``execAB_<MODE>_<DATE>_sub`` and ``execQC_<MODE>_<DATE>_sub`` are written, with that AB and the
+ABs depending on it (and their waits), and nothing else is touched; the command that runs that
+subcascade is printed. With ``-r ID`` the job files are named after the job id
+(``execAB_<MODE>_<DATE>_<ID>``, ..., and the job file ``JOBS_<ID>``), and the main ones, the
+JOBS_NIGHT block and DFO_STATUS are left alone.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from abflow import __version__
@@ -41,6 +54,13 @@ from abflow.state.fsutil import append_line, atomic_write_text
 PROFILE_OF = {"CPL": "local", "CON": "condor", "INT": "int"}
 BEGIN = "# >>> abflow createjob {mode} {date}"
 END = "# <<< abflow createjob {mode} {date}"
+# abflow's closing lines, at the end of the job file: what the blocks recorded becomes its status
+CLOSING = [
+    "# >>> abflow createjob: exit status",
+    'if [ -n "${ABFLOW_FAILED:-}" ]; then echo "abflow: failed:${ABFLOW_FAILED}" >&2; exit 1; fi',
+    "# <<< abflow createjob: exit status",
+]
+JOB_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class CreateJobError(RuntimeError):
@@ -53,10 +73,10 @@ class JobRequest:
 
     auto: bool = False  # -F: JOBS_AUTO (autoDaily), else JOBS_NIGHT
     subcascade: str = ""  # -a AB
-    job_file: str = ""  # -r JOB_FILE: the job file to write the entries into
+    job_id: str = ""  # -r ID: the job files named after it, the main ones left alone
     first_id: int = 1
     user: str = field(default_factory=lambda: os.environ.get("USER") or "dfos")
-    configfile: str = ""  # the configuration the workflow call uses
+    configfile: str = ""  # the run configuration the workflow calls use (written by createjob)
     now: Callable[[], str] = lambda: time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -67,6 +87,7 @@ class JobFiles:
     files: dict[str, str]
     jobs_file: str
     entry: list[str]
+    stale: list[str] = field(default_factory=list)  # download files of an earlier createjob
 
 
 def _abs(night: Night, request: JobRequest) -> list[str]:
@@ -81,8 +102,8 @@ def exec_ab_lines(night: Night, request: JobRequest) -> list[str]:
     names = _abs(night, request)
     if drs == "CPL":
         return [f"processAB -a {ab}" for ab in names]
-    if drs == "INT":  # serial like CPL; the recipe fans out itself (§16.4)
-        return [f"processAB -a {ab}" for ab in names]
+    if drs == "INT":  # serial like CPL; the recipe fans out itself (-l, §16.4)
+        return [f"processAB -a {ab} -l" for ab in names]
     ids = {ab: request.first_id + i for i, ab in enumerate(names)}
     lines = []
     for ab in names:
@@ -121,14 +142,11 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
     calls = []
     directories: dict[str, None] = {}
     for path in wanted:
-        command = fill(
-            s.commands["download"],
-            {"file": os.path.basename(path), "dest": path, "date": s.date, "mode": s.mode},
-        )
         directory = shlex.quote(os.path.dirname(path))
         directories[directory] = None
-        calls.append(f"(cd {directory} && {command})")
-    lines = [f"mkdir -p {d}" for d in directories]
+        calls.append(_staged_download(s, request, path))
+    lines = ['echo "starting raw data download ..."'] if kind == "raw" and calls else []
+    lines += [f"mkdir -p {d}" for d in directories]
     group = s.limits["downloads"]
     if group <= 1:
         return lines + calls
@@ -136,6 +154,22 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
         lines += [f"{call} &" for call in calls[i : i + group]]
         lines.append("wait")
     return lines
+
+
+def _staged_download(s: Settings, request: JobRequest, path: str) -> str:
+    """One download call of a download file: the command runs in a staging directory beside
+    the file (``{dest}`` is the file there), and the file is linked into place once complete,
+    never over a file someone placed; the staging directory goes either way."""
+    name = os.path.basename(path)
+    stage = f".{name}.abflow-download.jobfile"
+    values = {"file": name, "dest": os.path.join(os.path.dirname(path), stage, name),
+              "date": s.date, "mode": s.mode, "config": request.configfile}  # fmt: skip
+    command = fill(s.commands["download"], values)
+    q = {k: shlex.quote(v) for k, v in (("dir", os.path.dirname(path)), ("stage", stage),
+                                        ("name", name), ("dest", path))}  # fmt: skip
+    return (f"(cd {q['dir']} && rm -rf {q['stage']} && mkdir {q['stage']} && cd {q['stage']} "
+            f"&& {command} && {{ ln {q['name']} {q['dest']} || test -s {q['dest']}; }}; "
+            f"status=$?; cd {q['dir']} && rm -rf {q['stage']}; exit $status)")  # fmt: skip
 
 
 def snakemake_program() -> list[str]:
@@ -151,13 +185,16 @@ def abflow_program() -> list[str]:
     return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "abflow"]
 
 
-def snakemake_call(night: Night, request: JobRequest, qc_mode: str) -> str:
-    """The workflow call that replaces vultur_exec_cascade for this night. DRS_TYPE CON hands
-    the night to HTCondor and waits for it (``abflow submit --wait``, as ``vultur_exec_cascade
-    --wait`` did): ending the job file's shell does not end the night, and a controller that
-    dies is started again by HTCondor."""
+def snakemake_call(night: Night, request: JobRequest, steps: str) -> str:
+    """The workflow call that replaces vultur_exec_cascade for this night: the ABs
+    (``steps=ab``) or the QC of those that succeeded (``steps=qc``), with the run configuration
+    createjob wrote (the site's configuration and createjob's ``--config`` overrides). DRS_TYPE
+    CON hands the night to HTCondor and waits for it (``abflow submit --wait``, as
+    ``vultur_exec_cascade --wait`` did): ending the job file's shell does not end the night,
+    and a controller that dies is started again by HTCondor."""
     s = night.settings
-    config = [f"mode={s.mode}", f"date={s.date}", f"drs_type={s.drs_type}", f"qc_mode={qc_mode}"]
+    config = [f"mode={s.mode}", f"date={s.date}", f"drs_type={s.drs_type}",
+              f"qc_mode={s.qc_mode}", f"steps={steps}"]  # fmt: skip
     if request.subcascade:
         config.append(f"subcascade={request.subcascade}")
     if s.drs_type == "CON":
@@ -182,44 +219,51 @@ def _status_file(settings: Settings) -> str:
     return os.path.join(settings.dfo["mon_dir"], "DFO_STATUS")
 
 
+def _recorded(call: str, batch: str, step: str) -> str:
+    """``call``, its failure recorded for the closing lines; the block goes on."""
+    return f'{call} || ABFLOW_FAILED="${{ABFLOW_FAILED:-}} {batch}:{step}"'
+
+
+def _carry_on(call: str, what: str) -> str:
+    """``call``, whose failure is said and does not end the job file (also under sh -e)."""
+    return f'{call} || echo "abflow: {what} failed (exit $?): the job file goes on" >&2'
+
+
 def jobs_entry(
     night: Night, request: JobRequest, paths: dict[str, str], downloads: Sequence[str]
 ) -> list[str]:
-    """The night's lines in JOBS_NIGHT/JOBS_AUTO, in DFOS order."""
+    """The night's lines in JOBS_NIGHT/JOBS_AUTO, in DFOS order. Every call is made whatever
+    the calls before it did, as in DFOS's job files: the QC of the ABs that succeeded, the
+    flag, the trending, the final monitor call (``-F``, the export, only in JOBS_AUTO)."""
     s = night.settings
-    flag = "cal" if s.mode == "CALIB" else "sci"
+    batch, flag = f"{s.mode}_{s.date}", "cal" if s.mode == "CALIB" else "sci"
     values = {"date": s.date, "mode": s.mode}
     monitor = fill(s.commands["monitor"], values)
+    dfo_monitor = fill(s.commands["dfo_monitor"], values)
     how = f"-m {s.mode} -d {s.date}" + (" -F" if request.auto else "")
-    how += f" -r {request.job_file}" if request.job_file else ""
+    how += f" -r {request.job_id}" if request.job_id else ""
     lines = [BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})"]
     if request.auto:
-        lines.append(fill(s.commands["dfo_monitor"], values))
-    lines += [
-        f"{monitor} -r &",
-        *[shlex.quote(paths[name]) for name in downloads],
-        # a failed call ends the block with its status (as `bash -e` would): the QC flag below
-        # is written only after the processing (and its QC) succeeded
-        f"{snakemake_call(night, request, 'IMPLICIT')} || exit $?  # execAB: {paths['execAB']}",
-    ]
+        lines.append(_carry_on(dfo_monitor, "dfoMonitor"))
+    lines.append(f"{monitor} -r &")
+    lines += [_carry_on(shlex.quote(paths[name]), name) for name in downloads]
+    call = snakemake_call(night, request, "ab")
+    lines.append(f"{_recorded(call, batch, 'execAB')}  # execAB: {paths['execAB']}")
     if s.drs_type == "CON":
         lines.append(f'echo "vultur_exec_cascade for {s.date} done."')
     lines.append("export CALL_ENABLED=YES")
     if s.qc_mode == "IMPLICIT":
         lines.append(f"# execQC: QC_MODE IMPLICIT, no QC calls ({paths['execQC']})")
     else:
-        call = snakemake_call(night, request, s.qc_mode)
-        lines.append(f"{call} || exit $?  # execQC: {paths['execQC']}")
+        call = snakemake_call(night, request, "qc")
+        lines.append(f"{_recorded(call, batch, 'execQC')}  # execQC: {paths['execQC']}")
     lines += [
         f'echo "{flag}_QC {s.date} $(date +%Y-%m-%dT%H:%M:%S)" >> {shlex.quote(_status_file(s))}',
-        f"{monitor} -F",
+        _carry_on(f"{monitor} -F" if request.auto else monitor, "the AB monitor"),
     ]
     if request.auto:
-        lines.append(shlex.quote(os.path.join(s.dfo["job_dir"], "execHC_TREND")))
-    if s.cal_cleanup and s.mode == "CALIB":
-        lines.append(f"rm -rf {shlex.quote(os.path.join(s.dfo['raw_dir'], s.date))}")
-    if request.auto:
-        lines.append(fill(s.commands["dfo_monitor"], values))
+        trend = shlex.quote(os.path.join(s.dfo["job_dir"], "execHC_TREND"))
+        lines += [_carry_on(trend, "execHC_TREND"), _carry_on(dfo_monitor, "dfoMonitor")]
     lines.append(END.format(mode=s.mode, date=s.date))
     return lines
 
@@ -247,12 +291,12 @@ def build(night: Night, request: JobRequest) -> JobFiles:
         raise CreateJobError(f"-a {request.subcascade}: no such AB in {s.ab_list_path}")
     tag = f"{s.mode}_{s.date}"
     job_dir = s.dfo["job_dir"]
-    suffix = "_sub" if request.subcascade else ""
+    suffix = "_sub" if request.subcascade else f"_{request.job_id}" if request.job_id else ""
     paths = {
         "execAB": os.path.join(job_dir, f"execAB_{tag}{suffix}"),
         "execQC": os.path.join(job_dir, f"execQC_{tag}{suffix}"),
-        "rawDown": os.path.join(job_dir, f"rawDown_{tag}"),
-        "mcalDown": os.path.join(job_dir, f"mcalDown_{tag}"),
+        "rawDown": os.path.join(job_dir, f"rawDown_{tag}{suffix}"),
+        "mcalDown": os.path.join(job_dir, f"mcalDown_{tag}{suffix}"),
     }
     writer = f"written by abflow {__version__} createjob for {tag}, DRS_TYPE {s.drs_type}"
     notes = header_lines(night, tag)
@@ -277,30 +321,48 @@ def build(night: Night, request: JobRequest) -> JobFiles:
         if lines:
             files[paths[name]] = _script(lines, f"{name}_{tag} {writer}")
             downloads.append(name)
-    name = request.job_file or ("JOBS_AUTO" if request.auto else "JOBS_NIGHT")
-    jobs_file = os.path.join(job_dir, name)
-    return JobFiles(files, jobs_file, jobs_entry(night, request, paths, downloads))
+    name = "JOBS_AUTO" if request.auto else "JOBS_NIGHT"
+    jobs_file = os.path.join(job_dir, f"JOBS_{request.job_id}" if request.job_id else name)
+    stale = [paths[n] for n in ("rawDown", "mcalDown") if n not in downloads]
+    return JobFiles(files, jobs_file, jobs_entry(night, request, paths, downloads), stale)
 
 
-def replace_entry(text: str, entry: list[str], mode: str, date: str) -> str:
-    """``text`` (a JOBS file) with the block for mode/date replaced by ``entry``.
+def _block_end(lines: list[str], start: int, end: str, where: str) -> int:
+    """The line (index) of the end marker ``end`` of the block starting at ``start``
+    (markers are matched without surrounding whitespace); CreateJobError if there is none."""
+    for i in range(start + 1, len(lines)):
+        if lines[i].strip() == end:
+            return i
+    raise CreateJobError(
+        f"{where}:{start + 1}: abflow's block has no end marker {end!r}: the file was edited; "
+        "put the marker back (or remove the block) and run createjob again"
+    )
 
-    Every other line stays as it was; a missing block is appended.
-    """
-    begin = BEGIN.format(mode=mode, date=date)
-    end = END.format(mode=mode, date=date)
-    kept: list[str] = []
-    inside = False
-    for line in text.splitlines():
-        if line.startswith(begin):
-            inside = True
-            continue
-        if inside:
-            if line == end:
-                inside = False
-            continue
-        kept.append(line)
-    return "\n".join([*kept, *entry]) + "\n"
+
+def replace_entry(text: str, entry: list[str], mode: str, date: str, where: str = "") -> str:
+    """``text`` (a job file) with the block for mode/date replaced by ``entry`` in its place
+    (appended if there is none) and abflow's closing lines at the end. Every other line stays
+    as it was; a block without its end marker is refused (CreateJobError)."""
+    begin, end = BEGIN.format(mode=mode, date=date), END.format(mode=mode, date=date)
+    lines = text.split("\n")  # ("\n" only: the operator's lines stay byte for byte)
+    if lines and lines[-1] == "":
+        lines.pop()
+    out: list[str] = []
+    i, placed = 0, False
+    while i < len(lines):
+        line = lines[i].strip()
+        if line.startswith(begin) and (line == begin or line[len(begin)] == " "):
+            i = _block_end(lines, i, end, where) + 1
+            out += [] if placed else entry
+            placed = True
+        elif line == CLOSING[0]:
+            i = _block_end(lines, i, CLOSING[-1], where) + 1
+        else:
+            out.append(lines[i])
+            i += 1
+    if not placed:
+        out += entry
+    return "\n".join([*out, *CLOSING]) + "\n"
 
 
 def run_plugin(plugin: str, exec_ab: str) -> None:
@@ -319,17 +381,14 @@ def run_plugin(plugin: str, exec_ab: str) -> None:
 
 
 def write(night: Night, request: JobRequest, log: Callable[[str], None] = print) -> JobFiles:
-    """Write the job files, call the PLUGIN, update the JOBS file and DFO_STATUS (with ``-a``
-    only the _sub files, and say how to run them)."""
+    """Write the job files, call the PLUGIN, update the job file and DFO_STATUS (with ``-a``
+    only the _sub files, and say how to run them; with ``-r`` DFO_STATUS stays as it is)."""
     s = night.settings
     job = build(night, request)
     os.makedirs(s.dfo["job_dir"], exist_ok=True)
-    tag = f"{s.mode}_{s.date}"
-    if not request.subcascade:
-        for name in ("rawDown", "mcalDown"):  # a rerun without downloads leaves no stale file
-            stale = os.path.join(s.dfo["job_dir"], f"{name}_{tag}")
-            if stale not in job.files and os.path.exists(stale):
-                os.unlink(stale)
+    for stale in job.stale:  # a rerun without downloads leaves no stale download file
+        if os.path.isfile(stale):
+            os.unlink(stale)
     for path, text in job.files.items():
         atomic_write_text(path, text, mode=0o755)
         log(f"wrote {path}")
@@ -340,19 +399,57 @@ def write(night: Night, request: JobRequest, log: Callable[[str], None] = print)
     if request.subcascade:
         n = len(_abs(night, request))
         log(f"the subcascade of {request.subcascade} ({n} AB{'s' if n != 1 else ''}) runs with:")
-        log(f"  {snakemake_call(night, request, 'IMPLICIT')}")
+        log(f"  {snakemake_call(night, request, 'ab')}")
         if s.qc_mode != "IMPLICIT":
-            log(f"  {snakemake_call(night, request, s.qc_mode)}")
+            log(f"  {snakemake_call(night, request, 'qc')}")
         return job
-    try:
-        with open(job.jobs_file, encoding="utf-8") as fh:
-            current = fh.read()
-    except FileNotFoundError:
-        current = ""
-    atomic_write_text(job.jobs_file, replace_entry(current, job.entry, s.mode, s.date))
-    log(f"wrote the {tag} entries of {job.jobs_file}")
-    flag = "cal_Queued" if s.mode == "CALIB" else "sci_Queued"
-    status = _status_file(s)
-    append_line(status, f"{flag} {s.date} {request.now()}")
+    with _job_file_lock(job.jobs_file):
+        target = _write_block(s, job)
+        log(f"wrote the {s.mode}_{s.date} block of {target}")
+        if request.job_id:
+            log(f"run it with: sh {shlex.quote(job.jobs_file)}")
+            return job
+        flag = "cal_Queued" if s.mode == "CALIB" else "sci_Queued"
+        status = _status_file(s)
+        append_line(status, f"{flag} {s.date} {request.now()}")
     log(f"{flag} {s.date} added to {status}")
     return job
+
+
+@contextmanager
+def _job_file_lock(jobs_file: str) -> Iterator[None]:
+    """An exclusive ``flock`` of ``.abflow/<job file>.lock`` beside it: one createjob at a time
+    reads and rewrites a job file (and queues its night)."""
+    import fcntl
+
+    directory, name = os.path.split(jobs_file)
+    os.makedirs(os.path.join(directory, ".abflow"), exist_ok=True)
+    fd = os.open(os.path.join(directory, ".abflow", f"{name}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # fmt: skip
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_block(settings: Settings, job: JobFiles) -> str:
+    """Replace the night's block in the job file (through a symbolic link, to the file it
+    names, inside the configured directories), keeping its mode; return the file written."""
+    from abflow.state.fsutil import check_inside
+
+    target = os.path.realpath(job.jobs_file)
+    try:
+        check_inside(target, settings.roots)
+    except OSError as exc:
+        raise CreateJobError(str(exc)) from None
+    try:
+        with open(target, encoding="utf-8") as fh:
+            current, mode = fh.read(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+    except FileNotFoundError:
+        current, mode = "", 0o755
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CreateJobError(f"cannot read the job file {target}: {exc}") from None
+    text = replace_entry(current, job.entry, settings.mode, settings.date, target)
+    atomic_write_text(target, text, mode=mode)
+    return target

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import glob
 import os
-import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -226,8 +225,11 @@ def export_page(night: Night, export_dir: str) -> str:
     """Copy the page with every file it links into ``export_dir/<DATE>/``; return the page.
     Only files inside the night's directories are linked, so only they are copied (the file a
     link resolves to, read once); what is refused is named in one line on stderr."""
+    from abflow.state.fsutil import atomic_copy, check_inside, resolve_roots
+
     target = os.path.join(export_dir, night.settings.date)
     files = os.path.join(target, "files")
+    check_inside(files, resolve_roots([export_dir]), "export into")  # no link leads out
     os.makedirs(files, exist_ok=True)
     copied: dict[str, str] = {}
     allowed = linkable(night.settings)
@@ -240,7 +242,7 @@ def export_page(night: Night, export_dir: str) -> str:
             name = os.path.basename(path)
             if name in copied.values():
                 name = f"{len(copied)}-{name}"
-            shutil.copyfile(real, os.path.join(files, name))
+            atomic_copy(real, os.path.join(files, name))  # replaces a link there, never follows
             copied[real] = name
         return href_of(f"files/{copied[real]}")
 

@@ -27,7 +27,7 @@ from abflow.model.night import Night
 from abflow.state.fsutil import json_kind, read_json_checked
 from abflow.state.layout import JobId, Step
 from abflow.state.notes import retries_of_ab
-from abflow.state.runstate import process_alive, run_history_of, running_jobs
+from abflow.state.runstate import describe_run, process_alive, run_history_of, running_jobs
 from abflow.state.text import inert
 from abflow.state.units import clock_text
 
@@ -163,6 +163,21 @@ def read_lock(night: Night) -> tuple[dict[str, Any] | None, str]:
         elif lock is not None and found is None:
             found = lock
     return found, "; ".join(problems)
+
+
+def run_elsewhere(settings: Any) -> str:
+    """Where a live run of the night keeps its state when that is another state directory
+    than ``settings``' (the night's own lock beside its AB list names it; "" if not)."""
+    from abflow.state.runstate import read_night_lock
+
+    for batch in settings.batches:
+        lock = read_night_lock(settings.dfo["mon_dir"], batch) or {}
+        other = lock.get("state_dir")
+        if isinstance(other, str) and other != settings.state_dir and process_alive(lock):
+            where = inert(other, line=True)
+            return (f"{batch} is run by {describe_run(lock)} with the state directory {where}: "
+                    "ask about it there (--config state_dir=...)")  # fmt: skip
+    return ""
 
 
 def qc1_values(qc: dict[str, Any] | None) -> dict[str, str]:

@@ -1,0 +1,61 @@
+"""DFOS CAL_CLEANUP: the night's raw files removed once QC no longer needs them.
+
+At the end of a run that does the QC (``steps`` all or qc; under QC_MODE IMPLICIT the AB step,
+whose commands run the QC themselves), the raw files of every AB that succeeded and whose QC
+is done are removed, except those an AB that has not succeeded (failed, not run, or left out
+of this run) reads too: a failed AB keeps its raw files for its rerun. Only regular files
+below ``dfo.raw_dir`` (resolved) are removed, and a symbolic link is removed itself, never what
+it points to. Nothing is removed that a later step of the same night still needs, so no raw
+file is downloaded twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from abflow.model.night import Night
+from abflow.state.fsutil import inside, read_json_object, remove_file
+from abflow.state.layout import JobId, Step
+
+
+def _finished(night: Night, ab: str) -> bool:
+    """True if the AB succeeded and its QC is done (or needs none)."""
+    layout = night.settings.layout
+    record = read_json_object(layout.record(JobId(Step.PROCESS_AB, ab))) or {}
+    if record.get("status") != "SUCCESSFUL":
+        return False
+    if night.settings.qc_mode == "IMPLICIT" or not night[ab].ab.runs_recipe:
+        return True
+    qc = read_json_object(layout.record(JobId(Step.PROCESS_QC, ab))) or {}
+    return qc.get("status") == "SUCCESSFUL"
+
+
+def removable_raw_files(night: Night) -> tuple[list[str], list[str]]:
+    """(the raw files CAL_CLEANUP removes, those it keeps for ABs that have not finished)."""
+    finished = {ab for ab in night.names if _finished(night, ab)}
+    needed = {p for ab in night.names if ab not in finished for p in night[ab].raw_inputs}
+    root = (os.path.realpath(night.settings.dfo["raw_dir"]),)
+    done = {p for ab in finished for p in night[ab].raw_inputs}
+    remove = sorted(p for p in done - needed if inside(os.path.realpath(p), root))
+    return remove, sorted(done & needed)
+
+
+def clean_up_raw(night: Night) -> str:
+    """Remove the raw files of the finished ABs (CAL_CLEANUP); what was done ("" if
+    CAL_CLEANUP is off or there is nothing to remove)."""
+    s = night.settings
+    if not (s.cal_cleanup and s.mode == "CALIB"):
+        return ""
+    if s.steps == "ab" and s.qc_mode != "IMPLICIT":
+        return ""  # the QC step still reads them
+    remove, kept = removable_raw_files(night)
+    removed = 0
+    for path in remove:
+        if os.path.lexists(path):
+            remove_file(path)
+            removed += 1
+    if not removed and not kept:
+        return ""
+    return f"abflow: CAL_CLEANUP removed {removed} raw file{'s' if removed != 1 else ''}" + (
+        f", kept {len(kept)} that ABs which have not succeeded read" if kept else ""
+    )
