@@ -356,7 +356,8 @@ def test_stop_now_removes_this_nights_jobs_and_only_them(pool, tmp_path, dfo) ->
 @pytest.mark.parametrize("fails", [False, True])
 def test_dfos_job_files_for_con_run_with_bash_e_on_the_pool(pool, tmp_path, dfo, fails) -> None:
     """createjob's JOBS_NIGHT for DRS_TYPE CON, run by `bash -e` with a bare PATH: the night runs
-    on the pool; the QC flag goes to DFO_STATUS only if the processing succeeded."""
+    on the pool; a failed AB costs neither the QC of the others nor the QC flag, and the job
+    file ends with status 1 (DFOS job files go on past failures: docs/dfos.md §16.6)."""
     specs = fan_cascade([1, 2])
     write_night(specs, dfo["ab_dir"], dfo["mon_dir"], DATE)
     cfg = standin_config(
@@ -376,16 +377,17 @@ def test_dfos_job_files_for_con_run_with_bash_e_on_the_pool(pool, tmp_path, dfo,
     )  # fmt: skip
     status = Path(dfo["mon_dir"], "DFO_STATUS").read_text()
     state = os.path.join(dfo["job_dir"], "abflow")
-    done = {ad["AbflowJob"] for ad in history(state, 3 if fails else 6, timeout=10)}
+    done = {ad["AbflowJob"] for ad in history(state, 5 if fails else 6, timeout=10)}
     assert "process_ab/" + specs[0].name in done  # the ABs ran as HTCondor jobs
+    assert re.search(rf"^cal_QC {DATE} \S+$", status, re.M)  # always
+    succeeded = {s.name for s in (specs[:2] if fails else specs)}
+    assert set(records(state)) == succeeded
+    assert {f"process_qc/{ab}" for ab in succeeded} <= done  # the QC of every AB that succeeded
     if fails:
-        assert proc.returncode != 0
-        assert "cal_QC" not in status
+        assert proc.returncode == 1 and f"CALIB_{DATE}:execAB" in proc.stderr
+        assert f"process_qc/{specs[2].name}" not in done
     else:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert set(records(state)) == {s.name for s in specs}
-        assert re.search(rf"^cal_QC {DATE} \S+$", status, re.M)
-        assert {f"process_qc/{s.name}" for s in specs} <= done
 
 
 def test_a_dfos_night_written_by_hand_runs_from_its_jobs_night_on_the_pool(pool, tmp_path) -> None:

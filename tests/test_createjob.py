@@ -128,7 +128,9 @@ def test_rerunning_createjob_is_idempotent_and_keeps_other_lines(tmp_path, dfo) 
     # another date gets its own block, and the first one stays as it was
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], "2013-02-13")
     assert main(["createjob", "-m", "CALIB", "-d", "2013-02-13", "--configfile", str(cfg)]) == 0
-    assert jobs.read_text().startswith(first) and jobs.read_text().count("# execAB:") == 2
+    closing, text = "# >>> abflow createjob: exit status", jobs.read_text()
+    assert text.startswith(first[: first.index(closing)]) and text.count("# execAB:") == 2
+    assert text.count(closing) == 1 and text.endswith("# <<< abflow createjob: exit status\n")
     statuses = Path(dfo["mon_dir"], "DFO_STATUS").read_text().splitlines()
     # three createjob runs of the night queue it; -a (the _sub files only) does not
     assert [s.split()[:2] for s in statuses] == [["cal_Queued", DATE]] * 3 + [
@@ -139,8 +141,13 @@ def test_rerunning_createjob_is_idempotent_and_keeps_other_lines(tmp_path, dfo) 
 def test_subcascade_asked_interactively(tmp_path, dfo, monkeypatch, capsys) -> None:
     specs = golden_night(dfo, "CALIB", raw_present=True)
     cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CON")
+    args = ["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg), "-a"]
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)  # cron: no terminal to ask on
+    assert main(args) == 2
+    assert "name the parent AB, -a AB" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("builtins.input", lambda prompt: "2")
-    assert main(["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg), "-a"]) == 0
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert f"   2  {specs[1].name}  (waits for {specs[0].name})" in out
     text = Path(dfo["job_dir"], f"execAB_CALIB_{DATE}_sub").read_text()

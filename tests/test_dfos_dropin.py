@@ -278,22 +278,41 @@ def test_jobs_auto_is_framed_by_dfomonitor_and_the_monitor_calls(tmp_path) -> No
     s = site(tmp_path)
     assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-F").returncode == 0
     block = Path(s["dfo"]["job_dir"], "JOBS_AUTO").read_text().splitlines()
-    body = block[1:-1]
-    assert body[0] == "dfoMonitor -m -q" and body[-1] == "dfoMonitor -m -q"
+    body = block[1 : block.index(f"# <<< abflow createjob CALIB {DATE}")]
+    go_on = ' || echo "abflow: {} failed (exit $?): the job file goes on" >&2'
+    assert body[0] == body[-1] == "dfoMonitor -m -q" + go_on.format("dfoMonitor")
     assert body[1] == f"getStatusAB -d {DATE} -r &"
-    assert f"getStatusAB -d {DATE} -F" in body
+    final = f"getStatusAB -d {DATE} -F" + go_on.format("the AB monitor")
     ab_call = next(i for i, ln in enumerate(body) if "# execAB:" in ln)
     assert body[ab_call + 1] == f'echo "vultur_exec_cascade for {DATE} done."'  # CON
-    assert body.index(f"getStatusAB -d {DATE} -F") > ab_call
+    assert body.index(final) > ab_call
+    # JOBS_NIGHT (createJob's command-line mode) calls the monitor without exporting it
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE).returncode == 0
+    night = Path(s["dfo"]["job_dir"], "JOBS_NIGHT").read_text()
+    assert f"getStatusAB -d {DATE}" + go_on.format("the AB monitor") in night
+    assert " -F" not in night
 
 
-def test_createjob_r_names_the_job_file(tmp_path) -> None:
+def test_createjob_r_writes_a_job_of_its_own_and_leaves_the_nights_alone(tmp_path) -> None:
+    """-r JOB_ID: the job files are named after the job id, and the night's main job files,
+    its JOBS_NIGHT block and DFO_STATUS stay as they are."""
     s = site(tmp_path)
-    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "JOBS_REPRO").returncode == 0
-    job_dir = Path(s["dfo"]["job_dir"])
-    assert (job_dir / "JOBS_REPRO").is_file() and not (job_dir / "JOBS_NIGHT").exists()
+    assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE).returncode == 0
+    job_dir, status = Path(s["dfo"]["job_dir"]), Path(s["dfo"]["mon_dir"], "DFO_STATUS")
+    before = {p.name: p.read_bytes() for p in job_dir.iterdir() if p.is_file()}
+    queued = status.read_text()
+    made = abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "REPRO")
+    assert made.returncode == 0, made.stderr
+    after = {p.name: p.read_bytes() for p in job_dir.iterdir() if p.is_file()}
+    assert {n: after[n] for n in before} == before and status.read_text() == queued
+    assert sorted(set(after) - set(before)) == [
+        "JOBS_REPRO", f"execAB_CALIB_{DATE}_REPRO", f"execQC_CALIB_{DATE}_REPRO",
+        f"mcalDown_CALIB_{DATE}_REPRO", f"rawDown_CALIB_{DATE}_REPRO",
+    ]  # fmt: skip
+    assert f"run it with: sh {job_dir / 'JOBS_REPRO'}" in made.stdout
+    assert "-r REPRO" in (job_dir / "JOBS_REPRO").read_text()
     bad = abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "../x")
-    assert bad.returncode == 2 and "name a file in dfo.job_dir" in bad.stderr
+    assert bad.returncode == 2 and "a job id is letters, digits" in bad.stderr
 
 
 def test_par_exec_qc_runs_n_at_a_time_then_waits(tmp_path) -> None:

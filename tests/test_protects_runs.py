@@ -142,7 +142,8 @@ def _alive(pid: int) -> bool:
 def test_a_file_another_night_placed_meanwhile_is_kept_not_downloaded_again(tmp_path, dfo) -> None:
     """Snakemake removes a job's existing output before the job runs: a downloaded file is
     an update() output, so a file that another night placed after this run planned its
-    download stays, and the download job keeps it."""
+    download stays, and the download job keeps it (one download at a time: the second file
+    is placed while the first download is held)."""
     control = tmp_path / "control"
     control.mkdir()
     (control / "hold").touch()
@@ -150,6 +151,7 @@ def test_a_file_another_night_placed_meanwhile_is_kept_not_downloaded_again(tmp_
     shared = os.path.join(dfo["cal_dir"], "2013-02-10", "SY_MDRK_130210A.fits")
     spec.real_mcalibs = [(shared, "MASTER_DARK")]
     write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    raw = os.path.join(dfo["raw_dir"], DATE, spec.raw_names()[0])
     download = f"{sys.executable} {DOWNLOAD} {{file}} {{dest}} {control}"
     commands = {"process_ab": "true", "download": download}
     cfg = write_config(tmp_path / "c.yaml", dfo, limits={"downloads": 1}, commands=commands)
@@ -157,19 +159,18 @@ def test_a_file_another_night_placed_meanwhile_is_kept_not_downloaded_again(tmp_
     try:
         wait_for(lambda: list(control.glob("started.*")), "the first download")
         first = next(control.glob("started.*")).name
-        os.makedirs(os.path.dirname(shared), exist_ok=True)
-        Path(shared).write_text("placed by another night\n")
+        other = raw if os.path.basename(shared) in first else shared
+        os.makedirs(os.path.dirname(other), exist_ok=True)
+        Path(other).write_text("placed by another night\n")
         (control / "release").touch()
         assert run.wait(120) == 0, (tmp_path / "run.out").read_text()
     finally:
         if run.poll() is None:
             run.kill()
-    if "SY_MDRK" in first:  # the calibration came first: nothing was placed meanwhile
-        pytest.skip("Snakemake downloaded the calibration before the raw file")
-    assert Path(shared).read_text() == "placed by another night\n"
-    log = StateLayout(str(Path(dfo["job_dir"], "abflow"))).log(
-        JobId(Step.DOWNLOAD_MCAL, "2013-02-10/SY_MDRK_130210A.fits")
-    )
+    assert Path(other).read_text() == "placed by another night\n"
+    step = Step.DOWNLOAD_MCAL if other == shared else Step.DOWNLOAD_RAW
+    target = os.path.relpath(other, dfo["cal_dir" if other == shared else "raw_dir"])
+    log = StateLayout(str(Path(dfo["job_dir"], "abflow"))).log(JobId(step, target))
     assert "already in place" in Path(log).read_text()
 
 

@@ -32,7 +32,7 @@ def ab_step(command: JobCommand) -> StepRun:
     job, layout = command.job, StateLayout(command.state_dir)
     workdir = layout.work(job)
     env = dict(command.env)
-    env.update(ABFLOW_AB=job.target, ABFLOW_WORKDIR=workdir,
+    env.update(ABFLOW_AB=job.target, ABFLOW_WORKDIR=workdir, ABFLOW_CONFIG=command.config,
                ABFLOW_INPUTS=os.path.join(workdir, INPUTS_FILE),
                ABFLOW_RESULTS=os.path.join(workdir, RESULTS_FILE))  # fmt: skip
     info: dict[str, object] = {

@@ -42,11 +42,14 @@ class ProductBusy(OSError):
     """A product of the job is being written by another job right now (another night's)."""
 
 
-def mark_attempt(products: Iterable[str], name: str, roots: Sequence[str]) -> dict[str, int]:
-    """Write the attempt marker of job ``name`` in every directory of ``products`` (created
-    if needed, inside the resolved ``roots``); return each directory's mark (the marker's
-    inode change time in ns, as its filesystem set it). The marker names the products: a job
-    of another night that writes one of them at the same time is refused (ProductBusy)."""
+def mark_attempt(
+    products: Iterable[str], name: str, roots: Sequence[str], ab: str = ""
+) -> dict[str, int]:
+    """Write the attempt marker of job ``name`` (of AB ``ab``) in every directory of
+    ``products`` (created if needed, inside the resolved ``roots``); return each directory's
+    mark (the marker's inode change time in ns, as its filesystem set it). The marker names
+    the products: a job of another AB (another night's) that writes one of them at the same
+    time is refused (ProductBusy); the detector jobs of one AB share its products."""
     wanted = list(products)
     marks: dict[str, int] = {}
     try:
@@ -55,15 +58,15 @@ def mark_attempt(products: Iterable[str], name: str, roots: Sequence[str]) -> di
                 check_inside(directory, roots, "write products into")
             os.makedirs(directory, exist_ok=True)
             mine = [p for p in wanted if os.path.dirname(p) == directory]
-            marks[directory] = _marker(directory, name, mine)
-            _refuse_busy(directory, name, mine)
+            marks[directory] = _marker(directory, name, mine, ab)
+            _refuse_busy(directory, name, mine, ab)
     except BaseException:
         unmark(marks, name)
         raise
     return marks
 
 
-def _marker(directory: str, name: str, products: list[str]) -> int:
+def _marker(directory: str, name: str, products: list[str], ab: str) -> int:
     """Write the marker (its job and products, who writes them); its inode change time."""
     import json
     import socket
@@ -80,16 +83,16 @@ def _marker(directory: str, name: str, products: list[str]) -> int:
     remove_file(path)  # a crashed attempt's: the mark must be this attempt's
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        text = {"job": name, "owner": owner, "products": products}
+        text = {"job": name, "ab": ab, "owner": owner, "products": products}
         os.write(fd, json.dumps(text).encode())
         return os.fstat(fd).st_ctime_ns
     finally:
         os.close(fd)
 
 
-def _refuse_busy(directory: str, name: str, products: list[str]) -> None:
-    """ProductBusy if another job's marker in ``directory`` names one of ``products`` and
-    its run is alive."""
+def _refuse_busy(directory: str, name: str, products: list[str], ab: str) -> None:
+    """ProductBusy if the marker of another AB's job in ``directory`` names one of
+    ``products`` and its run is alive."""
     from abflow.state.fsutil import read_json_object
     from abflow.state.runstate import process_alive
 
@@ -99,6 +102,8 @@ def _refuse_busy(directory: str, name: str, products: list[str]) -> None:
         if path == own or not (entry.startswith(".") and entry.endswith(".abflow-attempt")):
             continue
         other = read_json_object(path) or {}
+        if ab and other.get("ab") == ab:
+            continue  # (a detector job of the same AB, or its join)
         shared = set(products) & set(other.get("products") or ())
         host, pid, start = [*str(other.get("owner", "")).split(":"), "", ""][:3]
         info: dict[str, object] = {"host": host, "pid": int(pid) if pid.isdigit() else 0}

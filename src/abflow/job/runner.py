@@ -7,7 +7,8 @@ written atomically. A failed step writes no record (so Snakemake treats the job 
 its children do not start) but a failure note beside the records, for the summary and the
 status page; a later success removes the note.
 
-The command sees the ``$DFO_*`` directories and ``$ABFLOW_AB``, ``$ABFLOW_WORKDIR``,
+The command sees the ``$DFO_*`` directories and ``$ABFLOW_AB``, ``$ABFLOW_CONFIG`` (the run's
+configuration: an ``abflow`` command it calls reads it), ``$ABFLOW_WORKDIR``,
 ``$ABFLOW_INPUTS`` (where the AB's virtual calibrations are), ``$ABFLOW_RESULTS`` (a JSON file it
 may write, copied into the record under ``results``) and, for a detector job, ``$ABFLOW_DET``.
 """
@@ -164,7 +165,7 @@ def run_step(step: StepRun, threads: int = 1) -> dict[str, object]:
     name = step.job.name
     try:
         _prepare_workdir(step)
-        marks = mark_attempt((p for p, _ in step.products), name, step.roots)
+        marks = mark_attempt((p for p, _ in step.products), name, step.roots, step.ab)
     except OSError as exc:  # outside the configured directories, a full disk, ...
         _note_failure(step, f"not started: {exc}")
         raise StepFailed(f"{step.step} of AB {step.ab} not started: {exc}") from None

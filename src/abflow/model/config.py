@@ -563,11 +563,15 @@ def dfos_machine(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def default_configfile(environ: Mapping[str, str] | None = None) -> tuple[Path | None, str]:
-    """The configuration used when none is named (``--configfile``), and what it is: on a DFOS
-    machine (``$DFO_*`` set) the site's, ``$DFO_CONFIG_DIR/abflow.yaml``, or, without one, no
-    file (the schema's defaults: the ``$DFO_*`` directories and the real DFOS tools); the
-    bundled example's only where there is no DFOS environment."""
+    """The configuration used when none is named (``--configfile``), and what it is: in a
+    job's command, the run's (``$ABFLOW_CONFIG``); on a DFOS machine (``$DFO_*`` set) the
+    site's, ``$DFO_CONFIG_DIR/abflow.yaml``, or, without one, no file (the schema's defaults:
+    the ``$DFO_*`` directories and the real DFOS tools); the bundled example's only where there
+    is no DFOS environment."""
     environ = os.environ if environ is None else environ
+    run = environ.get("ABFLOW_CONFIG", "")
+    if run and os.path.isfile(run):  # a command of a job: its run's configuration
+        return Path(run), f"{run} (the run's, $ABFLOW_CONFIG)"
     if not dfos_machine(environ):
         return DEFAULT_CONFIGFILE, f"{DEFAULT_CONFIGFILE} (the bundled example)"
     site = Path(environ.get("DFO_CONFIG_DIR") or "/nonexistent", SITE_CONFIGFILE)

@@ -114,8 +114,8 @@ class RunScope:
         """True if ``ab`` succeeded: its completion record is there, readable, its own and
         SUCCESSFUL."""
         record = read_record(self.record(ab))
-        return record is not None and record.get("status") == "SUCCESSFUL" and (
-            record.get("ab") == ab
+        return (
+            record is not None and record.get("status") == "SUCCESSFUL" and (record.get("ab") == ab)
         )
 
     def without_qc(self) -> list[str]:

@@ -190,6 +190,8 @@ class Tally:
     succeeded: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     not_started: set[str] = field(default_factory=set)
+    qc_succeeded: set[str] = field(default_factory=set)  # ABs whose QC job succeeded
+    qc_failed: set[str] = field(default_factory=set)
 
     @property
     def ended(self) -> int:
@@ -409,6 +411,7 @@ class Console:
             self.say(self.ab_line(seen.ab, f"succeeded {human_seconds(took)}"
                                   + self._retried(seen.ab)))  # fmt: skip
         elif seen.rule == "process_qc":
+            self.tally.qc_succeeded.add(seen.ab)
             self.say(self.ab_line(seen.ab, f"QC succeeded {took}", counter=False))
         elif seen.rule in DOWNLOAD_RULES:
             d = self.downloads
@@ -471,6 +474,7 @@ class Console:
             took = human_seconds(self.clock() - seen.start)
             self.say(self.ab_line(seen.ab, f"FAILED {took}: {det}{reason}") + where)
         elif seen.rule == "process_qc":
+            self.tally.qc_failed.add(seen.ab)
             self.say(self.ab_line(seen.ab, f"QC FAILED: {reason}", counter=False) + where)
         elif seen.rule in DOWNLOAD_RULES:
             self.say(f"download of {os.path.basename(seen.ab)} FAILED: {reason}{where}")
@@ -539,9 +543,15 @@ class Console:
         if self.downloads.first is not None and self.downloads.ended is None:
             self.downloads.ended = self.clock()
             self.stream.write(self.downloads.line(self.downloads.ended) + "\n")
+        t = self.tally
+        if self.run is not None and not (t.total or t.started) and (t.qc_succeeded or t.qc_failed):
+            took = human_seconds(self.clock() - self.t0)  # a QC step (steps qc): no AB ran
+            failed = f", {len(t.qc_failed)} failed" if t.qc_failed else ""
+            self.say(f"abflow: {self.run.batch}: QC of {len(t.qc_succeeded) + len(t.qc_failed)} "
+                     f"ABs: {len(t.qc_succeeded)} succeeded{failed}, in {took}")  # fmt: skip
+            return
         if self.run is None or not (self.tally.total or self.tally.started):
             return
-        t = self.tally
         did_not_run = max(t.total - t.ended, 0)
         parts = [f"{len(t.succeeded)} of {t.total} ABs succeeded"]
         parts += [f"{len(t.failed)} failed"] if t.failed else []

@@ -444,7 +444,7 @@ def _write_block(settings: Settings, job: JobFiles) -> str:
     except OSError as exc:
         raise CreateJobError(str(exc)) from None
     try:
-        with open(target, encoding="utf-8") as fh:
+        with open(target, encoding="utf-8", newline="") as fh:  # (the operator's bytes)
             current, mode = fh.read(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
     except FileNotFoundError:
         current, mode = "", 0o755
