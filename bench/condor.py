@@ -99,7 +99,7 @@ def measure(base: Path, cfg: Path) -> dict[str, Any]:
     from abflow.model.load import load_night
     from abflow.model.plan import critical_path, job_graph
     from abflow.state.layout import JobId
-    from abflow.state.queue import run_constraint
+    from abflow.state.schedd import run_constraint
 
     wall = run_night(base, cfg)
     settings = load_settings(cfg)

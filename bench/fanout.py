@@ -48,11 +48,10 @@ import yaml
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
 from abflow.job.main import execute
-from abflow.job.pool import encode
 from abflow.model.config import resolve, write_run_config
 from abflow.model.load import load_night
 from abflow.model.plan import job_graph, job_priorities, list_schedule, lower_bound
-from abflow.run.condor import pool_job_program
+from abflow.run.pool_job import encode, pool_job_program
 from abflow.run.rules import NightRules
 from abflow.state.layout import JobId, Step
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "abflow"
-MAX_FUNCTION_LINES = 50
+MAX_FUNCTION_LINES = 60
 
 
 def _modules(*skip: str) -> list[Path]:
@@ -51,7 +51,7 @@ def test_the_example_commands_reach_the_command_line_through_the_entry_point() -
     assert {"example", "process-ab", "process-qc", "check", "createjob"} <= set(commands)
 
 
-def test_no_function_is_longer_than_fifty_lines() -> None:
+def test_no_function_is_longer_than_sixty_lines() -> None:
     long = []
     for path in [*_modules(), *ROOT.glob("workflow/scripts/*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

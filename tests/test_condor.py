@@ -23,7 +23,7 @@ from conftest import DATE, ROOT, SNAKEFILE, all_step_records, example_config, re
 
 from abflow.example.generate import ABSpec, ab_name, fan_cascade, make_dfo_tree, write_night
 from abflow.state.layout import JobId
-from abflow.state.queue import run_constraint
+from abflow.state.schedd import run_constraint
 
 pytestmark = [pytest.mark.pool, pytest.mark.slow]
 

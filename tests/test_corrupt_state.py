@@ -196,7 +196,7 @@ def _run(argv: list[str], cfg: Path, capsys: pytest.CaptureFixture[str]) -> tupl
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """No HTCondor pool is asked (the state is what the test is about)."""
-    monkeypatch.setattr("abflow.state.queue.pool_configured", lambda: False)
+    monkeypatch.setattr("abflow.state.schedd.pool_configured", lambda: False)
 
 
 @pytest.mark.parametrize("how", DAMAGE)

@@ -133,7 +133,7 @@ def test_every_profile_loads_and_dry_runs(tmp_path, dfo, profile) -> None:
         proc = run_snakemake(tmp_path, cfg, "-n", "--logger-abflow-snakemake", cores=2,
                              profile=profile)  # fmt: skip
         assert "This was a dry-run" in proc.stdout + proc.stderr  # Snakemake's own listing
-        from abflow.run.condor import pool_job_program
+        from abflow.run.pool_job import pool_job_program
 
         assert f"job_wrapper={pool_job_program()}" in proc.stdout
         assert f"classad_AbflowRun={Path(dfo['job_dir'], 'abflow')}" in proc.stdout
@@ -154,7 +154,7 @@ def test_a_pool_job_gets_the_submitting_tools_and_the_nights_directories(dfo) ->
     """What the command of a pool job runs with: the submitting PATH after abflow's Python (the
     DFOS tools), its DFOS variables (the night's directories win) and what pool_env names;
     nothing else of the submitting environment."""
-    from abflow.run.condor import pool_environment
+    from abflow.run.pool_job import pool_environment
 
     settings = resolve({"date": DATE, "dfo": dfo, "pool_env": ["SITE_TOKEN"]})
     submitting = {"PATH": "/opt/dfos/bin:/usr/bin", "DFO_INSTRUMENT": "FORS2", "HOME": "/home/q",
@@ -170,7 +170,7 @@ def test_a_pool_job_gets_the_submitting_tools_and_the_nights_directories(dfo) ->
 def test_condor_constraints_select_one_store_and_one_run() -> None:
     """The constraints abflow's queue queries and removals use (a live pool checks what they
     select: tests/test_condor.py)."""
-    from abflow.state.queue import run_constraint
+    from abflow.state.schedd import run_constraint
 
     assert run_constraint("/night/a") == 'AbflowRun == "/night/a"'
     both = 'AbflowRun == "/night/a" && AbflowOwner == "vm:42"'

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import DATE, place_raw_files
@@ -170,8 +171,7 @@ def test_the_pool_starts_a_job_from_its_environment_and_nothing_else(dfo, tmp_pa
     as the rule declares."""
     import shlex
 
-    from abflow.job.pool import environment
-    from abflow.run.condor import pool_environment, pool_job_program
+    from abflow.run.pool_job import PoolJobs, pool_environment, pool_job_program
 
     tools = tmp_path / "dfos-bin"
     tools.mkdir()
@@ -179,11 +179,12 @@ def test_the_pool_starts_a_job_from_its_environment_and_nothing_else(dfo, tmp_pa
     (tools / "processAB").chmod(0o755)
     rules = _night(dfo, tmp_path, commands={"process_ab": "processAB -a {ab}"},
                    check_products=False)  # fmt: skip
-    rules.pool_env = tuple(pool_environment(rules.settings, {"PATH": f"{tools}:/usr/bin"}).items())
+    extra = tuple(pool_environment(rules.settings, {"PATH": f"{tools}:/usr/bin"}).items())
+    resources = PoolJobs(rules, pool_job_program(), extra).resources("process_ab")
     ab = rules.night.names[0]
     job = JobId(Step.PROCESS_AB, ab)
     # what HTCondor makes of the environment resource (its quoted syntax; ClusterId filled in)
-    given = rules.pool_command("process_ab", environment)(type("W", (), {"ab": ab}), 1)
+    given = resources["environment"](SimpleNamespace(ab=ab), 1)
     given = given.strip('"').replace("$(ClusterId)", "7")
     pairs = dict(word.split("=", 1) for word in shlex.split(given))
     program = pool_job_program()
@@ -209,8 +210,7 @@ def test_a_pool_job_ends_its_command_group_and_all_on_sigterm(dfo, tmp_path) -> 
     import signal
     import time
 
-    from abflow.job.pool import encode
-    from abflow.run.condor import pool_job_program
+    from abflow.run.pool_job import encode, pool_job_program
 
     marker = tmp_path / "started"
     rules = _night(dfo, tmp_path, commands={"process_ab": f"touch {marker}; sleep 317 & wait"},
@@ -234,14 +234,15 @@ def test_a_pool_job_ends_its_command_group_and_all_on_sigterm(dfo, tmp_path) -> 
 def test_the_command_a_restarted_controller_compares_does_not_depend_on_the_shell(dfo, tmp_path):
     """AbflowCommand (what a restarted controller compares to adopt a queued job) is the same
     from shells with different PATHs; only the job's environment carries the PATH."""
-    from abflow.job.pool import encode, environment
-    from abflow.run.condor import pool_environment
+    from abflow.run.pool_job import PoolJobs, pool_environment
 
     rules = _night(dfo, tmp_path)
-    wildcards = type("W", (), {"ab": rules.night.names[0]})
+    wildcards = SimpleNamespace(ab=rules.night.names[0])
     seen = []
     for path in ("/opt/a/bin:/usr/bin", "/home/q/bin:/usr/bin"):
-        rules.pool_env = tuple(pool_environment(rules.settings, {"PATH": path}).items())
-        seen.append((rules.pool_command("process_ab", encode)(wildcards, 1),
-                     rules.pool_command("process_ab", environment)(wildcards, 1)))  # fmt: skip
+        extra = tuple(pool_environment(rules.settings, {"PATH": path}).items())
+        resources = PoolJobs(rules, "/x/abflow-pool-job", extra).resources("process_ab")
+        seen.append((resources["classad_AbflowCommand"](wildcards, 1),
+                     resources["environment"](wildcards, 1)))  # fmt: skip
     assert seen[0][0] == seen[1][0] and seen[0][1] != seen[1][1]
+    assert resources["classad_AbflowJob"](wildcards) == f"process_ab/{wildcards.ab}"

@@ -1,5 +1,5 @@
 """A night that outlives its controller, without a pool: what a new controller does with the
-jobs a dead one left (abflow.run.pool), the lineage of crashed runs in the lock, memory retries,
+jobs a dead one left (abflow.run.takeover), the lineage of crashed runs in the lock, memory retries,
 the submission record, the console log of a closed terminal, and atomic downloads.
 
 The same behaviour on a live pool: tests/test_outlive.py.
@@ -17,84 +17,99 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from htcondor2 import JobStatus
 
-from abflow.run.pool import Decision, MemoryPolicy, Takeover, is_memory_hold
+from abflow.run.takeover import Action, Decision, MemoryPolicy, Takeover, decide, is_memory_hold
 from abflow.state.layout import JobId, StateLayout, Step
-from abflow.state.queue import EndedJob, QueuedJob, run_constraint
+from abflow.state.schedd import JobState, run_constraint
 
 A = "process_ab/A.ab"
 B = "process_ab/B.ab"
+STATUS = {s.name.lower(): s for s in JobStatus}
+NOW = 5000.0  # when the controller started
 
 
-def queued(cluster: int, job: str, status: str = "running", command: str = "cmd") -> QueuedJob:
-    return QueuedJob(cluster, job, status, command=command, since=1000.0 + cluster)
+def queued(cluster: int, job: str, status: str = "running", command: str = "cmd") -> JobState:
+    return JobState(cluster, STATUS[status], job=job, command=command, since=1000.0 + cluster)
 
 
 def ended(
     cluster: int, job: str, code: int | None, command: str = "cmd", at: float = 0
-) -> EndedJob:
-    signal_ = 9 if code is None else None
-    return EndedJob(cluster, job, "vm:1", command, code, signal_, at or 2000.0 + cluster)
+) -> JobState:
+    return JobState(cluster, JobStatus.COMPLETED, job=job, command=command,
+                    exit_code=code, signal=9 if code is None else None,
+                    completed=at or 2000.0 + cluster)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- adoption
 def test_a_queued_job_with_the_same_command_is_adopted_not_submitted() -> None:
     takeover = Takeover.of([queued(7, A, "running"), queued(8, B, "idle")])
-    assert takeover.decide(A, "cmd") == Decision("adopt", 7, "running", 1007.0)
-    assert takeover.decide(B, "cmd").action == "adopt"
-    assert takeover.decide("process_ab/C.ab", "cmd").action == "submit"  # nothing left for it
+    assert takeover.decide(A, "cmd", None, NOW) == Decision(Action.ADOPT, 7, "running")
+    assert takeover.decide(B, "cmd", None, NOW).action is Action.ADOPT
+    assert takeover.decide("process_ab/C.ab", "cmd", None, NOW).action is Action.SUBMIT
 
 
 def test_a_job_is_decided_once_a_retry_of_it_is_submitted() -> None:
     takeover = Takeover.of([queued(7, A)])
-    assert takeover.decide(A, "cmd").action == "adopt"
-    assert takeover.decide(A, "cmd").action == "submit"  # Snakemake's own retry of the job
+    assert takeover.decide(A, "cmd", None, NOW).action is Action.ADOPT
+    assert takeover.decide(A, "cmd", None, NOW).action is Action.SUBMIT  # Snakemake's retry
 
 
 def test_a_queued_job_with_another_command_is_removed_first_so_no_ab_runs_twice() -> None:
-    takeover = Takeover.of([queued(7, A, command="old")])
-    decision = takeover.decide(A, "new")
-    assert decision.action == "submit" and decision.remove == (7,)
+    decision = Takeover.of([queued(7, A, command="old")]).decide(A, "new", None, NOW)
+    assert decision == Decision(Action.SUBMIT, remove=(7,))
 
 
 def test_of_several_queued_jobs_of_an_ab_the_running_one_is_adopted_the_rest_removed() -> None:
     jobs = [queued(5, A, "idle"), queued(6, A, "running"), queued(9, A, "held"),
             queued(4, A, "running", command="old")]  # fmt: skip
-    decision = Takeover.of(jobs).decide(A, "cmd")
-    assert decision.action == "adopt" and decision.cluster == 6
+    decision = Takeover.of(jobs).decide(A, "cmd", None, NOW)
+    assert decision.action is Action.ADOPT and decision.cluster == 6
     assert sorted(decision.remove) == [4, 5, 9]
 
 
 def test_a_job_that_failed_while_no_controller_ran_is_taken_as_failed() -> None:
     takeover = Takeover.of([], [ended(3, A, 0, at=10), ended(4, A, 3, at=20), ended(5, B, None)])
-    decision = takeover.decide(A, "cmd")
-    assert decision.action == "failed" and decision.cluster == 4
+    decision = takeover.decide(A, "cmd", None, NOW)
+    assert decision.action is Action.FAILED and decision.cluster == 4
     assert "exit 3" in decision.reason and "no controller ran" in decision.reason
-    assert "killed by signal 9" in takeover.decide(B, "cmd").reason
+    assert "killed by signal 9" in takeover.decide(B, "cmd", None, NOW).reason
 
 
-def test_a_later_success_is_taken_as_such_and_another_command_is_submitted() -> None:
-    takeover = Takeover.of([], [ended(4, A, 3, at=20), ended(5, A, 0, at=30),
-                                ended(6, B, 1, command="old")])  # fmt: skip
-    success = takeover.decide(A, "cmd")  # its latest run succeeded (the executor checks the record)
-    assert success.action == "succeeded" and success.cluster == 5 and "exit 0" in success.reason
-    assert takeover.decide(B, "cmd").action == "submit"  # that failure ran another command
+@pytest.mark.parametrize(
+    ("recorded", "action"),
+    [(NOW + 1, Action.SUCCEEDED), (NOW, Action.SUCCEEDED), (NOW - 1, Action.SUBMIT),
+     (None, Action.SUBMIT)],
+)  # fmt: skip
+def test_a_success_meanwhile_counts_only_with_a_record_written_since_the_start(
+    recorded, action
+) -> None:
+    """Its record written since this controller started: taken as succeeded. An older record
+    is the night's earlier result, which this run asks for again; no record: run it."""
+    takeover = Takeover.of([], [ended(4, A, 3, at=20), ended(5, A, 0, at=30)])
+    decision = takeover.decide(A, "cmd", recorded, NOW)
+    assert decision.action is action
+    assert decide("cmd", [], ended(6, B, 1, command="old"), None, NOW).action is Action.SUBMIT
 
 
 def test_a_job_leaving_the_queue_completed_is_adopted() -> None:
-    assert Takeover.of([queued(7, A, "completed")]).decide(A, "cmd").action == "adopt"
+    decision = Takeover.of([queued(7, A, "completed")]).decide(A, "cmd", None, NOW)
+    assert decision.action is Action.ADOPT
 
 
 def test_a_queued_job_wins_over_an_earlier_failure_and_removed_jobs_are_not_adopted() -> None:
     takeover = Takeover.of([queued(8, A), queued(9, B, "removed")], [ended(4, A, 3)])
-    assert takeover.decide(A, "cmd").action == "adopt"
-    assert takeover.decide(B, "cmd") == Decision("submit")
+    assert takeover.decide(A, "cmd", None, NOW).action is Action.ADOPT
+    assert takeover.decide(B, "cmd", None, NOW) == Decision(Action.SUBMIT)
 
 
-def test_jobs_no_decision_took_over_are_leftovers() -> None:
-    takeover = Takeover.of([queued(7, A), queued(8, B)])
-    takeover.decide(A, "cmd")
-    assert takeover.leftovers() == [8]
+def test_decisions_and_statuses_are_the_words_the_files_say() -> None:
+    assert [str(a) for a in Action] == ["submit", "adopt", "succeeded", "failed"]
+    assert queued(7, A, "held").word == "held" and queued(7, A, "held").active
+    assert not queued(7, A, "completed").active
+    assert ended(7, A, 0).outcome() == "succeeded" and ended(7, A, 2).failed
+    removed = JobState(7, JobStatus.REMOVED, remove_reason="by hand")
+    assert removed.outcome() == "removed: by hand" and removed.failed
 
 
 def test_a_constraint_on_several_owners() -> None:
@@ -132,7 +147,9 @@ def test_memory_is_raised_by_the_factor_from_the_larger_of_request_and_use() -> 
     ],
 )
 def test_which_holds_are_for_memory(code, subcode, reason, memory) -> None:
-    assert is_memory_hold(code, subcode, reason) is memory
+    held = JobState(7, JobStatus.HELD, hold_code=code, hold_subcode=subcode, hold_reason=reason)
+    assert is_memory_hold(held) is memory
+    assert not is_memory_hold(JobState(7, JobStatus.RUNNING, hold_subcode=102))
 
 
 # ----------------------------------------------------------------------------- the lock's lineage
@@ -282,7 +299,7 @@ def test_a_closed_terminal_sends_the_console_to_the_log_and_says_so_first(tmp_pa
     log = tmp_path / "night.log"
     program = (
         "import os, signal, sys, time\n"
-        "from abflow.views.console import continue_in, terminal_streams\n"
+        "from abflow.views.terminal import continue_in, terminal_streams\n"
         "ttys = terminal_streams()\n"
         f"signal.signal(signal.SIGHUP, lambda *a: continue_in({str(log)!r}, ttys))\n"
         "print('before', flush=True)\n"
@@ -305,7 +322,7 @@ def test_a_closed_terminal_sends_the_console_to_the_log_and_says_so_first(tmp_pa
     os.close(master)  # the terminal goes away
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    lines = log.read_text().splitlines()
+    lines = [line for line in log.read_text().splitlines() if line]  # (a blank one, at times)
     assert lines[0].startswith("abflow: the terminal closed (SIGHUP)")
     assert lines[1:] == ["after", "error after"]
 

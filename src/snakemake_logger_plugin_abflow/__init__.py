@@ -113,8 +113,10 @@ class _Inert(logging.Formatter):
 
 def _record(path: str, record: logging.LogRecord) -> None:
     """Append what the console reads of ``record`` to ``path`` (one JSON object per line)."""
-    fields = {k: getattr(record, k, None) for k in ("event", "jobid", "rule_name", "reason",
-                                                     "exception", "stats")}  # fmt: skip
+    fields = {
+        k: getattr(record, k, None)
+        for k in ("event", "jobid", "rule_name", "reason", "exception", "stats")
+    }
     line = {"level": record.levelname, "msg": str(record.msg), **fields}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line, default=str) + "\n")

@@ -90,11 +90,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def _remove_controller(sub: object, why: str) -> str:
     """Remove a submitted night's controller job (HTCondor sends it SIGINT: it ends the
     night's jobs); what was done ("" if it could not be)."""
-    from abflow.state.queue import QueuedJob, remove_jobs, schedd
+    from abflow.state import schedd
 
     try:
         cluster = sub.cluster  # type: ignore[attr-defined]
-        remove_jobs(schedd(sub.schedd or None), [QueuedJob(cluster, "", "idle")], why)  # type: ignore[attr-defined]
+        schedd.remove(schedd.schedd(sub.schedd or None), [cluster], why)  # type: ignore[attr-defined]
     except Exception as exc:
         print(f"HTCondor: could not remove the controller: {exc}", file=sys.stderr)
         return ""
@@ -132,15 +132,17 @@ def _remove_night_jobs(args: argparse.Namespace, settings: Settings) -> str:
     """Remove this night's jobs from the HTCondor queue: those of its ABs, whichever run
     submitted or adopted them (a night has one live run; jobs of other nights stay). Returns
     what was done ("" without a pool)."""
-    from abflow.state.queue import night_queue, remove_jobs, schedd
+    from abflow.state import schedd
 
     try:
-        queue = night_queue(settings.state_dir, args.schedd)
+        queue = schedd.night_queue(settings.state_dir, args.schedd)
         if queue is None:
             return ""
         night = load_night(settings)
         mine = [j for j in queue if _ab_of(j.job) in night]
-        removed = remove_jobs(schedd(args.schedd), mine, "abflow stop --now")
+        removed = schedd.remove(
+            schedd.schedd(args.schedd), [j.cluster for j in mine], "abflow stop --now"
+        )
     except Exception as exc:
         return f"HTCondor: could not remove the night's jobs ({exc})"
     return f"HTCondor: removed {len(removed)} job(s) of this night"
@@ -155,13 +157,18 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     status = 0
     for batch in settings.batches:
         info = runstate.read_run(state, batch) or runstate.read_night_lock(mon, batch)
-        damaged = [p for p in (settings.layout.lock(batch), runstate.night_lock(mon, batch))
-                   if os.path.lexists(p) and runstate.read_run_file(p) is None]  # fmt: skip
+        damaged = [
+            p
+            for p in (settings.layout.lock(batch), runstate.night_lock(mon, batch))
+            if os.path.lexists(p) and runstate.read_run_file(p) is None
+        ]
         if info is None and damaged:
             for path in damaged:
                 why = runstate.remove_lock_file(path)
-                print(f"{batch}: {why}" if why else f"{batch}: removed the unreadable lock {path}",
-                      file=sys.stderr if why else sys.stdout)  # fmt: skip
+                print(
+                    f"{batch}: {why}" if why else f"{batch}: removed the unreadable lock {path}",
+                    file=sys.stderr if why else sys.stdout,
+                )
                 status = 1 if why else status
             continue
         if info is None:
@@ -177,6 +184,8 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             status = 1
             continue
         runstate.remove_lock(state, batch, mon, force=args.force)
-        print(f"{batch}: removed the lock of {runstate.describe_run(info)} "
-              f"({settings.layout.lock(batch)}, {runstate.night_lock(mon, batch)})")  # fmt: skip
+        print(
+            f"{batch}: removed the lock of {runstate.describe_run(info)} "
+            f"({settings.layout.lock(batch)}, {runstate.night_lock(mon, batch)})"
+        )
     return status

@@ -58,8 +58,11 @@ def cmd_createjob(args: argparse.Namespace) -> int:
     from abflow.views.jobfiles import JOB_ID_RE, CreateJobError, JobRequest, write
 
     if args.job_id and not re.match(JOB_ID_RE, args.job_id):
-        print(f"abflow createjob: -r {args.job_id}: a job id is letters, digits and . _ - "
-              "(it names the job's files in dfo.job_dir)", file=sys.stderr)  # fmt: skip
+        print(
+            f"abflow createjob: -r {args.job_id}: a job id is letters, digits and . _ - "
+            "(it names the job's files in dfo.job_dir)",
+            file=sys.stderr,
+        )
         return 2
     settings = settings_of(args)
     for note in settings.notes:
@@ -68,8 +71,11 @@ def cmd_createjob(args: argparse.Namespace) -> int:
     subcascade = args.subcascade
     if subcascade == "":  # -a without an AB: ask
         if not sys.stdin.isatty():
-            print("abflow createjob: -a without an AB asks for it on a terminal, and there is "
-                  "none: name the parent AB, -a AB", file=sys.stderr)  # fmt: skip
+            print(
+                "abflow createjob: -a without an AB asks for it on a terminal, and there is "
+                "none: name the parent AB, -a AB",
+                file=sys.stderr,
+            )
             return 2
         subcascade = _ask_parent(night)
     request = JobRequest(

@@ -40,9 +40,12 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
         help="with -r: give up after this many seconds if no run of the night starts",
     )
     p = add_command(
-        sub, "timeline", cmd_timeline, both,
+        sub,
+        "timeline",
+        cmd_timeline,
+        both,
         help="draw the Gantt chart of a night's last run (PNG, SVG)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--run",
         type=int,
@@ -142,8 +145,13 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         for k, run in enumerate(runs(night), 1):
             end = run.get("end") or "(running, or crashed)"
             how = f" {run['ended']}" if run.get("ended") else ""
-            print(inert(f"run {k}: {run.get('since')} to {end}{how}, {run.get('executor', '')}, "
-                        f"pid {run.get('pid')} on {run.get('host')}", line=True))  # fmt: skip
+            print(
+                inert(
+                    f"run {k}: {run.get('since')} to {end}{how}, {run.get('executor', '')}, "
+                    f"pid {run.get('pid')} on {run.get('host')}",
+                    line=True,
+                )
+            )
         return 0
     png, svg = timeline_paths(night)
     try:
@@ -164,7 +172,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | None, str]:
     """The night store's jobs in the HTCondor queue, and what went wrong asking for them."""
-    from abflow.state.queue import night_queue
+    from abflow.state.schedd import night_queue
 
     try:
         return night_queue(settings.state_dir, args.schedd), ""
@@ -173,7 +181,7 @@ def _pool_queue(args: argparse.Namespace, settings: Settings) -> tuple[list | No
 
 
 def _queue_line(queue: list | None, problem: str) -> str:
-    from abflow.state.queue import queue_summary
+    from abflow.state.schedd import queue_summary
 
     if queue is None:
         return problem
@@ -194,9 +202,11 @@ def _follow_submitted(night: Night, sub: Submission) -> int:
     if controller_state(sub).alive:
         return 0  # watching was stopped
     c = night_state(night).counts()
-    print(f"the run has ended: {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} "
-          f"failed (controller {inert(controller_state(sub).describe(), line=True)})",
-          flush=True)  # fmt: skip
+    print(
+        f"the run has ended: {c['succeeded']} of {c['all']} ABs succeeded, {c['failed']} "
+        f"failed (controller {inert(controller_state(sub).describe(), line=True)})",
+        flush=True,
+    )
     return 0
 
 
@@ -237,8 +247,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     while True:
         queue = _pool_queue(args, settings)
         state = night_state(night, queue[0])
-        print("\n".join([state.format(), *_under_state(settings, queue, sub, controller)]),
-              flush=True)  # fmt: skip
+        print(
+            "\n".join([state.format(), *_under_state(settings, queue, sub, controller)]), flush=True
+        )
         seen_run = seen_run or state.run_alive
         if args.once:
             return 0

@@ -80,8 +80,10 @@ def cmd_cascade(args: argparse.Namespace) -> int:
         from abflow.views.cascade import cascade_svg
 
         atomic_write_text(args.svg, cascade_svg(night))
-        print(f"wrote {args.svg}: {len(night)} ABs, {night.dependencies()} dependencies",
-              file=sys.stderr if args.json else sys.stdout)  # fmt: skip
+        print(
+            f"wrote {args.svg}: {len(night)} ABs, {night.dependencies()} dependencies",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     return 0
 
 
@@ -95,8 +97,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     history = history_durations(night, unreadable) if args.from_history else (None, 0)
     if unreadable:
         left = inert("; ".join(unreadable), line=True)
-        print(f"abflow plan: note: {len(unreadable)} completion record(s) left out, they "
-              f"cannot be read: {left}", file=sys.stderr)  # fmt: skip
+        print(
+            f"abflow plan: note: {len(unreadable)} completion record(s) left out, they "
+            f"cannot be read: {left}",
+            file=sys.stderr,
+        )
     plan = plan_night(night, args.slots or [1, 2, 4, 8], *history)
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

@@ -15,10 +15,13 @@ from abflow.state.submission import Submission
 def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
     """Add the commands of this module."""
     p = add_command(
-        sub, "submit", cmd_submit, [parents.config, parents.night],
+        sub,
+        "submit",
+        cmd_submit,
+        [parents.config, parents.night],
         help="hand the night to HTCondor (profiles/condor) or detach it from the terminal "
         "(profiles local, int), and return; anything after -- goes to Snakemake",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--profile",
         default=os.path.join(ROOT, "profiles", "condor"),
@@ -69,8 +72,10 @@ def _refusal(settings: Settings) -> str:
     if sub is not None:
         state = controller_state(sub)
         if state.alive:
-            return (f"{settings.batch_id} was submitted already: its controller ({sub.where}) is "
-                    f"{state.describe()}")  # fmt: skip
+            return (
+                f"{settings.batch_id} was submitted already: its controller ({sub.where}) is "
+                f"{state.describe()}"
+            )
     return ""
 
 
@@ -78,7 +83,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Hand the night over; print the job, the log, and how to watch and stop it."""
     from abflow.run.controller import hand_over, snakemake_argv
     from abflow.run.flavour import is_remote
-    from abflow.state.queue import pool_configured
+    from abflow.state.schedd import pool_configured
     from abflow.upstream.snakemake import command_line
 
     settings = settings_of(args)
@@ -87,14 +92,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     executor = command_line(["snakemake", "--profile", profile], {}).executor
     pool = is_remote(executor)
     if pool and not pool_configured():
-        print("abflow submit: no HTCondor pool is configured (CONDOR_CONFIG): submit with "
-              "--profile profiles/local or profiles/int to run the night on this machine, "
-              "detached from the terminal", file=sys.stderr)  # fmt: skip
+        print(
+            "abflow submit: no HTCondor pool is configured (CONDOR_CONFIG): submit with "
+            "--profile profiles/local or profiles/int to run the night on this machine, "
+            "detached from the terminal",
+            file=sys.stderr,
+        )
         return 2
     why = _refusal(settings)
     if why:
-        print(f"abflow submit: {why}; watch it with: {_command_hint(args, settings, 'watch')}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"abflow submit: {why}; watch it with: {_command_hint(args, settings, 'watch')}",
+            file=sys.stderr,
+        )
         return 1
     config = [*date_overrides(args), *(args.config or ())]
     argv = snakemake_argv(settings, profile, args.configfile, config, args.snakemake)
@@ -103,14 +113,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"abflow submit: could not hand the night over: {exc}", file=sys.stderr)
         return 1
-    where = (f"to HTCondor as job {sub.cluster} (scheduler universe on {sub.host}; HTCondor "
-             "starts it again if it dies)" if pool else
-             f"to a process of its own, detached from this terminal (pid {sub.pid})")  # fmt: skip
-    print(f"abflow: {settings.batch_id} handed {where}\n"
-          f"  console: {sub.log}\n"
-          f"  watch:   {_command_hint(args, settings, 'watch')}\n"
-          f"  stop:    {_command_hint(args, settings, 'stop')}  (--now also ends the running "
-          "ABs)", flush=True)  # fmt: skip
+    where = (
+        f"to HTCondor as job {sub.cluster} (scheduler universe on {sub.host}; HTCondor "
+        "starts it again if it dies)"
+        if pool
+        else f"to a process of its own, detached from this terminal (pid {sub.pid})"
+    )
+    print(
+        f"abflow: {settings.batch_id} handed {where}\n"
+        f"  console: {sub.log}\n"
+        f"  watch:   {_command_hint(args, settings, 'watch')}\n"
+        f"  stop:    {_command_hint(args, settings, 'stop')}  (--now also ends the running "
+        "ABs)",
+        flush=True,
+    )
     return _wait(sub, settings) if args.wait else 0
 
 

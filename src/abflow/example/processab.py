@@ -95,8 +95,13 @@ def fetch_missing(ab: AB, settings: Settings, log: Callable[[str], None]) -> Non
             continue
         name, directory = os.path.basename(path), os.path.dirname(path)
         staging = os.path.join(directory, f".{name}.abflow-fetch.{os.getpid()}")
-        values = {"file": name, "dest": os.path.join(staging, name), "date": settings.date,
-                  "mode": settings.mode, "config": write_run_config(settings)}  # fmt: skip
+        values = {
+            "file": name,
+            "dest": os.path.join(staging, name),
+            "date": settings.date,
+            "mode": settings.mode,
+            "config": write_run_config(settings),
+        }
         command = fill(settings.commands["download"], values)
         log(f"fetching {name}: {command}")
         remove_tree(staging)

@@ -588,19 +588,21 @@ def _muse_ifu_cards(
     }
     for port in ports:
         out = f"ESO DET OUT{port.number}"
-        cards.update({
-            f"{out} ID": ("ABCD"[port.number - 1], "output ID"),
-            f"{out} X": (port.x, "X location of output"),
-            f"{out} Y": (port.y, "Y location of output"),
-            f"{out} NX": (nx, "valid pixels along X"),
-            f"{out} NY": (ny, "valid pixels along Y"),
-            f"{out} PRSCX": (scan, "prescan region in X"),
-            f"{out} PRSCY": (scan, "prescan region in Y"),
-            f"{out} OVSCX": (scan, "overscan region in X"),
-            f"{out} OVSCY": (scan, "overscan region in Y"),
-            f"{out} GAIN": (MUSE_GAIN, "[count/adu] conversion ADU to electrons"),
-            f"{out} RON": (read_noise * MUSE_GAIN, "[count] readout noise"),
-        })  # fmt: skip
+        cards.update(
+            {
+                f"{out} ID": ("ABCD"[port.number - 1], "output ID"),
+                f"{out} X": (port.x, "X location of output"),
+                f"{out} Y": (port.y, "Y location of output"),
+                f"{out} NX": (nx, "valid pixels along X"),
+                f"{out} NY": (ny, "valid pixels along Y"),
+                f"{out} PRSCX": (scan, "prescan region in X"),
+                f"{out} PRSCY": (scan, "prescan region in Y"),
+                f"{out} OVSCX": (scan, "overscan region in X"),
+                f"{out} OVSCY": (scan, "overscan region in Y"),
+                f"{out} GAIN": (MUSE_GAIN, "[count/adu] conversion ADU to electrons"),
+                f"{out} RON": (read_noise * MUSE_GAIN, "[count] readout noise"),
+            }
+        )
     return cards
 
 

@@ -41,9 +41,19 @@ POOL_JOB = "ABFLOW_CLUSTER"
 
 
 # the --env variables that name a configured directory (abflow.model.config.DFO_DIRS)
-ROOT_VARIABLES = frozenset({"DFO_AB_DIR", "DFO_MON_DIR", "DFO_JOB_DIR", "DFO_RAW_DIR",
-                            "DFO_CAL_DIR", "DFO_LOG_DIR", "DFS_PRODUCT", "DFO_CONFIG_DIR",
-                            "DFS_LOG"})  # fmt: skip
+ROOT_VARIABLES = frozenset(
+    {
+        "DFO_AB_DIR",
+        "DFO_MON_DIR",
+        "DFO_JOB_DIR",
+        "DFO_RAW_DIR",
+        "DFO_CAL_DIR",
+        "DFO_LOG_DIR",
+        "DFS_PRODUCT",
+        "DFO_CONFIG_DIR",
+        "DFS_LOG",
+    }
+)
 
 
 def pool_cluster() -> int | None:
@@ -80,8 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", dest="parents", action="append", default=[])
     p.add_argument("--virtual", nargs=2, action="append", default=[])
     p.add_argument("--product", dest="products", nargs=2, action="append", default=[])
-    for name in ("--recipe", "--raw-type", "--mode", "--date", "--batch", "--dest", "--staged",
-                 "--progress", "--record", "--benchmark", "--log"):  # fmt: skip
+    for name in (
+        "--recipe",
+        "--raw-type",
+        "--mode",
+        "--date",
+        "--batch",
+        "--dest",
+        "--staged",
+        "--progress",
+        "--record",
+        "--benchmark",
+        "--log",
+    ):
         p.add_argument(name, default="")
     p.add_argument("--rerun-key", type=_rerun_key, default="0:")
     p.add_argument("--total", type=int, default=0)
@@ -138,8 +159,16 @@ class JobCommand:
 
     def arguments(self) -> list[str]:
         """The command line's words (what ``python -m abflow.job`` takes)."""
-        words = [self.job.step.value, self.job.target, "--config", self.config,
-                 "--state-dir", self.state_dir, "--shell", self.shell]  # fmt: skip
+        words = [
+            self.job.step.value,
+            self.job.target,
+            "--config",
+            self.config,
+            "--state-dir",
+            self.state_dir,
+            "--shell",
+            self.shell,
+        ]
         for name, value in self.env:
             words += ["--env", name, value]
         if self.job.det is not None:
@@ -150,12 +179,17 @@ class JobCommand:
             words += ["--virtual", vcal, product]
         for path, tag in self.products:
             words += ["--product", path, tag]
-        for option, value in (("--recipe", self.recipe), ("--raw-type", self.raw_type),
-                              ("--mode", self.mode), ("--date", self.date),
-                              ("--batch", self.batch), ("--dest", self.dest),
-                              ("--staged", self.staged),
-                              ("--benchmark", self.benchmark),
-                              ("--record", self.record)):  # fmt: skip
+        for option, value in (
+            ("--recipe", self.recipe),
+            ("--raw-type", self.raw_type),
+            ("--mode", self.mode),
+            ("--date", self.date),
+            ("--batch", self.batch),
+            ("--dest", self.dest),
+            ("--staged", self.staged),
+            ("--benchmark", self.benchmark),
+            ("--record", self.record),
+        ):
             words += [option, value] if value else []
         if not self.job.step.is_download and self.job.step is not Step.PROCESS_QC:
             words += ["--rerun-key", self.rerun_key]

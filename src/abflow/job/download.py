@@ -71,8 +71,10 @@ def record_progress(progress_file: str, name: str, size: int, total: int) -> str
         counts[0] += 1
         counts[1] += size
         done, done_bytes = counts
-    return (f"[downloads] {done}/{total} files, {human_bytes(done_bytes)} "
-            f"(last: {name}, {human_bytes(size)})")  # fmt: skip
+    return (
+        f"[downloads] {done}/{total} files, {human_bytes(done_bytes)} "
+        f"(last: {name}, {human_bytes(size)})"
+    )
 
 
 STAGING = ".{name}.abflow-download.{owner}"
@@ -150,16 +152,29 @@ def run_download(command: JobCommand, echo: Callable[[str], None] | None = None)
     seconds = time.monotonic() - t0
     size = os.path.getsize(dest) if os.path.isfile(dest) else -1
     if size <= 0:  # (a file someone else placed meanwhile counts: it is complete)
-        _failed(layout, job, dest, command.log,
-                f"exit {returncode}" if returncode else "no file written")  # fmt: skip
+        _failed(
+            layout,
+            job,
+            dest,
+            command.log,
+            f"exit {returncode}" if returncode else "no file written",
+        )
     with open(command.log, "a", encoding="utf-8") as log:
         log.write(f"# done: {size} bytes in {seconds:.2f} s{placed}\n")
     remove_file(layout.failure(job))
     atomic_write_json(
         layout.record(job),
-        {"step": "download", "file": name, "dest": dest, "bytes": size, "start": started,
-         "end": now_iso(), "duration_s": round(seconds, 3), "host": here},
-    )  # fmt: skip
+        {
+            "step": "download",
+            "file": name,
+            "dest": dest,
+            "bytes": size,
+            "start": started,
+            "end": now_iso(),
+            "duration_s": round(seconds, 3),
+            "host": here,
+        },
+    )
     if command.progress:
         line = record_progress(command.progress, name, size, command.total)
         if echo is not None:
@@ -198,8 +213,9 @@ def _fetch(command: JobCommand, directory: str) -> tuple[int, bool]:
     marker = RunningMarker(command.state_dir, command.job)  # a crashed run's successor ends it
     fd = os.open(command.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with open(fd, "w", encoding="utf-8") as log, marker:
-        log.write(f"# abflow download {os.path.basename(command.dest)}\n"
-                  f"# command {command.shell}\n")  # fmt: skip
+        log.write(
+            f"# abflow download {os.path.basename(command.dest)}\n# command {command.shell}\n"
+        )
         log.flush()
         env = {**os.environ, **dict(command.env)}
         pid = shell.start(command.shell, directory, env, log.fileno())
@@ -227,9 +243,17 @@ def _failed(layout: StateLayout, job: JobId, dest: str, log_path: str, why: str)
         lines = fh.read().split("\n")  # ("\n" only: a "\r" in the answer is shown escaped)
     answer = [line for line in lines if line and not line.startswith("# ")][-5:]
     answer = answer or ["(nothing printed)"]
-    write_failure(layout, job, f"download of {name} failed ({why}): {answer[-1]}", log=log_path,
-                  log_tail=answer, step="download", file=name, dest=dest,
-                  host=socket.gethostname())  # fmt: skip
+    write_failure(
+        layout,
+        job,
+        f"download of {name} failed ({why}): {answer[-1]}",
+        log=log_path,
+        log_tail=answer,
+        step="download",
+        file=name,
+        dest=dest,
+        host=socket.gethostname(),
+    )
     raise DownloadFailed(
         f"download of {name} failed ({why}); the archive's answer:\n"
         + "\n".join(f"    {line}" for line in answer)

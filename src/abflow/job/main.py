@@ -32,13 +32,21 @@ def ab_step(command: JobCommand) -> StepRun:
     job, layout = command.job, StateLayout(command.state_dir)
     workdir = layout.work(job)
     env = dict(command.env)
-    env.update(ABFLOW_AB=job.target, ABFLOW_WORKDIR=workdir, ABFLOW_CONFIG=command.config,
-               ABFLOW_INPUTS=os.path.join(workdir, INPUTS_FILE),
-               ABFLOW_RESULTS=os.path.join(workdir, RESULTS_FILE))  # fmt: skip
+    env.update(
+        ABFLOW_AB=job.target,
+        ABFLOW_WORKDIR=workdir,
+        ABFLOW_CONFIG=command.config,
+        ABFLOW_INPUTS=os.path.join(workdir, INPUTS_FILE),
+        ABFLOW_RESULTS=os.path.join(workdir, RESULTS_FILE),
+    )
     info: dict[str, object] = {
-        "batch": command.batch, "date": command.date, "mode": command.mode,
-        "recipe": command.recipe, "raw_type": command.raw_type, "parents": list(command.parents),
-    }  # fmt: skip
+        "batch": command.batch,
+        "date": command.date,
+        "mode": command.mode,
+        "recipe": command.recipe,
+        "raw_type": command.raw_type,
+        "parents": list(command.parents),
+    }
     if job.det is not None:
         info["det"] = job.det
         env["ABFLOW_DET"] = str(job.det)
@@ -46,15 +54,23 @@ def ab_step(command: JobCommand) -> StepRun:
         generation, _, digest = command.rerun_key.partition(":")
         info.update(generation=int(generation), ab_digest=digest)
     return StepRun(
-        ab=job.target, step=job.step.value, command=command.shell, workdir=workdir,
-        log_path=command.log or layout.log(job), record_path=command.record or layout.record(job),
-        failed_path=layout.failure(job), env=env, products=command.products,
+        ab=job.target,
+        step=job.step.value,
+        command=command.shell,
+        workdir=workdir,
+        log_path=command.log or layout.log(job),
+        record_path=command.record or layout.record(job),
+        failed_path=layout.failure(job),
+        env=env,
+        products=command.products,
         check_products=bool(command.products) and job.step is not Step.PROCESS_AB_DET,
-        info=info, roots=command.write_roots(),
+        info=info,
+        roots=command.write_roots(),
         files={INPUTS_FILE: {"ab": job.target, "virtual": dict(command.virtual)}},
-        values={"det": job.det} if job.det is not None else {}, state_dir=command.state_dir,
+        values={"det": job.det} if job.det is not None else {},
+        state_dir=command.state_dir,
         benchmark_path=command.benchmark,
-    )  # fmt: skip
+    )
 
 
 class JobFailed(RuntimeError):

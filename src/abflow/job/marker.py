@@ -24,9 +24,11 @@ class RunningMarker:
 
     def __init__(self, state_dir: str, job: JobId) -> None:
         self.content: dict[str, object] = {
-            "name": job.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "name": job.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
             "start": time.time(),
-        }  # fmt: skip
+        }
         cluster = pool_cluster()
         if cluster:
             self.content["cluster"] = cluster

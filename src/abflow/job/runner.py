@@ -76,7 +76,7 @@ class StepRun:
         "step",
         "values",
         "workdir",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
@@ -137,11 +137,32 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
 class _Outcome:
     """How a step's command ended."""
 
-    __slots__ = ("bad", "command", "duration", "end", "found", "host", "missing", "output_from",
-                 "reason", "returncode", "start", "usage")  # fmt: skip
+    __slots__ = (
+        "bad",
+        "command",
+        "duration",
+        "end",
+        "found",
+        "host",
+        "missing",
+        "output_from",
+        "reason",
+        "returncode",
+        "start",
+        "usage",
+    )
 
-    def __init__(self, start: str, end: str, duration: float, host: str, command: str,
-                 returncode: int, output_from: int, usage: object) -> None:  # fmt: skip
+    def __init__(
+        self,
+        start: str,
+        end: str,
+        duration: float,
+        host: str,
+        command: str,
+        returncode: int,
+        output_from: int,
+        usage: object,
+    ) -> None:
         self.start, self.end, self.duration, self.host = start, end, duration, host
         self.command, self.returncode = command, returncode
         self.output_from = output_from  # where this run's output starts in the log
@@ -211,9 +232,15 @@ def _note_failure(step: StepRun, reason: str, note: dict[str, object] | None = N
     """The failure note of a step (``note``: its record, else the reason alone), inside the
     directories it may write in; best effort (the disk may be full)."""
     note = note or {
-        "ab": step.ab, "step": step.step, "status": "FAILED", "reason": reason,
-        "end": now_iso(), "log": step.log_path, "log_tail": [], **step.info,
-    }  # fmt: skip
+        "ab": step.ab,
+        "step": step.step,
+        "status": "FAILED",
+        "reason": reason,
+        "end": now_iso(),
+        "log": step.log_path,
+        "log_tail": [],
+        **step.info,
+    }
     try:
         if step.roots:
             check_inside(step.failed_path, step.roots)
@@ -233,10 +260,17 @@ def write_benchmark(path: str, outcome: _Outcome) -> None:
     use, seconds = outcome.usage, outcome.duration
     h, rem = divmod(int(seconds), 3600)
     values = [
-        f"{seconds:.4f}", f"{h}:{rem // 60:02d}:{rem % 60:02d}", f"{use.ru_maxrss / 1024:.2f}",
-        "-", "-", "-", f"{use.ru_inblock * 512 / 2**20:.2f}",
-        f"{use.ru_oublock * 512 / 2**20:.2f}", "-", f"{use.ru_utime + use.ru_stime:.2f}",
-    ]  # type: ignore[attr-defined]  # fmt: skip
+        f"{seconds:.4f}",
+        f"{h}:{rem // 60:02d}:{rem % 60:02d}",
+        f"{use.ru_maxrss / 1024:.2f}",
+        "-",
+        "-",
+        "-",
+        f"{use.ru_inblock * 512 / 2**20:.2f}",
+        f"{use.ru_oublock * 512 / 2**20:.2f}",
+        "-",
+        f"{use.ru_utime + use.ru_stime:.2f}",
+    ]  # type: ignore[attr-defined]
     atomic_write_text(path, BENCHMARK_HEADER + "\n" + "\t".join(values) + "\n")
 
 
@@ -291,8 +325,10 @@ def _run_command(
             raise
         if ended:  # the run was interrupted: not a failure of the AB
             log.write(f"# {now_iso()} interrupted: the command was ended\n")
-            raise StepInterrupted(f"{step.step} of AB {step.ab}: interrupted, the command "
-                                  "was ended (the next run starts it again)")  # fmt: skip
+            raise StepInterrupted(
+                f"{step.step} of AB {step.ab}: interrupted, the command "
+                "was ended (the next run starts it again)"
+            )
         end, duration = now_iso(), round(time.monotonic() - t0, 3)
         outcome = _Outcome(start, end, duration, host, command, returncode, output_from, usage)
         listed = step.products if step.step != StepName.PROCESS_AB_DET else []
@@ -318,26 +354,38 @@ def _judge(
         missing = outcome.missing
         outcome.reason = (
             f"command exited 0 but {len(missing)} expected product(s) are missing: "
-            + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        )  # fmt: skip
+            + ", ".join(missing[:5])
+            + (" ..." if len(missing) > 5 else "")
+        )
     elif outcome.bad:
         bad = outcome.bad
         outcome.reason = (
             f"command exited 0 but {len(bad)} product(s) do not count: "
-            + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        )  # fmt: skip
+            + ", ".join(bad[:5])
+            + (" ..." if len(bad) > 5 else "")
+        )
 
 
 def _record(step: StepRun, outcome: _Outcome, threads: int) -> dict[str, object]:
     """The step's completion record (or failure note)."""
     products, missing, reason = outcome.found, outcome.missing, outcome.reason
     record: dict[str, object] = {
-        "ab": step.ab, "step": step.step, "status": "FAILED" if reason else "SUCCESSFUL",
-        "start": outcome.start, "end": outcome.end, "duration_s": outcome.duration,
-        "host": outcome.host, "command": outcome.command, "threads": threads,
-        "exit_code": outcome.returncode, "workdir": step.workdir, "log": step.log_path,
-        "products": products, "missing_products": missing, **step.info,
-    }  # fmt: skip
+        "ab": step.ab,
+        "step": step.step,
+        "status": "FAILED" if reason else "SUCCESSFUL",
+        "start": outcome.start,
+        "end": outcome.end,
+        "duration_s": outcome.duration,
+        "host": outcome.host,
+        "command": outcome.command,
+        "threads": threads,
+        "exit_code": outcome.returncode,
+        "workdir": step.workdir,
+        "log": step.log_path,
+        "products": products,
+        "missing_products": missing,
+        **step.info,
+    }
     if outcome.bad:
         record["bad_products"] = outcome.bad
     if pool_cluster():

@@ -24,9 +24,14 @@ def start(command: str, cwd: str, env: dict[str, str], log_fd: int) -> int:
     """Start ``command`` (a shell command line) in ``cwd`` as the leader of a new session (its
     own process group), stdin from /dev/null, stdout and stderr to ``log_fd``; return its pid."""
     proc = subprocess.Popen(
-        [SHELL, "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
-        stderr=log_fd, start_new_session=True,
-    )  # fmt: skip
+        [SHELL, "-c", command],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        start_new_session=True,
+    )
     _running[proc.pid] = proc
     return proc.pid
 

@@ -553,9 +553,16 @@ _SINGLE_CHECKS: dict[str, Callable[[str, AB], str | None]] = {
         f"invalid MEF_FACTOR {v!r}: expected a whole number from 1 to {MAX_MEF_FACTOR}"),
 }  # fmt: skip
 # single-valued qualifier -> the AB attribute its value goes to (AB_NAME: only checked)
-_SINGLE_FIELDS = {"RECIPE": "recipe", "RAW_TYPE": "raw_type", "DRS_TYPE": "drs_type",
-                  "DATE": "date", "INSTRUMENT": "instrument", "DPR_CATG": "dpr_catg",
-                  "PROD_ROOT_NAME": "prod_root_name", "MEF_FACTOR": "mef_factor"}  # fmt: skip
+_SINGLE_FIELDS = {
+    "RECIPE": "recipe",
+    "RAW_TYPE": "raw_type",
+    "DRS_TYPE": "drs_type",
+    "DATE": "date",
+    "INSTRUMENT": "instrument",
+    "DPR_CATG": "dpr_catg",
+    "PROD_ROOT_NAME": "prod_root_name",
+    "MEF_FACTOR": "mef_factor",
+}
 
 
 def _check_completeness(ab: AB, singles: dict[str, int], problem) -> None:

@@ -103,8 +103,13 @@ def fill(template: str, values: Mapping[str, object]) -> str:
 
 # C0 controls, DEL and C1 controls (what a terminal or a shell line may act on)
 _CONTROL = {chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_CONTROL_NAMES = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab",
-                  "\x1b": "an escape character", "\x00": "a NUL character"}  # fmt: skip
+_CONTROL_NAMES = {
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\t": "a tab",
+    "\x1b": "an escape character",
+    "\x00": "a NUL character",
+}
 
 
 def control_character(text: str, allowed: str = "") -> str | None:

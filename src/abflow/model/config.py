@@ -372,8 +372,11 @@ def _check_resolved(settings: Settings, configured: Mapping[str, str], source: s
     values, not a ``$DFO_*`` variable or what a ``$NAME`` in a configured path expanded to."""
     named = {f"dfo.{key}": value for key, value in settings.dfo.items()}
     named |= {f"inputs.{key}": value for key, value in settings.inputs.items()}
-    named |= {"state_dir": settings.state_dir, "status_export_dir": settings.status_export_dir,
-              "archive": settings.archive}  # fmt: skip
+    named |= {
+        "state_dir": settings.state_dir,
+        "status_export_dir": settings.status_export_dir,
+        "archive": settings.archive,
+    }
     problems = []
     for key, value in named.items():
         why = _unsafe_directory(value) if key != "archive" or "://" not in value else ""
@@ -404,8 +407,10 @@ def _unsafe_directory(value: str) -> str:
         return f"contains {control}: a directory name must be printable"
     bad = sorted(set(value) - SAFE_DIRECTORY_CHARS)
     if bad:
-        return (f"contains {''.join(bad)!r}: a configured directory may use only letters, "
-                "digits and . _ : + @ = , / - (a shell would act on the others)")  # fmt: skip
+        return (
+            f"contains {''.join(bad)!r}: a configured directory may use only letters, "
+            "digits and . _ : + @ = , / - (a shell would act on the others)"
+        )
     return ""
 
 
@@ -423,8 +428,13 @@ def _check_qc_reports(pattern: str, dfo: Mapping[str, str], source: str) -> None
         raise ConfigError([f"qc_reports: {pattern!r} is not a pattern: {exc}"], source) from None
     unknown = sorted(n for n in names if n not in known)
     if unknown:
-        raise ConfigError([f"qc_reports: {pattern!r} uses {{{unknown[0]}}}; it may use "
-                           + ", ".join(f"{{{k}}}" for k in known)], source)  # fmt: skip
+        raise ConfigError(
+            [
+                f"qc_reports: {pattern!r} uses {{{unknown[0]}}}; it may use "
+                + ", ".join(f"{{{k}}}" for k in known)
+            ],
+            source,
+        )
 
 
 def _with_legacy(
@@ -454,20 +464,35 @@ def _settings(
     state_dir = _resolve_dir(cfg["state_dir"], root) if cfg["state_dir"] else ""
     export = cfg["status_export_dir"]
     return Settings(
-        mode=cfg["mode"], date=dates[0], dates=tuple(dates), dfo=dfo,
+        mode=cfg["mode"],
+        date=dates[0],
+        dates=tuple(dates),
+        dfo=dfo,
         state_dir=state_dir or os.path.join(dfo["job_dir"], "abflow"),
-        drs_type=cfg["drs_type"], qc_mode=cfg["qc_mode"], commands=dict(cfg["commands"]),
-        limits=dict(cfg["limits"]), full_rawdownload=cfg["full_rawdownload"],
-        cal_cleanup=cfg["cal_cleanup"], mef_factor=cfg["mef_factor"],
-        subcascade=cfg["subcascade"], check_products=cfg["check_products"],
-        archive=_resolve_archive(cfg["archive"], root), fetch=dict(cfg["fetch"]),
-        plugin=cfg["plugin"], status_export_dir=_resolve_dir(export, root) if export else "",
-        root=str(root), raw=cfg, notes=notes,
+        drs_type=cfg["drs_type"],
+        qc_mode=cfg["qc_mode"],
+        commands=dict(cfg["commands"]),
+        limits=dict(cfg["limits"]),
+        full_rawdownload=cfg["full_rawdownload"],
+        cal_cleanup=cfg["cal_cleanup"],
+        mef_factor=cfg["mef_factor"],
+        subcascade=cfg["subcascade"],
+        check_products=cfg["check_products"],
+        archive=_resolve_archive(cfg["archive"], root),
+        fetch=dict(cfg["fetch"]),
+        plugin=cfg["plugin"],
+        status_export_dir=_resolve_dir(export, root) if export else "",
+        root=str(root),
+        raw=cfg,
+        notes=notes,
         inputs={name: _resolve_dir(path, root) for name, path in cfg["inputs"].items()},
-        unknown_qualifiers=cfg["unknown_qualifiers"], missing_abs=cfg["missing_abs"],
-        exclude=tuple(cfg["exclude"]), pool_env=tuple(cfg["pool_env"]), sources=sources,
+        unknown_qualifiers=cfg["unknown_qualifiers"],
+        missing_abs=cfg["missing_abs"],
+        exclude=tuple(cfg["exclude"]),
+        pool_env=tuple(cfg["pool_env"]),
+        sources=sources,
         steps=cfg["steps"],
-    )  # fmt: skip
+    )
 
 
 MAX_DATES = 3660
@@ -630,9 +655,12 @@ def _config_text(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            [f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}, Latin-1 perhaps): "
-             "save the file as UTF-8"], str(path),
-        ) from None  # fmt: skip
+            [
+                f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}, Latin-1 perhaps): "
+                "save the file as UTF-8"
+            ],
+            str(path),
+        ) from None
 
 
 class _DuplicateKey(Exception):
@@ -687,9 +715,12 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
         return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader
     except _DuplicateKey as dup:
         raise ConfigError(
-            [f"{path}:{dup.second}: key {dup.key!r} given twice in one mapping "
-             f"(first on line {dup.first}): keep one"], str(path),
-        ) from None  # fmt: skip
+            [
+                f"{path}:{dup.second}: key {dup.key!r} given twice in one mapping "
+                f"(first on line {dup.first}): keep one"
+            ],
+            str(path),
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
 

@@ -144,8 +144,13 @@ def _read_lines(
         if not cols or cols[0] not in keys:
             continue
         if cols[0] in first:
-            problems.append(Problem(path, lineno, f"{cols[0]} given twice (first on line "
-                                    f"{first[cols[0]]}): keep one"))  # fmt: skip
+            problems.append(
+                Problem(
+                    path,
+                    lineno,
+                    f"{cols[0]} given twice (first on line {first[cols[0]]}): keep one",
+                )
+            )
             continue
         first[cols[0]] = lineno
         target, parse = keys[cols[0]]

@@ -303,10 +303,15 @@ def _match_edges(draft: _Draft) -> None:
                     )
                 )
             elif parent is not None and not product:
-                draft.problems.append(Problem(ab.path, cal.line, (
-                    f"MCALIB VIRTUAL {key} binds to AB {parent} by its PROD_ROOT_NAME, but that "
-                    "AB has neither PROD_PATH nor PRODUCTS: nobody can tell where the product "
-                    f"will be; give AB {parent} a PRODUCTS line for it")))  # fmt: skip
+                draft.problems.append(
+                    Problem(
+                        ab.path,
+                        cal.line,
+                        f"MCALIB VIRTUAL {key} binds to AB {parent} by its PROD_ROOT_NAME, "
+                        "but that AB has neither PROD_PATH nor PRODUCTS: nobody can tell where "
+                        f"the product will be; give AB {parent} a PRODUCTS line for it",
+                    )
+                )
             elif parent is not None:
                 found.append(VirtualInput(name, parent, cal.path, product, cal.tag, cal.line))
                 draft.edges.append(Edge(parent, name, key))

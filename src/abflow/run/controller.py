@@ -5,7 +5,7 @@ The controller is the Snakemake process that runs the night (``snakemake --profi
 a pool, ``abflow submit`` hands it to HTCondor as a job of the submit host, in the scheduler
 universe (as DAGMan runs): the schedd starts it at once, and starts it again when it dies by a
 signal (SIGKILL, out of memory) and after the pool itself restarted (a reboot); the new
-controller adopts the jobs the dead one left (abflow.run.pool). ``condor_rm`` of the controller
+controller adopts the jobs the dead one left (abflow.run.takeover). ``condor_rm`` of the controller
 acts as Ctrl-C (``remove_kill_sig = SIGINT``): it removes the night's jobs and ends. Without a
 pool (profiles local and int) the controller is a process in a session of its own, detached
 from the terminal.
@@ -43,8 +43,15 @@ def snakemake_argv(
     and the ``--config`` items ``config``; ``extra``: further Snakemake options."""
     from abflow.views.jobfiles import snakemake_program
 
-    argv = [*snakemake_program(), "-s", os.path.join(ROOT, "Snakefile"), "--directory",
-            settings.state_dir, "--profile", profile]  # fmt: skip
+    argv = [
+        *snakemake_program(),
+        "-s",
+        os.path.join(ROOT, "Snakefile"),
+        "--directory",
+        settings.state_dir,
+        "--profile",
+        profile,
+    ]
     if configfile:
         argv += ["--configfile", os.path.abspath(configfile)]
     if config:
@@ -71,8 +78,8 @@ def submit_to_pool(sub: Submission, record: str, state_dir: str, schedd: str = "
     from classad2 import quote
 
     from abflow.state.layout import StateLayout
-    from abflow.state.queue import CLASSAD
-    from abflow.state.queue import schedd as find_schedd
+    from abflow.state.schedd import CLASSAD
+    from abflow.state.schedd import schedd as find_schedd
 
     output, events = StateLayout(state_dir).controller_files(sub.batch)
     os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -93,7 +100,6 @@ def submit_to_pool(sub: Submission, record: str, state_dir: str, schedd: str = "
         "remove_kill_sig": "SIGINT",  # condor_rm = Ctrl-C: the night's jobs leave the queue
         "batch_name": f"abflow-{sub.batch}",
         f"+{CLASSAD}": quote(state_dir),
-        "+AbflowController": quote(sub.batch),
     }
     sd = find_schedd(schedd or None)
     return int(sd.submit(htcondor2.Submit(description)).cluster())
@@ -104,9 +110,13 @@ def start_detached(record: str, cwd: str) -> int:
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", MODULE, record], cwd=cwd, start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", MODULE, record],
+        cwd=cwd,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc.pid
 
 
@@ -119,10 +129,17 @@ def hand_over(
     layout = settings.layout
     log = layout.console_log(settings.batch_id)
     sub = Submission(
-        batch=settings.batch_id, argv=argv, cwd=settings.state_dir, log=log,
-        offset=log_size(log), pool=pool, schedd=schedd, host=socket.gethostname(),
-        submitted=now_iso("seconds"), profile=profile,
-    )  # fmt: skip
+        batch=settings.batch_id,
+        argv=argv,
+        cwd=settings.state_dir,
+        log=log,
+        offset=log_size(log),
+        pool=pool,
+        schedd=schedd,
+        host=socket.gethostname(),
+        submitted=now_iso("seconds"),
+        profile=profile,
+    )
     os.makedirs(settings.state_dir, exist_ok=True)
     record = write_submission(layout, sub)
     if pool:
@@ -177,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     starts = int(ad.get("NumJobStarts") or 0)  # type: ignore[call-overload]
     again = f", start {starts + 1}: the controller before it died" if starts else ""
     when = now_iso("seconds")
-    print(f"=== abflow: controller of {sub.batch} started at {when} on {socket.gethostname()} "
-          f"({how}{again})", flush=True)  # fmt: skip
+    print(
+        f"=== abflow: controller of {sub.batch} started at {when} on {socket.gethostname()} "
+        f"({how}{again})",
+        flush=True,
+    )
     os.chdir(sub.cwd)
     os.execv(sub.argv[0], sub.argv)
     return 1  # not reached

@@ -3,11 +3,11 @@ onerror handlers).
 
 Prepare (while Snakemake reads the Snakefile; nothing is written): the flavour from the command
 line and the profile, the validated settings, the Night, the rules' lookups, what a pool job
-gets (abflow.run.condor), and what the run says about itself at its start.
+gets (abflow.run.pool_job), and what the run says about itself at its start.
 
 Start: refuse a flavour the executor cannot run, take the lock of every date, write the run
 configuration file every job names, and take over
-from a crashed run: on a pool its HTCondor jobs are adopted (abflow.run.pool: not submitted
+from a crashed run: on a pool its HTCondor jobs are adopted (abflow.run.takeover: not submitted
 again, their results taken when they end), elsewhere removed from the queue (and gone); its
 local orphans are ended before anything of this run starts, so no AB runs twice at once. A
 terminal that closes (SIGHUP) does not end the run: its console goes on in the night's log.
@@ -84,8 +84,14 @@ def prepare(config: dict[str, Any], workflow: Any) -> Prepared:
         snakemake.register_resource(workflow, name, value)
     # a DFOS file's DRS_TYPE (config.createAB) is named as abflow check names it
     source = settings.sources.get("drs_type", flavour.source)
-    how = describe(settings.drs_type, source, limits.get("ab_jobs", 0), cores,
-                   snakemake.nodes(workflow), line.executor)  # fmt: skip
+    how = describe(
+        settings.drs_type,
+        source,
+        limits.get("ab_jobs", 0),
+        cores,
+        snakemake.nodes(workflow),
+        line.executor,
+    )
     said = [*flavour.warnings, *settings.notes, *map(str, night.warnings)]
     messages = [("warning", text) for text in _start_notes(line.configfiles, said, rules)]
     headline = f"abflow: {settings.batch_id}, {len(night)} ABs: {how}"
@@ -103,28 +109,33 @@ def _start_notes(configfiles: Iterable[str], said: list[str], rules: Any) -> lis
     source = ", ".join(configfiles) or default_configfile()[1]
     notes = [f"abflow: configuration: {source}", *said]
     notes += [rules.without_qc()] if rules.without_qc() else []
-    notes += [f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) is empty, "
-              "unreadable or not a success of that AB: the AB is not done and runs again"
-              for ab in sorted(rules.scope.unreadable)]  # fmt: skip
+    notes += [
+        f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) is empty, "
+        "unreadable or not a success of that AB: the AB is not done and runs again"
+        for ab in sorted(rules.scope.unreadable)
+    ]
     return notes
 
 
 def _pool_side(rules: Any, settings: Any) -> None:
-    """On a pool: the program its jobs start as and what they get of this environment
-    (abflow.run.condor), and abflow's executor's policy (abflow.run.pool)."""
-    from abflow.run.condor import pool_environment, pool_job_program
-    from abflow.run.pool import MemoryPolicy, PoolRun, configure
+    """On a pool: the resources that make its jobs pool jobs (abflow.run.pool_job): the program
+    they start as and what they get of this environment besides their command line (PATH and
+    pool_env: not part of the AbflowCommand a restarted controller compares, so that a
+    controller started from another shell still adopts the jobs of its predecessor)."""
+    from abflow.run.pool_job import PoolJobs, pool_environment, pool_job_program
 
     if rules.pool:
-        rules.pool_program = pool_job_program()
-        if not rules.pool_program:
-            raise StartRefused("abflow-pool-job is not installed beside abflow's Python: "
-                               "install abflow with pip (pip install -e .)")  # fmt: skip
+        program = pool_job_program()
+        if not program:
+            raise StartRefused(
+                "abflow-pool-job is not installed beside abflow's Python: "
+                "install abflow with pip (pip install -e .)"
+            )
         night_dirs = dict(rules.job_env)
-        rules.pool_env = tuple((k, v) for k, v in sorted(pool_environment(settings).items())
-                               if k not in night_dirs)  # fmt: skip
-    memory = MemoryPolicy.of(settings.raw.get("memory_retry"))
-    configure(PoolRun(settings.state_dir, memory) if rules.pool else None)
+        extra = tuple(
+            (k, v) for k, v in sorted(pool_environment(settings).items()) if k not in night_dirs
+        )
+        rules.pool_jobs = PoolJobs(rules, program, extra)
 
 
 def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
@@ -139,13 +150,18 @@ def start_run(night: Any, executor: str, warn: Log) -> dict[str, Any]:
     if problem:
         raise StartRefused(problem)
     try:
-        write_run_config(settings)  # what every job's command line names
+        config = write_run_config(settings)  # what every job's command line names
     except OSError as exc:  # a full disk: nothing has started
         raise StartRefused(f"cannot write the run configuration: {exc}; nothing was run") from None
     _end_jobs_on_interrupt()
     try:
-        lock = register_run(settings.state_dir, night.batch_ids(), executor=executor,
-                            mon_dir=settings.dfo["mon_dir"])  # fmt: skip
+        lock = register_run(
+            settings.state_dir,
+            night.batch_ids(),
+            executor=executor,
+            mon_dir=settings.dfo["mon_dir"],
+            config=config,
+        )
     except RunLocked as exc:
         raise StartRefused(str(exc)) from None
     except OSError as exc:  # a full disk
@@ -172,13 +188,13 @@ def _take_over(night: Any, lock: dict[str, Any], executor: str, warn: Log) -> No
     from abflow.state.runstate import end_orphans
 
     settings = night.settings
-    if is_remote(executor):
-        _take_over_pool_jobs(night, lock, warn)
-    elif lock["lineage"]:
+    if not is_remote(executor) and lock["lineage"]:  # (on a pool: its executor adopts them)
         removed = _remove_pool_jobs(settings.state_dir, lock["lineage"], TAKEOVER_WAIT)
         if removed:
-            warn(f"abflow: removed {len(removed)} HTCondor job(s) left by that run: " +
-                 ", ".join(j.job or str(j.cluster) for j in removed))  # fmt: skip
+            warn(
+                f"abflow: removed {len(removed)} HTCondor job(s) left by that run: "
+                + ", ".join(j.job or str(j.cluster) for j in removed)
+            )
     # a crashed run's jobs are marked in the state directory it used (it may be another one)
     dirs = {str(r.get("state_dir") or settings.state_dir) for r in lock["replaced"]}
     for state_dir in sorted(dirs) if lock["lineage"] else ():
@@ -191,8 +207,10 @@ def _links_leading_out(settings: Any) -> str:
     outside the configured directories ("" if none is)."""
     from abflow.state.fsutil import links_leading_out
 
-    tops = [settings.state_dir, *(os.path.join(settings.dfo[k], ".abflow")
-                                  for k in ("mon_dir", "job_dir"))]  # fmt: skip
+    tops = [
+        settings.state_dir,
+        *(os.path.join(settings.dfo[k], ".abflow") for k in ("mon_dir", "job_dir")),
+    ]
     found = links_leading_out([t for t in tops if os.path.isdir(t)], settings.roots)
     return "; ".join(
         f"{path} is a symbolic link to {real}, outside the configured directories: remove it "
@@ -201,46 +219,12 @@ def _links_leading_out(settings: Any) -> str:
     )
 
 
-def _take_over_pool_jobs(night: Any, lock: dict[str, Any], warn: Log) -> None:
-    """Hand the executor what dead controllers of this night left on the pool: their jobs in
-    the queue (adopted or, if stale, removed) and, for runs that crashed, their jobs that failed
-    meanwhile (abflow.run.pool.Takeover). Any job of the night's ABs in the queue is a dead
-    run's: this run holds the locks of all its dates."""
-    from abflow.run.pool import Takeover, current
-    from abflow.state.layout import JobId
-    from abflow.state.queue import ended_jobs, pool_configured, queued_jobs, schedd
-
-    pool_run = current()
-    if pool_run is None or not pool_configured():
-        return
-    pool_run.owners = (str(lock["owner"]), *lock["lineage"])
-
-    def ours(name: str) -> bool:
-        try:
-            return JobId.parse(name).target in night
-        except ValueError:
-            return False
-
-    try:
-        sd = schedd()
-        queued = [j for j in queued_jobs(sd, night.settings.state_dir, with_command=True)
-                  if ours(j.job)]  # fmt: skip
-        ended = ended_jobs(sd, night.settings.state_dir, lock["lineage"], lock["lineage_since"])
-    except Exception as exc:  # no schedd: the executor submits, and says why it cannot
-        warn(f"abflow: could not ask the HTCondor schedd for the jobs of earlier runs: {exc}")
-        return
-    pool_run.takeover = Takeover.of(queued, [e for e in ended if ours(e.job)])
-    if queued:
-        warn(f"abflow: {len(queued)} HTCondor job(s) of this night are in the queue: each is "
-             "adopted if this run needs it (not submitted again), else removed")  # fmt: skip
-
-
 def _outlive_the_terminal(log: str, warn: Log) -> None:
     """Go on when the terminal closes (SIGHUP): the console continues in ``log`` (and says so
     on the terminal first); Ctrl-C still interrupts."""
     import signal
 
-    from abflow.views.console import continue_in, terminal_streams
+    from abflow.views.terminal import continue_in, terminal_streams
 
     ttys = terminal_streams()
 
@@ -258,7 +242,7 @@ def _end_jobs_on_interrupt() -> None:
     import signal
 
     from abflow.job.shell import end_all
-    from abflow.views.console import note_interrupt
+    from abflow.views.terminal import note_interrupt
 
     previous = signal.getsignal(signal.SIGINT)
 
@@ -275,15 +259,18 @@ def _end_jobs_on_interrupt() -> None:
 
 
 def _remove_pool_jobs(state_dir: str, owner: str | Iterable[str], wait: float) -> list[Any]:
-    """Remove the queued jobs of run ``owner`` (or of several); [] where no pool answers."""
-    from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
+    """Remove the queued jobs of run ``owner`` (or of several), waiting for them to leave the
+    queue; [] where no pool answers."""
+    from abflow.state import schedd
 
-    if not pool_configured():
+    if not schedd.pool_configured():
         return []
     try:
-        sd = schedd()
-        jobs = queued_jobs(sd, state_dir, owner)
-        return remove_jobs(sd, jobs, "abflow: the run that submitted it is gone", wait=wait)
+        sd = schedd.schedd()
+        jobs = schedd.queued(sd, state_dir, owner)
+        schedd.remove(sd, [j.cluster for j in jobs], "abflow: the run that submitted it is gone")
+        schedd.wait_gone(sd, [j.cluster for j in jobs], wait)
+        return jobs
     except Exception:  # no pool reachable: nothing of it can still run there
         return []
 
@@ -293,34 +280,36 @@ def note_held_jobs(night: Any, owners: Iterable[str], jobdir: str = "") -> list[
     HTCondor holds (the plugin gives up on them after its held timeout but leaves them in the
     queue); then remove every job of those runs still queued. Returns the jobs noted ([] where
     no pool answers)."""
-    from abflow.state.layout import JobId
+    from abflow.state import schedd
     from abflow.state.notes import write_failure
-    from abflow.state.queue import pool_configured, queued_jobs, remove_jobs, schedd
     from abflow.upstream.htcondor_plugin import stderr_file
 
     settings = night.settings
     owners = sorted({o for o in owners if o})
-    if not pool_configured() or not owners:
+    if not schedd.pool_configured() or not owners:
         return []
     try:
-        sd = schedd()
-        jobs = queued_jobs(sd, settings.state_dir, owners)
+        sd = schedd.schedd()
+        jobs = schedd.queued(sd, settings.state_dir, owners)
     except Exception:
         return []
     noted = []
     for job in jobs:
-        try:
-            held = JobId.parse(job.job)
-        except ValueError:
+        held = job.job_id
+        if held is None or not job.held or held.target not in night:
             continue
-        if job.status != "held" or held.target not in night:
-            continue
-        write_failure(settings.layout, held, f"HTCondor job {job.cluster} held: {job.hold_reason}",
-                      log=stderr_file(jobdir, job.cluster), log_tail=[job.hold_reason],
-                      host=job.host, cluster=job.cluster)  # fmt: skip
+        write_failure(
+            settings.layout,
+            held,
+            f"HTCondor job {job.cluster} held: {job.hold_reason}",
+            log=stderr_file(jobdir, job.cluster),
+            log_tail=[job.hold_reason],
+            host=job.host,
+            cluster=job.cluster,
+        )
         noted.append(job.job)
     with contextlib.suppress(Exception):  # the end of a run must not fail on the pool
-        remove_jobs(sd, jobs, "abflow: the run ended")
+        schedd.remove(sd, [j.cluster for j in jobs], "abflow: the run ended")
     return noted
 
 
@@ -342,7 +331,7 @@ def remove_served_requests(night: Any, names: Iterable[str] | None) -> None:
 def outcome(ok: bool, stopped: bool) -> str:
     """How a run ended (abflow.state.runstate.OUTCOMES): ``ok`` (Snakemake's onsuccess), else
     interrupted (SIGINT), stopped (abflow stop's flag: ``stopped``) or failed."""
-    from abflow.views.console import was_interrupted
+    from abflow.views.terminal import was_interrupted
 
     if ok:
         return "succeeded"
@@ -382,8 +371,12 @@ def finish_run(
     try:
         since = (lock.get("lineage_start") or lock.get("since")) if lock else None
         state = night_state(night)  # read once for both
-        parts = (qc1_summary(state, names, since), failure_summary(night, names, since, state),
-                 without_qc, clean_up_raw(night))  # fmt: skip
+        parts = (
+            qc1_summary(state, names, since),
+            failure_summary(night, names, since, state),
+            without_qc,
+            clean_up_raw(night),
+        )
         summary = "\n".join(s for s in parts if s)
     except Exception as exc:  # the summary must never hide the run's own errors
         summary = f"abflow: could not summarise the failures: {exc}"

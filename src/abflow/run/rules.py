@@ -19,18 +19,15 @@ from snakemake.io import ancient
 
 from abflow.job.command import JobCommand
 from abflow.job.download import staging_path
-from abflow.job.pool import encode, environment
 from abflow.model.commands import fill
 from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.model.plan import job_priorities
-from abflow.state import queue
 from abflow.state.fsutil import atomic_write_text
 from abflow.state.fsutil import read_json_object as read_record
 from abflow.state.layout import JobId, Step
 from abflow.state.runstate import owner_id
 from abflow.state.units import now_iso
-from abflow.upstream.htcondor_plugin import CLASSAD_PREFIX, ENVIRONMENT, JOB_WRAPPER
 from abflow.upstream.snakemake import precomputed_signature
 
 # wildcard_constraints for the rules: an AB name is one path segment ending in .ab (the Night
@@ -92,15 +89,26 @@ class RunScope:
             n for n in self.names if os.path.lexists(self.record(n)) and not self.done(n)
         )
         self.to_run = frozenset(
-            n for n in self.names
-            if self.settings.steps != "qc" and (n in self.subcascade_set or n in self.unreadable
-                                                or not os.path.exists(self.record(n)))
-        )  # fmt: skip
+            n
+            for n in self.names
+            if self.settings.steps != "qc"
+            and (
+                n in self.subcascade_set
+                or n in self.unreadable
+                or not os.path.exists(self.record(n))
+            )
+        )
         # the ABs whose QC this run does: steps qc, only those that succeeded (their record)
-        self.qc_names = [
-            n for n in self.names if self.night[n].ab.runs_recipe
-            and (self.settings.steps == "all" or (self.settings.steps == "qc" and self.done(n)))
-        ] if self.settings.qc_mode != "IMPLICIT" else []  # fmt: skip
+        self.qc_names = (
+            [
+                n
+                for n in self.names
+                if self.night[n].ab.runs_recipe
+                and (self.settings.steps == "all" or (self.settings.steps == "qc" and self.done(n)))
+            ]
+            if self.settings.qc_mode != "IMPLICIT"
+            else []
+        )
         self.priority = job_priorities(night)
         self.download_priority: dict[str, int] = {}
         self.planned_downloads = self._planned_downloads()
@@ -217,7 +225,7 @@ class NightRules:
     ) -> None:
         self.night = night
         self.pool = pool  # jobs are submitted to an HTCondor pool (pool_resources)
-        self.pool_program = ""  # what the pool starts (abflow.job.pool, abflow-pool-job)
+        self.pool_jobs: Any = None  # their resources (abflow.run.pool_job.PoolJobs)
         self.owner = ""  # this run's AbflowOwner tag (abflow.state.runstate.owner_id)
         self.settings: Settings = night.settings
         self.layout = self.settings.layout
@@ -231,10 +239,6 @@ class NightRules:
         self.ab_threads = 1
         # every job's $DFO_* directories
         self.job_env = tuple(sorted(s.variables.items()))
-        # what a pool job's command runs with besides (PATH, pool_env: abflow.run.condor); not
-        # part of the AbflowCommand a restarted controller compares, so that a controller
-        # started from another shell still adopts the jobs of its predecessor
-        self.pool_env: tuple[tuple[str, str], ...] = ()
         self._parent_records = {
             record.name: [self.scope.record(p) for p in record.parents] for record in night
         }
@@ -260,8 +264,10 @@ class NightRules:
         left = self.scope.without_qc()
         if not left:
             return ""
-        return (f"abflow: no QC for {len(left)} AB{'s' if len(left) != 1 else ''} that did not "
-                f"succeed (failed, or did not run): {', '.join(left)}")  # fmt: skip
+        return (
+            f"abflow: no QC for {len(left)} AB{'s' if len(left) != 1 else ''} that did not "
+            f"succeed (failed, or did not run): {', '.join(left)}"
+        )
 
     def pattern(self, kind: str, rule: str) -> str:
         """The layout's path pattern of one kind of file of a rule's jobs."""
@@ -367,22 +373,59 @@ class NightRules:
         """The job's command line (abflow.job.command): its step's command template filled
         with the job's values, the night's directories, and what only the Night knows."""
         s = self.settings
-        common = {"config": self.run_config, "state_dir": s.state_dir, "env": self.job_env,
-                  "log": self.layout.log(job), "threads": threads, "mode": s.mode}  # fmt: skip
+        common = {
+            "config": self.run_config,
+            "state_dir": s.state_dir,
+            "env": self.job_env,
+            "log": self.layout.log(job),
+            "threads": threads,
+            "mode": s.mode,
+        }
         if job.step.is_download:
-            root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
-            dest = os.path.join(root, job.target)
-            # this run's own staging, linked to dest once complete (abflow.job.download)
-            staged = staging_path(dest, self.owner or owner_id())
-            shell = fill(s.commands["download"], {"file": os.path.basename(dest), "dest": staged,
-                       "date": s.date, "mode": s.mode, "config": self.run_config})  # fmt: skip
-            return JobCommand(job, shell=shell, dest=dest, staged=staged, batch=s.batches[0],
-                              progress=self.progress_file,
-                              total=len(self.scope.planned_downloads), **common)  # fmt: skip
-        night, ab = self.night, job.target
+            return self._download_command(job, common)
+        return self._ab_command(job, threads, common)
+
+    def _download_command(self, job: JobId, common: dict[str, Any]) -> JobCommand:
+        """A download's command line: its file staged in this run's own directory."""
+        s = self.settings
+        root = s.dfo["raw_dir" if job.step is Step.DOWNLOAD_RAW else "cal_dir"]
+        dest = os.path.join(root, job.target)
+        # this run's own staging, linked to dest once complete (abflow.job.download)
+        staged = staging_path(dest, self.owner or owner_id())
+        shell = fill(
+            s.commands["download"],
+            {
+                "file": os.path.basename(dest),
+                "dest": staged,
+                "date": s.date,
+                "mode": s.mode,
+                "config": self.run_config,
+            },
+        )
+        return JobCommand(
+            job,
+            shell=shell,
+            dest=dest,
+            staged=staged,
+            batch=s.batches[0],
+            progress=self.progress_file,
+            total=len(self.scope.planned_downloads),
+            **common,
+        )
+
+    def _ab_command(self, job: JobId, threads: int, common: dict[str, Any]) -> JobCommand:
+        """An AB job's command line: its template filled, and what only the Night knows."""
+        s, night, ab = self.settings, self.night, job.target
         the_ab = night[ab].ab
-        values = {"ab": ab, "ab_file": the_ab.path, "date": night.date(ab), "mode": s.mode,
-                  "threads": threads, "config": self.run_config, "det": job.det}  # fmt: skip
+        values = {
+            "ab": ab,
+            "ab_file": the_ab.path,
+            "date": night.date(ab),
+            "mode": s.mode,
+            "threads": threads,
+            "config": self.run_config,
+            "det": job.det,
+        }
         # the products it must leave, checked after its command (a detector job marks their
         # directories only: its join compares with the marks; abflow.job.products)
         products = [(f.path, f.tag) for f in the_ab.products] + list(night[ab].implied_products)
@@ -429,46 +472,11 @@ class NightRules:
         except JobFailed as exc:
             raise JobError(str(exc)) from None
 
-    def job_tag(self, rule: str) -> Callable[[Any], str]:
-        """The AbflowJob attribute of the HTCondor jobs of ``rule`` (the job's name)."""
-
-        def tag(wildcards: Any) -> str:
-            return self.job_of(rule, wildcards).name
-
-        tag.__name__ = f"job_tag_{rule}"
-        return _with_cached_signature(tag)
-
-    def pool_command(self, rule: str, form: Callable[[list[str]], str]) -> Callable[..., str]:
-        """The job's command line as ``form`` gives it to the HTCondor jobs of ``rule``
-        (abflow.job.pool: ``encode`` for the AbflowCommand attribute, ``environment`` for the
-        program the pool starts, whose command also carries :attr:`pool_env`)."""
-        extra = self.pool_env if form is environment else ()
-
-        def pool_command(wildcards: Any, threads: int) -> str:
-            command = self.job_command(self.job_of(rule, wildcards), threads)
-            if extra:
-                command = command.replace(env=(*command.env, *extra))
-            return form(command.arguments())
-
-        pool_command.__name__ = f"pool_command_{rule}"
-        return _with_cached_signature(pool_command)
-
     def pool_resources(self, rule: str) -> dict[str, Any]:
-        """The resources the HTCondor plugin turns into a pool job's settings (abflow.job.pool:
-        how a rule becomes a pool job): the program the pool starts, and the ClassAd tags by
-        which abflow finds the job (abflow.state.queue) and which carry its command line.
-        None where jobs run locally (Snakemake would evaluate them for every job of the DAG for
-        nothing)."""
-        if not self.pool:
-            return {}
-        return {
-            JOB_WRAPPER: self.pool_program,
-            f"{CLASSAD_PREFIX}{queue.CLASSAD}": self.settings.state_dir,
-            f"{CLASSAD_PREFIX}{queue.OWNER}": self.owner,
-            f"{CLASSAD_PREFIX}{queue.JOB}": self.job_tag(rule),
-            f"{CLASSAD_PREFIX}{queue.COMMAND}": self.pool_command(rule, encode),
-            ENVIRONMENT: self.pool_command(rule, environment),
-        }
+        """The resources that make ``rule``'s jobs HTCondor pool jobs (abflow.run.pool_job);
+        none where jobs run locally (Snakemake would evaluate them for every job of the DAG
+        for nothing)."""
+        return self.pool_jobs.resources(rule) if self.pool_jobs is not None else {}
 
     # ----- priorities, threads, resources -----------------------------------------------------
     @rule_function

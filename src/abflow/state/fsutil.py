@@ -278,8 +278,15 @@ def _keep_previous(dest: str) -> str | None:
 
 
 MAX_STATE_FILE = 64 << 20  # bytes: no file abflow writes into its state is near this
-_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a number",
-               float: "a number", bool: "true or false", type(None): "null"}  # fmt: skip
+_JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 def read_json_checked(path: str | os.PathLike[str], kind: type = dict) -> tuple[Any | None, str]:

@@ -113,8 +113,9 @@ class JobId(tuple):
     def of_record(cls, record: Mapping[str, object]) -> JobId:
         """The job a completion record (or failure note) of an AB step belongs to."""
         det = record.get("det")
-        return cls(Step(str(record["step"])), str(record["ab"]),
-                   int(det) if det is not None else None)  # type: ignore[call-overload]  # fmt: skip
+        return cls(
+            Step(str(record["step"])), str(record["ab"]), int(det) if det is not None else None
+        )  # type: ignore[call-overload]
 
     @classmethod
     def parse(cls, name: str) -> JobId:
@@ -239,9 +240,14 @@ class StateLayout:
         starts no new job; no other night's run sees it."""
         return os.path.join(self.root, "stop", f"{batch}.json")
 
+    @property
+    def runs_dir(self) -> str:
+        """Where the runs of the dates are noted: their locks, histories, submissions."""
+        return os.path.join(self.root, "runs")
+
     def lock(self, batch: str) -> str:
         """The run lock of a date (``<MODE>_<DATE>``)."""
-        return os.path.join(self.root, "runs", f"{batch}.json")
+        return os.path.join(self.runs_dir, f"{batch}.json")
 
     def run_history(self, batch: str) -> str:
         """Every run of a date (start, end, pid, host, executor), oldest first."""

@@ -33,8 +33,14 @@ def write_failure(
     note: dict[str, Any] = {"ab": job.target, "step": job.step.value}
     if job.det is not None:
         note["det"] = job.det
-    note.update(status="FAILED", end=now_iso(), reason=reason, log=log,
-                log_tail=log_tail or [reason], **fields)  # fmt: skip
+    note.update(
+        status="FAILED",
+        end=now_iso(),
+        reason=reason,
+        log=log,
+        log_tail=log_tail or [reason],
+        **fields,
+    )
     path = layout.failure(job)
     atomic_write_json(path, note)
     return path

@@ -96,7 +96,7 @@ _owners: dict[int, str] = {}  # pid -> owner id (a forked child is another proce
 def owner_id() -> str:
     """``<host>:<pid>:<start>`` of this process (``start``: when it started, whole seconds
     since the epoch, so that a reused pid is another owner): the AbflowOwner tag of the
-    HTCondor jobs of the run it holds (abflow.run.condor), the ``owner`` of its lock and of
+    HTCondor jobs of the run it holds (abflow.run.pool_job), the ``owner`` of its lock and of
     the markers of the jobs it runs in its threads."""
     pid = os.getpid()
     owner = _owners.get(pid)
@@ -117,9 +117,11 @@ def register_run(
     argv: list[str] | None = None,
     executor: str = "local",
     mon_dir: str = "",
+    config: str = "",
 ) -> dict[str, Any]:
     """Take the locks of every batch of this run (the night's, in ``mon_dir``, and the state
-    directory's) and clear this night's stop flags.
+    directory's) and clear this night's stop flags. The lock names the run's configuration
+    (``config``: what its executor reads, abflow.run.takeover).
 
     Raises RunLocked (taking nothing) if a live run holds one of them. A stale lock (its
     process gone, on this host) is taken over; the returned info lists such crashed runs under
@@ -141,13 +143,15 @@ def register_run(
         "executor": executor,
         "owner": owner_id(),  # AbflowOwner of its HTCondor jobs
         "state_dir": state_dir,
+        "config": config,  # the run's configuration file
     }
     replaced = _take_locks(layout, batches, info, mon_dir)
     try:
         return _started(layout, batches, info, replaced)
     except BaseException:  # (a full disk): nothing of the run stays locked
-        for path in [layout.lock(b) for b in batches] + [night_lock(mon_dir, b) for b in
-                                                           batches if mon_dir]:  # fmt: skip
+        for path in [layout.lock(b) for b in batches] + [
+            night_lock(mon_dir, b) for b in batches if mon_dir
+        ]:
             with suppress(OSError):
                 _release(path, info)
         raise
@@ -169,8 +173,14 @@ def _started(
     notes = [n for b in batches if (n := keep_unreadable_history(layout, b))]
     for batch in batches:
         _note_start(layout, batch, info, replaced)
-    return {"lineage": [], "lineage_since": 0.0, "lineage_start": "", **info,
-            "replaced": replaced, "notes": notes}  # fmt: skip
+    return {
+        "lineage": [],
+        "lineage_since": 0.0,
+        "lineage_start": "",
+        **info,
+        "replaced": replaced,
+        "notes": notes,
+    }
 
 
 def _take_locks(
@@ -194,8 +204,16 @@ def _take_locks(
         raise
     unique: dict[tuple[Any, ...], dict[str, Any]] = {}
     for run in replaced:  # (the same crashed run held both locks of a date)
-        unique.setdefault((run.get("pid"), run.get("host"), run.get("start"), run["batch"],
-                           run.get("unreadable")), run)  # fmt: skip
+        unique.setdefault(
+            (
+                run.get("pid"),
+                run.get("host"),
+                run.get("start"),
+                run["batch"],
+                run.get("unreadable"),
+            ),
+            run,
+        )
     return list(unique.values())
 
 
@@ -205,8 +223,11 @@ def _lineage(replaced: list[dict[str, Any]]) -> dict[str, Any]:
     starts: list[float] = []
     for run in replaced:
         owners.update(str(o) for o in [run.get("owner"), *run.get("lineage", ())] if o)
-        starts += [float(t) for t in (run.get("proc_start"), run.get("lineage_since"))
-                   if isinstance(t, int | float) and t]  # fmt: skip
+        starts += [
+            float(t)
+            for t in (run.get("proc_start"), run.get("lineage_since"))
+            if isinstance(t, int | float) and t
+        ]
     since = min(starts, default=0.0)
     start = iso_of(since) if since else ""
     return {"lineage": sorted(owners), "lineage_since": since, "lineage_start": start}
@@ -224,8 +245,13 @@ def _note_start(layout: StateLayout, batch: str, info: dict[str, Any], replaced:
     for entry in history:
         if entry.get("end") is None and any(_same_run(entry, r) for r in replaced):
             entry["end"], entry["ended"] = now, "crashed"
-    history.append({**{k: info[k] for k in ("pid", "host", "start", "executor", "command")},
-                    "since": now, "end": None})  # fmt: skip
+    history.append(
+        {
+            **{k: info[k] for k in ("pid", "host", "start", "executor", "command")},
+            "since": now,
+            "end": None,
+        }
+    )
     atomic_write_json(path, history)
 
 
@@ -268,8 +294,10 @@ def _take_lock(path: str, batch: str, info: dict[str, Any], replaced: list) -> N
     replaced (and noted in ``replaced``). Atomic: under the lock's guard."""
     with _guarded(path):
         if os.path.lexists(path) and not os.path.isfile(path):
-            raise RunLocked(f"{path} is not a lock file (a directory, a link or a device): "
-                            "remove it, then start the night again")  # fmt: skip
+            raise RunLocked(
+                f"{path} is not a lock file (a directory, a link or a device): "
+                "remove it, then start the night again"
+            )
         held, problem = read_json_checked(path)
         if held is not None and not _same_run(held, info) and process_alive(held):
             raise RunLocked(_locked_message(batch, held, path))
@@ -322,6 +350,15 @@ def unregister_run(
     return problems
 
 
+def run_of(state_dir: str, owner: str) -> dict[str, Any] | None:
+    """The lock of a date that the run ``owner`` (its owner id) holds in ``state_dir``, or None
+    (how that run's executor finds what its run took over)."""
+    for _path, lock in iter_json_objects(StateLayout(state_dir).runs_dir):
+        if lock.get("owner") == owner and "batch" in lock:
+            return lock
+    return None
+
+
 def read_run(state_dir: str, batch: str) -> dict[str, Any] | None:
     """The run holding the lock of ``batch``, or None."""
     return read_json_object(StateLayout(state_dir).lock(batch))
@@ -356,8 +393,9 @@ def remove_lock(
     it held."""
     info = read_run(state_dir, batch)
     night = read_night_lock(mon_dir, batch) if mon_dir else None
-    if night is not None and (force or info is None or _same_run(night, info)
-                              or not process_alive(night)):  # fmt: skip
+    if night is not None and (
+        force or info is None or _same_run(night, info) or not process_alive(night)
+    ):
         _release(night_lock(mon_dir, batch), night)
         info = info or night
     if info is not None:
@@ -397,8 +435,10 @@ def process_alive(info: dict[str, Any]) -> bool:
 def request_stop(state_dir: str, batches: list[str], reason: str = "abflow stop") -> None:
     """Ask the run holding ``batches`` (every date of it) to start no new job."""
     for batch in batches:
-        atomic_write_json(StateLayout(state_dir).stop_flag(batch),
-                          {"reason": reason, "time": time.time(), "batch": batch})  # fmt: skip
+        atomic_write_json(
+            StateLayout(state_dir).stop_flag(batch),
+            {"reason": reason, "time": time.time(), "batch": batch},
+        )
 
 
 def stop_requested(state_dir: str, batches: list[str]) -> bool:
@@ -463,15 +503,23 @@ def end_orphans(state_dir: str, owners: Collection[str], grace: float = 10.0) ->
         info = {"pid": job.pid, "host": job.host, "start": job.start}
         if process_alive(info) or job.pgid:
             orphans.append(job)
-    alive = {job.name for job in orphans if process_alive(
-        {"pid": job.pid, "host": job.host, "start": job.start})}  # fmt: skip
-    groups = {job.name for job in orphans if job.pgid and process_alive(
-        {"pid": job.pgid, "host": job.host, "start": job.start})}  # fmt: skip
+    alive = {
+        job.name
+        for job in orphans
+        if process_alive({"pid": job.pid, "host": job.host, "start": job.start})
+    }
+    groups = {
+        job.name
+        for job in orphans
+        if job.pgid and process_alive({"pid": job.pgid, "host": job.host, "start": job.start})
+    }
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for job in orphans:
             # the command's group and the job's own process, while they are still those
-            targets = ((os.killpg, job.pgid if job.name in groups else None),
-                       (os.kill, job.pid if job.name in alive else None))  # fmt: skip
+            targets = (
+                (os.killpg, job.pgid if job.name in groups else None),
+                (os.kill, job.pid if job.name in alive else None),
+            )
             for kill, target in targets:
                 if target and target > 1 and target != os.getpgid(0) and target != os.getpid():
                     with suppress(OSError):

@@ -113,27 +113,28 @@ def controller_state(sub: Submission) -> ControllerState:
     """Ask the schedd (or this host's processes) where the controller of ``sub`` is."""
     if not sub.pool:
         return _process_state(sub)
-    from abflow.state.queue import ended_ads, schedd, status_name
+    from abflow.state import schedd
 
     try:
-        sd = schedd(sub.schedd or None)
-        ads = list(sd.query(constraint=f"ClusterId == {sub.cluster}",
-                            projection=["JobStatus", "HoldReason"]))  # fmt: skip
-        if ads:
-            status = status_name(int(ads[0].get("JobStatus", 0)))
-            if status in ("completed", "removed"):  # leaving the queue
-                return ControllerState(False, "ended" if status == "completed" else status)
-            alive = status != "held"
-            return ControllerState(alive, status, detail=str(ads[0].get("HoldReason") or ""))
-        ended = ended_ads(sd, [sub.cluster]).get(sub.cluster)
+        sd = schedd.schedd(sub.schedd or None)
+        job = schedd.in_queue(sd, [sub.cluster]).get(sub.cluster)
+        if job is None:
+            job = schedd.in_history(sd, [sub.cluster]).get(sub.cluster)
     except Exception as exc:
         return ControllerState(False, "unknown", detail=f"the schedd did not answer: {exc}")
-    if ended is None:
+    return _controller_of(job)
+
+
+def _controller_of(job: Any) -> ControllerState:
+    """The controller's state from its HTCondor job (None: neither in the queue nor in the
+    history), abflow.state.schedd.JobState."""
+    if job is None:
         return ControllerState(False, "ended", detail="no longer in the queue or its history")
-    if status_name(int(ended.get("JobStatus") or 0)) == "removed":
-        return ControllerState(False, "removed", 1, str(ended.get("RemoveReason") or ""))
-    code = ended.get("ExitCode")
-    return ControllerState(False, "ended", int(code) if code is not None else None)
+    if job.active:
+        return ControllerState(not job.held, job.word, detail=job.hold_reason)
+    if job.word == "removed":
+        return ControllerState(False, "removed", 1, job.remove_reason)
+    return ControllerState(False, "ended", job.exit_code)
 
 
 def _process_state(sub: Submission) -> ControllerState:

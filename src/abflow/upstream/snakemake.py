@@ -184,16 +184,23 @@ def snakemake_console_handler(settings: Any, stream: Any) -> Any:
     what ``--logger-abflow-snakemake`` and ``--verbose`` show."""
     from snakemake.logging import ColorizingTextHandler, DefaultFilter, DefaultFormatter
 
-    handler = ColorizingTextHandler(nocolor=bool(getattr(settings, "nocolor", False)),
-                                    stream=stream)  # fmt: skip
-    handler.addFilter(DefaultFilter(
-        getattr(settings, "quiet", None), bool(getattr(settings, "debug_dag", False)),
-        bool(getattr(settings, "verbose", False)), bool(getattr(settings, "dryrun", False)),
-        bool(getattr(settings, "printshellcmds", False)),
-    ))  # fmt: skip
-    handler.setFormatter(DefaultFormatter(
-        getattr(settings, "quiet", None), bool(getattr(settings, "show_failed_logs", False))
-    ))  # fmt: skip
+    handler = ColorizingTextHandler(
+        nocolor=bool(getattr(settings, "nocolor", False)), stream=stream
+    )
+    handler.addFilter(
+        DefaultFilter(
+            getattr(settings, "quiet", None),
+            bool(getattr(settings, "debug_dag", False)),
+            bool(getattr(settings, "verbose", False)),
+            bool(getattr(settings, "dryrun", False)),
+            bool(getattr(settings, "printshellcmds", False)),
+        )
+    )
+    handler.setFormatter(
+        DefaultFormatter(
+            getattr(settings, "quiet", None), bool(getattr(settings, "show_failed_logs", False))
+        )
+    )
     return handler
 
 

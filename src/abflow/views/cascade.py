@@ -13,8 +13,18 @@ from xml.sax.saxutils import escape
 from abflow.model.night import Night
 
 BOX_H, ROW_H, COL_GAP, MARGIN, CHAR_W = 34, 44, 70, 20, 6.7
-PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3",
-           "#8c8c8c", "#ccb974", "#64b5cd")  # fmt: skip
+PALETTE = (
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b2",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+)
 
 
 def _attr(text: str) -> str:
@@ -39,11 +49,14 @@ def _box(night: Night, ab: str, x: float, y: float, w: float, colour: str) -> li
     record = night[ab]
     what = record.ab.raw_type.lower() or "ab"
     dets = night.detectors(ab)
-    detail = f"{what}, {record.ab.recipe or 'no recipe'}" + (f", {dets} detectors" if dets > 1
-                                                              else "")  # fmt: skip
-    tip = (f"{ab}\n{detail}\nlevel {record.level}"
-           + (f"\nneeds: {', '.join(record.parents)}" if record.parents else "")
-           + (f"\nfeeds: {', '.join(record.children)}" if record.children else ""))  # fmt: skip
+    detail = f"{what}, {record.ab.recipe or 'no recipe'}" + (
+        f", {dets} detectors" if dets > 1 else ""
+    )
+    tip = (
+        f"{ab}\n{detail}\nlevel {record.level}"
+        + (f"\nneeds: {', '.join(record.parents)}" if record.parents else "")
+        + (f"\nfeeds: {', '.join(record.children)}" if record.children else "")
+    )
     return [
         f'<g class="ab" id="ab-{_attr(ab)}"><title>{escape(tip)}</title>',
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" height="{BOX_H}" rx="5" '
@@ -70,8 +83,10 @@ def cascade_svg(night: Night) -> str:
     ]
     for k in range(len(night.levels())):
         x = MARGIN + k * (box_w + COL_GAP)
-        out.append(f'<text x="{x:.0f}" y="{MARGIN + 10}" font-size="12" font-weight="bold">'
-                   f"level {k} ({len(night.levels()[k])} ABs)</text>")  # fmt: skip
+        out.append(
+            f'<text x="{x:.0f}" y="{MARGIN + 10}" font-size="12" font-weight="bold">'
+            f"level {k} ({len(night.levels()[k])} ABs)</text>"
+        )
     links: dict[tuple[str, str], list[str]] = {}
     for edge in night.edges:
         links.setdefault((edge.parent, edge.child), []).append(edge.via)
@@ -80,9 +95,11 @@ def cascade_svg(night: Night) -> str:
         x1, y1, x2, y2 = px + box_w, py + BOX_H / 2, cx, cy + BOX_H / 2
         mid = (x1 + x2) / 2
         tip = f"{child} takes {', '.join(via)} from {parent}"
-        out.append(f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},'
-                   f'{y2:.0f} {x2:.0f},{y2:.0f}" fill="none" stroke="#777" '
-                   f'marker-end="url(#arrow)"><title>{escape(tip)}</title></path>')  # fmt: skip
+        out.append(
+            f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},'
+            f'{y2:.0f} {x2:.0f},{y2:.0f}" fill="none" stroke="#777" '
+            f'marker-end="url(#arrow)"><title>{escape(tip)}</title></path>'
+        )
     for record in night:
         x, y = where[record.name]
         out += _box(night, record.name, x, y, box_w, colour[record.ab.raw_type.lower()])

@@ -17,7 +17,6 @@ records to a Console.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -29,14 +28,15 @@ from typing import Any, TextIO
 from abflow.state.fsutil import read_json_object
 from abflow.state.layout import JobId, StateLayout, Step
 from abflow.state.text import inert
-from abflow.state.units import as_number, human_bytes, now_iso
+from abflow.state.units import as_number, human_bytes
 from abflow.upstream.snakemake import WORDING, contains, says
+from abflow.views.events import POOL_ATTR, PoolEvent
+from abflow.views.terminal import on_hangup, was_interrupted
 
 RUN_ATTR = "abflow_run"  # a record carrying the run's RunInfo (announce)
 SUMMARY_ATTR = "abflow_summary"  # a record carrying abflow's end-of-run summary
 # a record of abflow's HTCondor executor (snakemake_executor_plugin_abflow_htcondor): a dict
 # with "what" (submitted, adopted, memory, removed), "job" (AbflowJob), "cluster" and more
-POOL_ATTR = "abflow_pool"
 AB_RULES = ("process_ab", "process_ab_det")
 DOWNLOAD_RULES = ("download_raw", "download_mcal")
 STOPPING = "the night is stopping"  # abflow stop's reason for jobs it does not start
@@ -49,10 +49,8 @@ TRANSLATED = {
     "cancelling": "",
     "terminating": "",  # the console says it was interrupted (note_interrupt)
 }
-_INTERRUPTED = False  # the run was interrupted (note_interrupt)
 PLAIN_EVERY = 10.0  # seconds between download progress lines when not on a terminal
-CONSOLES: weakref.WeakSet[Console] = weakref.WeakSet()  # this process's consoles (continue_in)
-_CONTINUED: set[str] = set()  # the logs this process's terminal output went to (continue_in)
+CONSOLES: weakref.WeakSet[Console] = weakref.WeakSet()  # this process's consoles (on_hangup)
 
 
 @dataclass(frozen=True)
@@ -80,18 +78,6 @@ class RunInfo:
             requested=rules.scope.subcascade_set,
             pool=bool(rules.pool),
         )
-
-
-def note_interrupt() -> None:
-    """The run was interrupted (SIGINT: Ctrl-C, abflow stop --now): the consoles say so, once,
-    with the next record they take. Safe in a signal handler (it only sets a flag)."""
-    global _INTERRUPTED
-    _INTERRUPTED = True
-
-
-def was_interrupted() -> bool:
-    """True once the run was interrupted (:func:`note_interrupt`)."""
-    return _INTERRUPTED
 
 
 def announce(logger: logging.Logger, rules: Any, text: str) -> None:
@@ -270,7 +256,7 @@ class Console:
     # ----- records -----------------------------------------------------------------------
     def handle(self, record: logging.LogRecord) -> None:
         """Take one of Snakemake's log records."""
-        if _INTERRUPTED and not self.interrupted:
+        if was_interrupted() and not self.interrupted:
             self._interrupt()
         run = getattr(record, RUN_ATTR, None)
         if run is not None:
@@ -279,7 +265,7 @@ class Console:
         if getattr(record, SUMMARY_ATTR, None) is not None:
             self.summarised = True
         pool_event = getattr(record, POOL_ATTR, None)
-        if isinstance(pool_event, Mapping):
+        if isinstance(pool_event, PoolEvent):
             self._pool_event(pool_event)
             return
         event = str(getattr(record, "event", "") or "")
@@ -329,8 +315,10 @@ class Console:
         extra = [f"{self.downloads.total} downloads"] if self.downloads.total else []
         extra += [f"{qc} QC jobs"] if qc else []
         n = self.tally.total
-        self.say(f"abflow: {n} AB{'s' if n != 1 else ''} to run"
-                 + (f" ({', '.join(extra)})" if extra else ""))  # fmt: skip
+        self.say(
+            f"abflow: {n} AB{'s' if n != 1 else ''} to run"
+            + (f" ({', '.join(extra)})" if extra else "")
+        )
 
     def _job_info(self, record: logging.LogRecord) -> None:
         seen = Seen.of(record, self.clock())
@@ -348,47 +336,42 @@ class Console:
             d.running += 1
             self._redraw()
 
-    def _pool_event(self, event: Mapping[str, Any]) -> None:
+    def _pool_event(self, event: PoolEvent) -> None:
         """What abflow's HTCondor executor did with a job: submitted or adopted it (said once
         per AB, as an AB's start), released it with more memory, removed stale jobs."""
-        what = str(event.get("what", ""))
-        if what == "removed":
-            clusters = ", ".join(str(c) for c in event.get("clusters", ()))
-            self.say(f"abflow: removed HTCondor job(s) {clusters}: "
-                     + inert(event.get("why", ""), line=True))  # fmt: skip
+        if event.what == "removed":
+            clusters = ", ".join(str(c) for c in event.clusters)
+            self.say(f"abflow: removed HTCondor job(s) {clusters}: " + inert(event.why, line=True))
             return
         try:
-            job = JobId.parse(str(event.get("job", "")))
+            job = JobId.parse(event.job)
         except ValueError:
             return
-        cluster = event.get("cluster")
-        if what == "memory":
-            reason = inert(event.get("reason", ""), line=True)
-            self.say(self.ab_line(job.target, f"held for memory ({reason}): "
-                                  f"HTCondor job {cluster} runs again with "
-                                  f"{event.get('to_mb')} MB (was {event.get('from_mb')} MB)",
-                                  counter=False))  # fmt: skip
+        if event.what == "memory":
+            self.say(
+                self.ab_line(
+                    job.target,
+                    f"held for memory ({inert(event.reason, line=True)}):"
+                    f" HTCondor job {event.cluster} runs again with {event.to_mb} MB"
+                    f" (was {event.from_mb} MB)",
+                    counter=False,
+                )
+            )
             return
-        if what == "adopted":
+        if event.what == "adopted":
             self.adopted.add(job.target)
         if job.step is Step.PROCESS_QC:
-            if what == "adopted":
-                self.say(self.ab_line(job.target, f"QC adopted (HTCondor job {cluster})",
-                                      counter=False))  # fmt: skip
+            if event.what == "adopted":
+                self.say(
+                    self.ab_line(
+                        job.target, f"QC adopted (HTCondor job {event.cluster})", counter=False
+                    )
+                )
             return
         if job.target in self.announced:
             return
         self.announced.add(job.target)
-        status = str(event.get("status") or "")
-        if what != "adopted":
-            text = f"submitted (HTCondor job {cluster})"
-        elif status in ("failed", "succeeded"):
-            text = (f"adopted (HTCondor job {cluster} of the run that died, {status} while no "
-                    "controller ran)")  # fmt: skip
-        else:
-            status = f", {status}" if status else ""
-            text = f"adopted (HTCondor job {cluster}{status}, left by the run that died)"
-        self.say(self.ab_line(job.target, text))
+        self.say(self.ab_line(job.target, _pool_text(event)))
 
     def _redraw(self) -> None:
         if self.progress_shown:
@@ -404,12 +387,15 @@ class Console:
         took = human_seconds(self.clock() - seen.start)
         if seen.rule == "process_ab":
             self.tally.succeeded.add(seen.ab)
-            start = min((j.start for j in self.jobs.values() if j.ab == seen.ab
-                         and j.rule in AB_RULES), default=seen.start)  # fmt: skip
+            start = min(
+                (j.start for j in self.jobs.values() if j.ab == seen.ab and j.rule in AB_RULES),
+                default=seen.start,
+            )
             took = self._recorded_duration(seen) if seen.ab in self.adopted else None
             took = took if took is not None else self.clock() - start
-            self.say(self.ab_line(seen.ab, f"succeeded {human_seconds(took)}"
-                                  + self._retried(seen.ab)))  # fmt: skip
+            self.say(
+                self.ab_line(seen.ab, f"succeeded {human_seconds(took)}" + self._retried(seen.ab))
+            )
         elif seen.rule == "process_qc":
             self.tally.qc_succeeded.add(seen.ab)
             self.say(self.ab_line(seen.ab, f"QC succeeded {took}", counter=False))
@@ -434,8 +420,9 @@ class Console:
             return ""
         from abflow.state.notes import retries_of_ab
 
-        top = max((as_number(r.get("to_mb")) or 0 for r in retries_of_ab(self.run.layout, ab)),
-                  default=0)  # fmt: skip
+        top = max(
+            (as_number(r.get("to_mb")) or 0 for r in retries_of_ab(self.run.layout, ab)), default=0
+        )
         return f" (memory raised to {top:.0f} MB)" if top else ""
 
     def _error(self, record: logging.LogRecord) -> None:
@@ -487,8 +474,10 @@ class Console:
             self.tally.started.discard(seen.ab)
         if not (self.stopping or self.interrupted):
             self.stopping = True
-            self.say("abflow: the night is stopping (abflow stop): the running ABs finish, "
-                     "no other AB starts")  # fmt: skip
+            self.say(
+                "abflow: the night is stopping (abflow stop): the running ABs finish, "
+                "no other AB starts"
+            )
 
     def _interrupt(self) -> None:
         if self.interrupted:
@@ -496,14 +485,18 @@ class Console:
         self.interrupted = True
         how = "abflow stop --now" if self._stop_flag() else "Ctrl-C"
         running = sorted(self.tally.started - self.tally.succeeded - self.tally.failed)
-        self.say(f"abflow: interrupted ({how}): ending the running ABs"
-                 + (f" ({', '.join(running)})" if running else "")
-                 + "; the same command resumes the night")  # fmt: skip
+        self.say(
+            f"abflow: interrupted ({how}): ending the running ABs"
+            + (f" ({', '.join(running)})" if running else "")
+            + "; the same command resumes the night"
+        )
 
     def _stop_flag(self) -> bool:
         run = self.run
-        return bool(run) and any(os.path.exists(run.layout.stop_flag(b))  # type: ignore[union-attr]
-                                 for b in run.batch.split(", "))  # type: ignore[union-attr]  # fmt: skip
+        return bool(run) and any(
+            os.path.exists(run.layout.stop_flag(b))  # type: ignore[union-attr]
+            for b in run.batch.split(", ")
+        )  # type: ignore[union-attr]
 
     def _failure_note(self, seen: Seen) -> dict[str, Any] | None:
         """The failure note the job wrote in this run, if any."""
@@ -547,8 +540,10 @@ class Console:
         if self.run is not None and not (t.total or t.started) and (t.qc_succeeded or t.qc_failed):
             took = human_seconds(self.clock() - self.t0)  # a QC step (steps qc): no AB ran
             failed = f", {len(t.qc_failed)} failed" if t.qc_failed else ""
-            self.say(f"abflow: {self.run.batch}: QC of {len(t.qc_succeeded) + len(t.qc_failed)} "
-                     f"ABs: {len(t.qc_succeeded)} succeeded{failed}, in {took}")  # fmt: skip
+            self.say(
+                f"abflow: {self.run.batch}: QC of {len(t.qc_succeeded) + len(t.qc_failed)} "
+                f"ABs: {len(t.qc_succeeded)} succeeded{failed}, in {took}"
+            )
             return
         if self.run is None or not (self.tally.total or self.tally.started):
             return
@@ -561,50 +556,18 @@ class Console:
         self.say(f"abflow: {self.run.batch}: {', '.join(parts)}, in {took}{how}")
 
 
-def terminal_streams() -> tuple[int, ...]:
-    """This process's standard streams that are a terminal now (ask while it is there: a
-    terminal that has hung up no longer says it is one)."""
-    return tuple(n for n in (0, 1, 2) if _isatty(n))
-
-
-def continue_in(log: str, ttys: tuple[int, ...]) -> None:
-    """The terminal is gone (SIGHUP): say so on it while it may still take a line, then send
-    everything this process writes to the terminal (``ttys``: its standard streams that were
-    one; abflow's console, Snakemake's messages) to ``log`` instead, appended, and read nothing
-    from it any more. The console stops redrawing lines in place. Standard streams that are not
-    a terminal (a file, a pipe) stay as they are."""
-
-    if log in _CONTINUED:  # a second hang-up (the session's): the console is there already
-        return
-    _CONTINUED.add(log)
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    when = now_iso("seconds")
-    text = (f"abflow: the terminal closed (SIGHUP) at {when}: the night goes on; its console "
-            f"continues in {log}\n").encode()  # fmt: skip
-    out = [n for n in ttys if n in (1, 2)]
-    for n in out[:1]:
-        with contextlib.suppress(OSError):  # it is gone already
-            os.write(n, b"\r\x1b[K" + text)
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        for n in out:
-            os.dup2(fd, n)
-        os.write(fd, text)
-        if 0 in ttys:
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-    finally:
-        os.close(fd)
-    for console in list(CONSOLES):
-        console.tty, console.progress_shown = False, False
-
-
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
+def _pool_text(event: PoolEvent) -> str:
+    """What an AB's first pool event says of it."""
+    cluster, status = event.cluster, event.status
+    if event.what != "adopted":
+        return f"submitted (HTCondor job {cluster})"
+    if status in ("failed", "succeeded"):
+        return (
+            f"adopted (HTCondor job {cluster} of the run that died, {status} while no "
+            "controller ran)"
+        )
+    status = f", {status}" if status else ""
+    return f"adopted (HTCondor job {cluster}{status}, left by the run that died)"
 
 
 def _output_path(named: str) -> str:
@@ -633,3 +596,12 @@ def _reason(note: Mapping[str, Any] | None, pending: str, seen: Seen) -> tuple[s
         useful = [ln for ln in lines if not ln.startswith(("File ", "RuleException", "Traceback"))]
         reason, log = (useful[-1] if useful else "failed"), (seen.log[0] if seen.log else "")
     return inert(reason, line=True), inert(log, line=True)
+
+
+def _terminal_gone() -> None:
+    """The terminal hung up (abflow.views.terminal.continue_in): no console redraws in place."""
+    for console in list(CONSOLES):
+        console.tty, console.progress_shown = False, False
+
+
+on_hangup(_terminal_gone)

@@ -43,11 +43,15 @@ def render(run: Any, jobs: Sequence[Any], stats: Mapping[str, int]) -> str:
         if job.rule in ("process_ab", "process_ab_det") and job.ab not in reasons:
             reasons[job.ab] = job.reason
     counts = Counter(job.rule for job in jobs)
-    extra = [f"{n} {what}" for what, n in (
-        ("downloads", counts["download_raw"] + counts["download_mcal"]),
-        ("QC jobs", counts["process_qc"]),
-        ("detector jobs", counts["process_ab_det"]),
-    ) if n]  # fmt: skip
+    extra = [
+        f"{n} {what}"
+        for what, n in (
+            ("downloads", counts["download_raw"] + counts["download_mcal"]),
+            ("QC jobs", counts["process_qc"]),
+            ("detector jobs", counts["process_ab_det"]),
+        )
+        if n
+    ]
     if run is None:
         return f"dry-run: {len(reasons)} ABs would run" + (
             f" ({', '.join(extra)})" if extra else ""
@@ -65,8 +69,10 @@ def render(run: Any, jobs: Sequence[Any], stats: Mapping[str, int]) -> str:
     jobs = [f"{rule} {n}" for rule, n in stats.items() if rule not in ("all", "total")]
     if jobs:
         lines.append(f"jobs ({stats.get('total', sum(counts.values()))}): {', '.join(jobs)}")
-    lines.append("Nothing was run. Every job as Snakemake lists it: add --verbose "
-                 "(or --logger-abflow-snakemake).")  # fmt: skip
+    lines.append(
+        "Nothing was run. Every job as Snakemake lists it: add --verbose "
+        "(or --logger-abflow-snakemake)."
+    )
     return "\n".join(lines)
 
 
@@ -79,8 +85,10 @@ def _levels(run: Any, reasons: Mapping[str, str]) -> list[str]:
         kind_text = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
         n_run = sum(1 for ab in level if ab in reasons)
         plural = "s" if len(level) != 1 else ""
-        out.append(f"  level {k:<2} {len(level):>{width}} AB{plural:1} ({kind_text}): "
-                   f"{n_run or 'none'} would run")  # fmt: skip
+        out.append(
+            f"  level {k:<2} {len(level):>{width}} AB{plural:1} ({kind_text}): "
+            f"{n_run or 'none'} would run"
+        )
     return out
 
 

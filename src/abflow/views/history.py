@@ -94,8 +94,9 @@ def job_records(night: Night, unreadable: list[str] | None = None) -> list[dict[
     be read go to ``unreadable`` (:func:`read_records`)."""
     layout = night.settings.layout
     out = []
-    for path, rec in read_records(layout.records_dir, layout.download_records_dir,
-                                  unreadable=unreadable):  # fmt: skip
+    for path, rec in read_records(
+        layout.records_dir, layout.download_records_dir, unreadable=unreadable
+    ):
         if "start" not in rec or "end" not in rec:
             continue
         if rec.get("step") == "download":

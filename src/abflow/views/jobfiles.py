@@ -162,14 +162,28 @@ def _staged_download(s: Settings, request: JobRequest, path: str) -> str:
     never over a file someone placed; the staging directory goes either way."""
     name = os.path.basename(path)
     stage = f".{name}.abflow-download.jobfile"
-    values = {"file": name, "dest": os.path.join(os.path.dirname(path), stage, name),
-              "date": s.date, "mode": s.mode, "config": request.configfile}  # fmt: skip
+    values = {
+        "file": name,
+        "dest": os.path.join(os.path.dirname(path), stage, name),
+        "date": s.date,
+        "mode": s.mode,
+        "config": request.configfile,
+    }
     command = fill(s.commands["download"], values)
-    q = {k: shlex.quote(v) for k, v in (("dir", os.path.dirname(path)), ("stage", stage),
-                                        ("name", name), ("dest", path))}  # fmt: skip
-    return (f"(cd {q['dir']} && rm -rf {q['stage']} && mkdir {q['stage']} && cd {q['stage']} "
-            f"&& {command} && {{ ln {q['name']} {q['dest']} || test -s {q['dest']}; }}; "
-            f"status=$?; cd {q['dir']} && rm -rf {q['stage']}; exit $status)")  # fmt: skip
+    q = {
+        k: shlex.quote(v)
+        for k, v in (
+            ("dir", os.path.dirname(path)),
+            ("stage", stage),
+            ("name", name),
+            ("dest", path),
+        )
+    }
+    return (
+        f"(cd {q['dir']} && rm -rf {q['stage']} && mkdir {q['stage']} && cd {q['stage']} "
+        f"&& {command} && {{ ln {q['name']} {q['dest']} || test -s {q['dest']}; }}; "
+        f"status=$?; cd {q['dir']} && rm -rf {q['stage']}; exit $status)"
+    )
 
 
 def snakemake_program() -> list[str]:
@@ -193,25 +207,41 @@ def snakemake_call(night: Night, request: JobRequest, steps: str) -> str:
     ``vultur_exec_cascade --wait`` did): ending the job file's shell does not end the night,
     and a controller that dies is started again by HTCondor."""
     s = night.settings
-    config = [f"mode={s.mode}", f"date={s.date}", f"drs_type={s.drs_type}",
-              f"qc_mode={s.qc_mode}", f"steps={steps}"]  # fmt: skip
+    config = [
+        f"mode={s.mode}",
+        f"date={s.date}",
+        f"drs_type={s.drs_type}",
+        f"qc_mode={s.qc_mode}",
+        f"steps={steps}",
+    ]
     if request.subcascade:
         config.append(f"subcascade={request.subcascade}")
     if s.drs_type == "CON":
         words = [
-            *abflow_program(), "submit", "--wait",
-            "--profile", os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
-            "--configfile", request.configfile, "--config", *config,
-        ]  # fmt: skip
+            *abflow_program(),
+            "submit",
+            "--wait",
+            "--profile",
+            os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
+            "--configfile",
+            request.configfile,
+            "--config",
+            *config,
+        ]
         return " ".join(shlex.quote(w) for w in words)
     words = [
         *snakemake_program(),
-        "-s", os.path.join(ROOT, "Snakefile"),
-        "--directory", s.state_dir,
-        "--profile", os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
-        "--configfile", request.configfile,
-        "--config", *config,
-    ]  # fmt: skip
+        "-s",
+        os.path.join(ROOT, "Snakefile"),
+        "--directory",
+        s.state_dir,
+        "--profile",
+        os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
+        "--configfile",
+        request.configfile,
+        "--config",
+        *config,
+    ]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -424,8 +454,11 @@ def _job_file_lock(jobs_file: str) -> Iterator[None]:
 
     directory, name = os.path.split(jobs_file)
     os.makedirs(os.path.join(directory, ".abflow"), exist_ok=True)
-    fd = os.open(os.path.join(directory, ".abflow", f"{name}.lock"),
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # fmt: skip
+    fd = os.open(
+        os.path.join(directory, ".abflow", f"{name}.lock"),
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+        0o644,
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

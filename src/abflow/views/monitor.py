@@ -30,7 +30,15 @@ from abflow.state.fsutil import atomic_write_text, inside, resolve_roots
 from abflow.state.layout import JobId, Step
 from abflow.state.text import inert
 from abflow.state.units import as_number, clock_text, now_iso
-from abflow.views.status import STATES, ABState, NightState, night_state, qc1_text, qc1_values
+from abflow.views.status import (
+    STATES,
+    ABState,
+    ABStatus,
+    NightState,
+    night_state,
+    qc1_text,
+    qc1_values,
+)
 
 RELOAD_SECONDS = 300
 REFRESH_SECONDS = 60
@@ -64,8 +72,13 @@ def qc_reports(settings: Settings, ab: str) -> list[str]:
     pattern = str(settings.raw.get("qc_reports") or "")
     if not pattern:
         return []
-    values = {**settings.dfo, "date": settings.date, "mode": settings.mode, "ab": ab,
-              "ab_stem": ab.removesuffix(".ab")}  # fmt: skip
+    values = {
+        **settings.dfo,
+        "date": settings.date,
+        "mode": settings.mode,
+        "ab": ab,
+        "ab_stem": ab.removesuffix(".ab"),
+    }
     try:
         return sorted(glob.glob(pattern.format_map(values)))
     except (KeyError, ValueError, IndexError):
@@ -115,19 +128,29 @@ def render(state: NightState, link: Link, refused: list[str] | None = None) -> s
         if allowed(path) is None:
             if refused is not None:
                 refused.append(inert(path, line=True))
-            return Markup('<span class="unlinked" title="not linked (outside the night\'s '
-                          'directories): {}">{} (not linked)</span>').format(
-                              inert(path, line=True), inert(text, line=True))  # fmt: skip
+            return Markup(
+                '<span class="unlinked" title="not linked (outside the night\'s '
+                'directories): {}">{} (not linked)</span>'
+            ).format(inert(path, line=True), inert(text, line=True))
         href = link(path)  # type: ignore[arg-type]
         return Markup('<a href="{}">{}</a>').format(href, inert(text)) if href else Markup("")
 
     return _template().render(
-        batch_id=s.batch_id, mode=s.mode, date=s.date, version=__version__,
-        reload_seconds=RELOAD_SECONDS, refresh_seconds=REFRESH_SECONDS, states=STATES,
-        counts=state.counts(), written=now_iso("seconds"), status=state.status,
+        batch_id=s.batch_id,
+        mode=s.mode,
+        date=s.date,
+        version=__version__,
+        reload_seconds=RELOAD_SECONDS,
+        refresh_seconds=REFRESH_SECONDS,
+        states=STATES,
+        counts=state.counts(),
+        written=now_iso("seconds"),
+        status=state.status,
         timeline={"png": png, "svg": svg} if os.path.exists(png) else None,
-        rows=[_row(night, item) for item in state.abs], link=anchor, controller=_controller(s),
-    )  # fmt: skip
+        rows=[_row(night, item) for item in state.abs],
+        link=anchor,
+        controller=_controller(s),
+    )
 
 
 def _controller(settings: Settings) -> dict[str, str] | None:
@@ -139,8 +162,12 @@ def _controller(settings: Settings) -> dict[str, str] | None:
     if sub is None:
         problem = submission_problem(settings.layout, settings.batch_id)
         return {"problem": problem} if problem else None
-    return {"where": sub.where, "state": controller_state(sub).describe(), "log": sub.log,
-            "submitted": clock_text(sub.submitted)}  # fmt: skip
+    return {
+        "where": sub.where,
+        "state": controller_state(sub).describe(),
+        "log": sub.log,
+        "submitted": clock_text(sub.submitted),
+    }
 
 
 def _row(night: Night, item: ABState) -> dict[str, object]:
@@ -156,23 +183,29 @@ def _row(night: Night, item: ABState) -> dict[str, object]:
     reports = [(p, os.path.splitext(p)[1].lstrip(".").upper() or "report") for p in own]
     reports += [(p, os.path.basename(p)) for p in qc_reports(night.settings, item.ab)]
     return {
-        "ab": item.ab, "raw_type": ab.raw_type, "recipe": ab.recipe, "state": item.state,
-        "start": clock_text(rec.get("start")), "end": clock_text(rec.get("end")),
+        "ab": item.ab,
+        "raw_type": ab.raw_type,
+        "recipe": ab.recipe,
+        "state": item.state,
+        "start": clock_text(rec.get("start")),
+        "end": clock_text(rec.get("end")),
         "duration": _duration(rec.get("duration_s")),
         "host": item.host or str(rec.get("host", "")),
         "pool": "; ".join(t for t in (item.pool, item.memory) if t),
         "waits_for": f"{len(parents)} AB{'s' if len(parents) != 1 else ''}" if parents else "",
         "waits_for_all": "\n".join(parents),
         "log": log if os.path.exists(log) else None,
-        "qc_reports": reports, "qc_failed": bool(item.qc_failure), "qc1": qc1,
+        "qc_reports": reports,
+        "qc_failed": bool(item.qc_failure),
+        "qc1": qc1,
         "qc1_all": qc1_all,
         "reason": "; ".join(t for t in (_reason(item), item.problem) if t),
-    }  # fmt: skip
+    }
 
 
 def _reason(item: ABState) -> str:
     """Why a failed AB failed (its note's reason, one line)."""
-    if item.state != "failed" or not item.failure:
+    if item.state is not ABStatus.FAILED or not item.failure:
         return ""
     return inert(item.failure.get("reason") or "", line=True)
 
@@ -180,9 +213,11 @@ def _reason(item: ABState) -> str:
 @functools.cache
 def _template() -> jinja2.Template:
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("abflow.views", "templates"), autoescape=True,
-        keep_trailing_newline=True, finalize=_shown,
-    )  # fmt: skip
+        loader=jinja2.PackageLoader("abflow.views", "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
+        finalize=_shown,
+    )
     return environment.get_template("status.html.j2")
 
 
@@ -206,7 +241,7 @@ Queue = Callable[[], list | None]
 
 def pool_queue(night: Night) -> list | None:
     """The night's jobs in the HTCondor queue (None: no pool configured or none answers)."""
-    from abflow.state.queue import night_queue
+    from abflow.state.schedd import night_queue
 
     try:
         return night_queue(night.settings.state_dir)
@@ -250,8 +285,11 @@ def export_page(night: Night, export_dir: str) -> str:
     page = os.path.join(target, os.path.basename(page_path(night)))
     atomic_write_text(page, render(night_state(night), link, refused))
     if refused:
-        print(f"abflow status: not exported (outside the night's directories): "
-              f"{', '.join(dict.fromkeys(refused))}", file=sys.stderr)  # fmt: skip
+        print(
+            f"abflow status: not exported (outside the night's directories): "
+            f"{', '.join(dict.fromkeys(refused))}",
+            file=sys.stderr,
+        )
     return page
 
 
@@ -277,8 +315,9 @@ class PageRefresher:
             try:
                 write_page(night, queue)
             except Exception as exc:  # the page must never break the night
-                print(f"abflow: could not write the status page: {inert(exc, line=True)}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"abflow: could not write the status page: {inert(exc, line=True)}", flush=True
+                )
 
     def _loop(self) -> None:
         self._write()

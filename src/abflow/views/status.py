@@ -12,7 +12,7 @@
   the HTCondor queue once submitted);
 * ``created``: nothing has happened to it yet (no run going on).
 
-On a pool, the queue comes from the schedd (abflow.state.queue.night_queue): the jobs' own
+On a pool, the queue comes from the schedd (abflow.state.schedd.night_queue): the jobs' own
 ``AbflowJob`` attribute says which AB each one processes.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from abflow.model.night import Night
@@ -31,7 +32,32 @@ from abflow.state.runstate import describe_run, process_alive, run_history_of, r
 from abflow.state.text import inert
 from abflow.state.units import clock_text
 
-STATES = ("succeeded", "failed", "running", "held", "blocked", "queued", "created")
+
+class ABStatus(StrEnum):
+    """The state of an AB (the module's docstring says each); its value is the word the page,
+    ``abflow watch`` and the page's JSON use."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RUNNING = "running"
+    HELD = "held"
+    BLOCKED = "blocked"
+    QUEUED = "queued"
+    CREATED = "created"
+
+
+STATES = tuple(ABStatus)  # in the order the page counts them
+# not done, not failed: waiting for a parent, a slot, a run or the pool
+WAITING = (ABStatus.BLOCKED, ABStatus.QUEUED, ABStatus.CREATED, ABStatus.HELD)
+
+
+class RunState(StrEnum):
+    """Whether a run of the night is going on (:class:`RunStatus`)."""
+
+    RUNNING = "running"  # its lock is held by a live process
+    CRASHED = "crashed"  # held by a process that is gone, or a run that never noted its end
+    ENDED = "ended"  # its end and outcome are in the run history
+    NONE = "none"  # no run yet
 
 
 @dataclass
@@ -39,7 +65,7 @@ class ABState:
     """What is known about one AB."""
 
     ab: str
-    state: str
+    state: ABStatus
     record: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     qc: dict[str, Any] | None = None
@@ -81,13 +107,10 @@ OUTCOME_WORDS = {
 
 @dataclass(frozen=True)
 class RunStatus:
-    """Whether a run of the night is going on, and if not how the last one ended.
+    """Whether a run of the night is going on (``state``), and if not how the last one
+    ended."""
 
-    ``state``: ``running`` (its lock is held by a live process), ``crashed`` (held by a process
-    that is gone, or a run that never noted its end), ``ended`` (its end and outcome are in the
-    run history) or ``none`` (no run yet)."""
-
-    state: str
+    state: RunState
     pid: object = None
     host: str = ""
     since: str = ""
@@ -103,14 +126,14 @@ class RunStatus:
     def _describe(self) -> str:
         who = f"snakemake pid {self.pid} on {self.host}"
         since, end = clock_text(self.since, "?"), clock_text(self.end, "?")
-        if self.state == "running":
+        if self.state is RunState.RUNNING:
             return f"running: {who} since {since}"
-        if self.state == "crashed":
+        if self.state is RunState.CRASHED:
             return (
                 f"not running: the run of {who} (started {since}) ended without noting it "
                 "(crashed or killed); the same command resumes the night"
             )
-        if self.state == "ended":
+        if self.state is RunState.ENDED:
             how = OUTCOME_WORDS.get(self.outcome, "ended")
             return f"last run {how} at {end} ({who}, started {since})"
         return "no run yet"
@@ -127,23 +150,37 @@ def run_status(
     for batch in s.batches:
         _, broken = read_json_checked(s.layout.run_history(batch), list)
         if broken:
-            problems.append(f"the run history {s.layout.run_history(batch)} is unreadable "
-                            f"({broken}): the timeline misses the runs it held")  # fmt: skip
+            problems.append(
+                f"the run history {s.layout.run_history(batch)} is unreadable "
+                f"({broken}): the timeline misses the runs it held"
+            )
     problem = "; ".join(problems)
     if lock:
-        return RunStatus("running" if alive else "crashed", lock.get("pid"),
-                         str(lock.get("host", "")), str(lock.get("start", "")),
-                         problem=problem)  # fmt: skip
+        return RunStatus(
+            RunState.RUNNING if alive else RunState.CRASHED,
+            lock.get("pid"),
+            str(lock.get("host", "")),
+            str(lock.get("start", "")),
+            problem=problem,
+        )
     history = [e for b in s.batches for e in run_history_of(s.layout, b)]
     if not history:
-        return RunStatus("none", problem=problem)
+        return RunStatus(RunState.NONE, problem=problem)
     last = max(history, key=lambda e: str(e.get("since") or e.get("start") or ""))
     since = str(last.get("since") or last.get("start") or "")
     if not last.get("end"):
-        return RunStatus("crashed", last.get("pid"), str(last.get("host", "")), since,
-                         problem=problem)  # fmt: skip
-    return RunStatus("ended", last.get("pid"), str(last.get("host", "")), since,
-                     str(last["end"]), str(last.get("ended", "")), problem)  # fmt: skip
+        return RunStatus(
+            RunState.CRASHED, last.get("pid"), str(last.get("host", "")), since, problem=problem
+        )
+    return RunStatus(
+        RunState.ENDED,
+        last.get("pid"),
+        str(last.get("host", "")),
+        since,
+        str(last["end"]),
+        str(last.get("ended", "")),
+        problem,
+    )
 
 
 def read_lock(night: Night) -> tuple[dict[str, Any] | None, str]:
@@ -158,8 +195,10 @@ def read_lock(night: Night) -> tuple[dict[str, Any] | None, str]:
         if lock is not None and (not isinstance(pid, int) or isinstance(pid, bool)):
             problem = "its pid is not a number"
         if problem:
-            problems.append(f"the run lock {path} is unreadable ({problem}): shown as no run; "
-                            "if no run of the night is going on, remove it")  # fmt: skip
+            problems.append(
+                f"the run lock {path} is unreadable ({problem}): shown as no run; "
+                "if no run of the night is going on, remove it"
+            )
         elif lock is not None and found is None:
             found = lock
     return found, "; ".join(problems)
@@ -175,8 +214,10 @@ def run_elsewhere(settings: Any) -> str:
         other = lock.get("state_dir")
         if isinstance(other, str) and other != settings.state_dir and process_alive(lock):
             where = inert(other, line=True)
-            return (f"{batch} is run by {describe_run(lock)} with the state directory {where}: "
-                    "ask about it there (--config state_dir=...)")  # fmt: skip
+            return (
+                f"{batch} is run by {describe_run(lock)} with the state directory {where}: "
+                "ask about it there (--config state_dir=...)"
+            )
     return ""
 
 
@@ -227,7 +268,7 @@ class NightState:
     @property
     def run_alive(self) -> bool:
         """True while a run of the night is going on."""
-        return self.status.state == "running"
+        return self.status.state is RunState.RUNNING
 
     def counts(self) -> dict[str, int]:
         """ABs per state (every state present, zero included), plus ``all``."""
@@ -258,22 +299,22 @@ class NightState:
         lines, now = [], time.time()
         for a in self.abs:
             host, pool = inert(a.host, line=True), inert(a.pool, line=True)
-            if a.state == "running":
+            if a.state is ABStatus.RUNNING:
                 since = f"{now - a.running_since:.0f} s" if a.running_since else ""
                 where = f"  [{pool}]" if pool else ""
                 lines.append(
                     f"  running  {a.ab}  {', '.join(a.running)}  {host}  {since}{where}".rstrip()
                 )
-            elif a.state == "queued" and pool:
+            elif a.state is ABStatus.QUEUED and pool:
                 lines.append(f"  {pool:<8} {a.ab}")
-            elif a.state == "held":
+            elif a.state is ABStatus.HELD:
                 lines.append(f"  held     {a.ab}: {pool.removeprefix('held: ')}")
         for a in self.abs:
             qc1 = qc1_values(a.qc)
             if qc1:
                 lines.append(f"  QC1      {a.ab}: " + ", ".join(f"{k}={v}" for k, v in qc1.items()))
         for a in self.abs:
-            if a.state == "failed" and a.failure:
+            if a.state is ABStatus.FAILED and a.failure:
                 lines.append(f"  failed   {a.ab}: {_field(a.failure, 'reason')}")
                 lines.append(f"           log: {_field(a.failure, 'log')}")
             if a.qc_failure:
@@ -291,8 +332,8 @@ def _field(note: dict[str, Any], key: str, missing: str = "") -> str:
 
 def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     """Read the state of every AB of ``night``; ``queue``: its jobs in the HTCondor queue
-    (abflow.state.queue.QueuedJob, as abflow.state.queue.night_queue gives them), if asked."""
-    from abflow.state.queue import queue_by_ab
+    (abflow.state.schedd.JobState, as abflow.state.schedd.night_queue gives them), if asked."""
+    from abflow.state.schedd import queue_by_ab
 
     run, problem = read_lock(night)
     alive = bool(run) and process_alive(run)
@@ -301,12 +342,12 @@ def night_state(night: Night, queue: list[Any] | None = None) -> NightState:
     for job in running_jobs(night.settings.state_dir):
         running.setdefault(job.job.target, []).append((job.job.step.value, job.host, job.start))
     out: list[ABState] = []
-    state_of: dict[str, str] = {}
+    state_of: dict[str, ABStatus] = {}
     for ab in night.names:
         st = _recorded(night, ab)
-        in_queue = [j for j in pooled.get(ab, []) if j.status in ("idle", "running", "held")]
+        in_queue = [j for j in pooled.get(ab, []) if j.active]
         _place(st, running.get(ab, []), in_queue, alive)
-        if st.state == "created":
+        if st.state is ABStatus.CREATED:
             st.state = _waiting(st, night[ab].parents, state_of, alive)
         state_of[ab] = st.state
         out.append(st)
@@ -318,7 +359,7 @@ def _recorded(night: Night, ab: str) -> ABState:
     job's, or that of a download it needed, where the AB has none)."""
     layout = night.settings.layout
     own, qc_job = JobId(Step.PROCESS_AB, ab), JobId(Step.PROCESS_QC, ab)
-    state = ABState(ab, "created")
+    state = ABState(ab, ABStatus.CREATED)
     state.record = _read(state, layout.record(own), "record")
     state.failure = _read(state, layout.failure(own), "failure note")
     state.qc = _read(state, layout.record(qc_job), "QC record")
@@ -345,38 +386,41 @@ def _read(state: ABState, path: str, what: str) -> dict[str, Any] | None:
     return None
 
 
-def _place(st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any],
-           alive: bool) -> None:  # fmt: skip
+def _place(
+    st: ABState, jobs: list[tuple[str, str, float]], in_queue: list[Any], alive: bool
+) -> None:
     """Succeeded, held, running or queued: from its record, its running markers (``jobs``)
     and its HTCondor jobs (``in_queue``); else it stays "created"."""
-    held = [j for j in in_queue if j.status == "held"]
+    held = [j for j in in_queue if j.held]
     st.pool = (
-        f"held: {held[0].hold_reason}" if held else ", ".join(sorted({j.status for j in in_queue}))
+        f"held: {held[0].hold_reason}" if held else ", ".join(sorted({j.word for j in in_queue}))
     )
-    on_pool = [j for j in in_queue if j.status == "running"]
+    on_pool = [j for j in in_queue if j.word == "running"]
     if st.record is not None:
-        st.state, st.host, st.pool = "succeeded", str(st.record.get("host") or ""), ""
+        st.state, st.host, st.pool = ABStatus.SUCCEEDED, str(st.record.get("host") or ""), ""
     elif held:
-        st.state = "held"
+        st.state = ABStatus.HELD
     elif jobs and alive:
-        st.state, st.host = "running", jobs[0][1]
+        st.state, st.host = ABStatus.RUNNING, jobs[0][1]
         st.running = sorted({step for step, _, _ in jobs})
         st.running_since = min(t for _, _, t in jobs)
     elif on_pool:
-        st.state, st.host = "running", on_pool[0].host
+        st.state, st.host = ABStatus.RUNNING, on_pool[0].host
         st.running = sorted({j.job_id.step.value for j in on_pool if j.job_id})
     elif in_queue:
-        st.state = "queued"
+        st.state = ABStatus.QUEUED
 
 
-def _waiting(st: ABState, parents: tuple[str, ...], state_of: dict[str, str], alive: bool) -> str:
+def _waiting(
+    st: ABState, parents: tuple[str, ...], state_of: dict[str, ABStatus], alive: bool
+) -> ABStatus:
     """The state of an AB that is neither done nor on its way: failed, blocked (a parent
     failed), queued (its run goes on) or created."""
     if st.failure is not None:
-        return "failed"
-    if any(state_of.get(p) in ("failed", "blocked") for p in parents):
-        return "blocked"
-    return "queued" if alive else "created"
+        return ABStatus.FAILED
+    if any(state_of.get(p) in (ABStatus.FAILED, ABStatus.BLOCKED) for p in parents):
+        return ABStatus.BLOCKED
+    return ABStatus.QUEUED if alive else ABStatus.CREATED
 
 
 def _download_failure(night: Night, state: ABState) -> dict[str, Any] | None:
@@ -403,9 +447,9 @@ def failure_summary(
     wanted = set(night.names if names is None else names)
     state = state or night_state(night)
     mine = [a for a in state.abs if a.ab in wanted]
-    failed = [a for a in mine if a.state == "failed" and _since(a.failure, since)]
+    failed = [a for a in mine if a.state is ABStatus.FAILED and _since(a.failure, since)]
     qc_failed = [a for a in mine if _since(a.qc_failure, since)]
-    not_run = [a for a in mine if a.state in ("blocked", "queued", "created", "held")]
+    not_run = [a for a in mine if a.state in WAITING]
     retried = [a for a in mine if any(_at_or_after(r.get("time"), since) for r in a.retries)]
     if not (failed or qc_failed or not_run or retried):
         return ""
@@ -423,13 +467,14 @@ def failure_summary(
         lines += _failure_lines(a.ab, note or {})
     if retried:
         k = len(retried)
-        lines.append(f"abflow: {k} AB{'s' if k != 1 else ''} ran again on the pool with more "
-                     "memory (held for exceeding the request; memory_retry):")  # fmt: skip
+        lines.append(
+            f"abflow: {k} AB{'s' if k != 1 else ''} ran again on the pool with more "
+            "memory (held for exceeding the request; memory_retry):"
+        )
         for a in retried:
-            lines.append(f"  {a.ab}: {a.memory} ({_field(a.retries[-1], 'reason')}), "
-                         + ("succeeded" if a.state == "succeeded" else a.state))  # fmt: skip
+            lines.append(f"  {a.ab}: {a.memory} ({_field(a.retries[-1], 'reason')}), " + a.state)
     if not_run:
-        ok = {a.ab for a in state.abs if a.state == "succeeded"}
+        ok = {a.ab for a in state.abs if a.state is ABStatus.SUCCEEDED}
         k = len(not_run)
         lines.append(
             f"abflow: {k} AB{'s' if k != 1 else ''} did not run (they need a failed AB or "
@@ -437,8 +482,11 @@ def failure_summary(
         )
         for a in not_run:
             waits = [p for p in night[a.ab].parents if p not in ok]
-            lines.append(f"  {a.ab}" + (f" (waits for {', '.join(waits)})" if waits else "")
-                         + (f": {a.problem}" if a.problem else ""))  # fmt: skip
+            lines.append(
+                f"  {a.ab}"
+                + (f" (waits for {', '.join(waits)})" if waits else "")
+                + (f": {a.problem}" if a.problem else "")
+            )
     return "\n".join(lines)
 
 
@@ -494,8 +542,10 @@ def _since(note: dict[str, Any] | None, since: str | None) -> bool:
 def _failure_lines(ab: str, note: dict[str, Any]) -> list[str]:
     """A failed job in the summary: why, its log, the log's last lines (each shown inert: a
     recipe's output never reaches the terminal as a command)."""
-    lines = [f"  {ab} ({_field(note, 'step', 'process_ab')}): {_field(note, 'reason', 'failed')}",
-             f"    log: {_field(note, 'log')}"]  # fmt: skip
+    lines = [
+        f"  {ab} ({_field(note, 'step', 'process_ab')}): {_field(note, 'reason', 'failed')}",
+        f"    log: {_field(note, 'log')}",
+    ]
     tail_lines = note.get("log_tail") or []
     if not isinstance(tail_lines, list):
         tail_lines = [tail_lines]

@@ -62,8 +62,11 @@ def runs(night: Night) -> list[dict[str, Any]]:
     an entry without a readable start time is left out."""
     from abflow.state.runstate import run_history_of
 
-    return [e for e in run_history_of(night.settings.layout, night.settings.batch_id)
-            if _started(e) is not None]  # fmt: skip
+    return [
+        e
+        for e in run_history_of(night.settings.layout, night.settings.batch_id)
+        if _started(e) is not None
+    ]
 
 
 def _started(entry: Mapping[str, Any]) -> float | None:
@@ -83,8 +86,10 @@ def run_window(night: Night, run: int = -1) -> tuple[float, float] | None:
     try:
         chosen = history[run]
     except IndexError:
-        raise ValueError(f"no run {run} of {night.settings.batch_id}: it has {len(history)} "
-                         f"run{'s' if len(history) != 1 else ''}") from None  # fmt: skip
+        raise ValueError(
+            f"no run {run} of {night.settings.batch_id}: it has {len(history)} "
+            f"run{'s' if len(history) != 1 else ''}"
+        ) from None
     k = history.index(chosen)
     start = _started(chosen) or 0.0
     later = history[k + 1] if k + 1 < len(history) else None
@@ -153,8 +158,11 @@ def timeline_of(night: Night, run: int = -1) -> Timeline:
 
 def _bars(night: Night, run: int) -> tuple[list[Bar], float, float | None]:
     window = run_window(night, run)
-    records = [r for r in job_records(night)
-               if window is None or window[0] <= _epoch(r["start"]) < window[1]]  # fmt: skip
+    records = [
+        r
+        for r in job_records(night)
+        if window is None or window[0] <= _epoch(r["start"]) < window[1]
+    ]
     if not records:
         return [], 0.0, None
     t0 = min(_epoch(r["start"]) for r in records)
@@ -182,8 +190,9 @@ def _placed(records: Sequence[Mapping[str, Any]], t0: float, critical: set[str])
             ends.append(end)
         else:
             ends[row] = end
-        out.append(Bar(rec["job"], rec["kind"], host, row, start, end, rec["job"] in critical,
-                       _label(rec)))  # fmt: skip
+        out.append(
+            Bar(rec["job"], rec["kind"], host, row, start, end, rec["job"] in critical, _label(rec))
+        )
     return out
 
 
@@ -204,8 +213,13 @@ def draw(timeline: Timeline, png: str, svg: str) -> None:
         _draw_bars(ax, items, offsets, max(achieved, predicted or 0.0))
         ax.axvline(achieved, color="black", linewidth=1.5, label=f"run ended {achieved:.1f} s")
         if predicted is not None:
-            ax.axvline(predicted, color="#d62728", linestyle="--", linewidth=1.5,
-                       label=f"plan {predicted:.1f} s")  # fmt: skip
+            ax.axvline(
+                predicted,
+                color="#d62728",
+                linestyle="--",
+                linewidth=1.5,
+                label=f"plan {predicted:.1f} s",
+            )
         _legend(ax)
         ax.set_title(timeline.title)
         fig.tight_layout()
@@ -233,11 +247,17 @@ def with_tooltips(svg: bytes, items: Sequence[Bar]) -> bytes:
     the step, the host and the times."""
     text = svg.decode("utf-8")
     for b in items:
-        tip = escape(f"{b.label} ({b.kind}) on {b.host or 'this host'}: "
-                     f"{b.start:.1f}-{b.end:.1f} s ({b.end - b.start:.1f} s)")  # fmt: skip
+        tip = escape(
+            f"{b.label} ({b.kind}) on {b.host or 'this host'}: "
+            f"{b.start:.1f}-{b.end:.1f} s ({b.end - b.start:.1f} s)"
+        )
         gid = escape(f"bar-{b.job}", {'"': "&quot;"})
-        text = re.sub(f'(<g id="{re.escape(gid)}"[^>]*>)', lambda m, t=tip: f"{m.group(1)}\n  "
-                      f"<title>{t}</title>", text, count=1)  # fmt: skip
+        text = re.sub(
+            f'(<g id="{re.escape(gid)}"[^>]*>)',
+            lambda m, t=tip: f"{m.group(1)}\n  <title>{t}</title>",
+            text,
+            count=1,
+        )
     return text.encode("utf-8")
 
 
@@ -260,15 +280,26 @@ def _draw_bars(ax: Any, items: list[Bar], offsets: dict[str, int], span: float) 
     for b in items:
         y = offsets[b.host] + b.row
         patch = ax.barh(
-            y, b.end - b.start, left=b.start, height=0.8,
+            y,
+            b.end - b.start,
+            left=b.start,
+            height=0.8,
             color=COLOURS.get(b.kind, "#dd8452"),
             edgecolor="#d62728" if b.critical else "white",
             linewidth=2.5 if b.critical else 0.5,
-        )[0]  # fmt: skip
+        )[0]
         patch.set_gid(f"bar-{b.job}")
         if len(b.label) * CHAR_PIXELS <= (b.end - b.start) * per_second:
-            ax.text(b.start + (b.end - b.start) / 2, y, b.label, ha="center", va="center",
-                    fontsize=6, color="white", gid=f"label-{b.job}")  # fmt: skip
+            ax.text(
+                b.start + (b.end - b.start) / 2,
+                y,
+                b.label,
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white",
+                gid=f"label-{b.job}",
+            )
     ax.set_yticks(
         [offsets[b.host] + b.row for b in items],
         [f"{b.host} slot {b.row + 1}" for b in items],
@@ -282,7 +313,14 @@ def _legend(ax: Any) -> None:
     import matplotlib.patches
 
     handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in COLOURS.items()]
-    handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="#d62728",
-                                            linewidth=2.5, label="critical path"))  # fmt: skip
-    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], fontsize=7,
-              loc="upper left", bbox_to_anchor=(1.01, 1))  # fmt: skip
+    handles.append(
+        matplotlib.patches.Patch(
+            facecolor="white", edgecolor="#d62728", linewidth=2.5, label="critical path"
+        )
+    )
+    ax.legend(
+        handles=handles + ax.get_legend_handles_labels()[0],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
