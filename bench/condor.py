@@ -28,8 +28,14 @@ job), the command,
 the job's end after the command, and the gap between a job's last parent ending and its
 submission (the executor plugin noticing it: status checks every 2 s).
 
+With ``--throughput N`` it measures only throughput: N independent ABs of
+``--throughput-seconds`` (1 s) each, against the bound N x length / slots (the pool's CPUs),
+with the controller's CPU per job (the snakemake process and its children) and the rate at
+which the first 200 jobs were submitted.
+
     python bench/condor.py --repeat 1 --example
     python bench/condor.py --outlive
+    python bench/condor.py --throughput 1000
 """
 
 from __future__ import annotations
@@ -286,6 +292,86 @@ def outlive(tmp: Path, seconds: float) -> None:
           f"{interactive:.1f} s | ratio {submitted / interactive:.2f} |")  # fmt: skip
 
 
+def pool_slots() -> int:
+    """The CPUs of the pool's execute slots (a partitionable slot counts its CPUs)."""
+    import htcondor2
+
+    ads = htcondor2.Collector().query(
+        htcondor2.AdType.Startd, projection=["Cpus", "SlotType", "PartitionableSlot"]
+    )
+    return sum(int(ad.get("Cpus", 0)) for ad in ads if ad.get("SlotType") != "Dynamic")
+
+
+def throughput_night(base: Path, n: int, seconds: float) -> Path:
+    """``n`` independent ABs whose command is ``sleep seconds`` (QC left out: AB jobs only)."""
+    from conftest import write_config
+
+    from abflow.example.generate import fan_cascade, make_dfo_tree, write_night
+
+    dfo = make_dfo_tree(base / "dfo")
+    write_night(fan_cascade([n]), dfo["ab_dir"], dfo["mon_dir"], DATE)
+    return write_config(
+        base / "config.yaml",
+        dfo,
+        qc_mode="IMPLICIT",
+        commands={"process_ab": f"sleep {seconds}"},
+    )
+
+
+def throughput(tmp: Path, n: int, seconds: float) -> dict[str, Any]:
+    """Run ``n`` independent ``seconds``-long ABs through profiles/condor; measure the
+    makespan against n x seconds / slots, the controller's CPU per job (the snakemake process
+    and its children: the pool's processes are not its children) and the submission rate
+    over the first 200 jobs (the schedd's QDate, whole seconds)."""
+    import resource
+
+    import htcondor2
+
+    from abflow.model.config import load_settings
+    from abflow.state.schedd import run_constraint
+
+    base = tmp / "throughput"
+    base.mkdir()
+    cfg = throughput_night(base, n, seconds)
+    slots = pool_slots()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = run_night(base, cfg)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    state_dir = load_settings(cfg).state_dir
+    hist = list(
+        htcondor2.Schedd().history(
+            constraint=run_constraint(state_dir),
+            projection=["QDate", "JobStartDate", "CompletionDate"],
+        )
+    )
+    if len(hist) != n:
+        raise SystemExit(f"the pool's history has {len(hist)} of the {n} jobs")
+    queued = sorted(int(ad["QDate"]) for ad in hist)
+    first = queued[: min(200, n)]
+    makespan = max(int(ad["CompletionDate"]) for ad in hist) - queued[0]
+    bound = n * seconds / slots
+    return {
+        "jobs": n, "seconds": seconds, "slots": slots, "makespan": makespan, "bound": bound,
+        "ratio": makespan / bound, "wall": wall, "cpu": cpu, "cpu_ms_per_job": 1000 * cpu / n,
+        "submitted_per_s": len(first) / max(first[-1] - first[0], 1),
+    }  # fmt: skip
+
+
+def report_throughput(m: dict[str, Any]) -> None:
+    """Print the throughput row."""
+    print(
+        "| jobs | slots | bound (jobs x length / slots) | makespan | makespan / bound | "
+        "snakemake wall | controller CPU | per job | submitted per s (first 200) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {m['jobs']} x {m['seconds']:g} s | {m['slots']} | {m['bound']:.0f} s | "
+        f"{m['makespan']:.0f} s | {m['ratio']:.2f} | {m['wall']:.0f} s | {m['cpu']:.1f} s | "
+        f"{m['cpu_ms_per_job']:.1f} ms | {m['submitted_per_s']:.0f} |"
+    )
+
+
 def main() -> int:
     """Run the benchmark on the pool CONDOR_CONFIG names and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -301,9 +387,26 @@ def main() -> int:
     parser.add_argument(
         "--outlive-seconds", type=float, default=8.0, help="stand-in recipe length for --outlive"
     )
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        metavar="N",
+        help="only the throughput row: N independent ABs of --throughput-seconds each",
+    )
+    parser.add_argument("--throughput-seconds", type=float, default=1.0)
     args = parser.parse_args()
     if not os.environ.get("CONDOR_CONFIG"):
         raise SystemExit("no pool: set CONDOR_CONFIG (see the docstring)")
+    if args.throughput:
+        with tempfile.TemporaryDirectory(prefix="abflow-throughput-bench-") as tmpdir:
+            m = throughput(Path(tmpdir), args.throughput, args.throughput_seconds)
+        report_throughput(m)
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        path = out / f"condor-throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_text(json.dumps(m, indent=2))
+        print(f"wrote {path}")
+        return 0
     if args.outlive:
         with tempfile.TemporaryDirectory(prefix="abflow-outlive-bench-") as tmpdir:
             outlive(Path(tmpdir), args.outlive_seconds)

@@ -64,18 +64,30 @@ def test_defaults_are_filled_and_dfos_tools_are_the_default_commands() -> None:
 
 
 def test_directories_come_from_config_then_environment_then_example_tree() -> None:
+    environ = {env: f"/env/{key}" for key, (env, _sub) in DFO_DIRS.items()}
     s = resolve(
         {"date": "2013-02-12", "dfo": {"raw_dir": "rel/raw", "cal_dir": "/abs/cal"}},
         root="/checkout",
-        environ={"DFO_CAL_DIR": "/env/cal", "DFO_AB_DIR": "/env/ab"},
+        environ=environ,
     )
     assert s.dfo["raw_dir"] == "/checkout/rel/raw"  # relative to the checkout, not the cwd
     assert s.dfo["cal_dir"] == "/abs/cal"  # config wins over the environment
-    assert s.dfo["ab_dir"] == "/env/ab"
-    assert s.dfo["mon_dir"].endswith("resources/example/mon")
+    assert s.dfo["ab_dir"] == "/env/ab_dir"
     assert s.state_dir == s.dfo["job_dir"] + "/abflow"
     assert s.variables["DFO_RAW_DIR"] == "/checkout/rel/raw"
-    assert s.variables["DFS_PRODUCT"] == s.dfo["product_dir"]
+    assert s.variables["DFS_PRODUCT"] == s.dfo["product_dir"] == "/env/product_dir"
+    # no DFOS environment at all: the example tree for what the configuration leaves out
+    bare = resolve({"date": "2013-02-12", "dfo": {"raw_dir": "/abs/raw"}}, environ={})
+    assert bare.dfo["mon_dir"].endswith("resources/example/mon")
+    # a DFOS machine missing some variables: an error naming each, never the example tree
+    del environ["DFS_PRODUCT"], environ["DFO_LOG_DIR"]
+    with pytest.raises(ConfigError) as err:
+        resolve({"date": "2013-02-12"}, environ=environ)
+    assert [p.split(" is not")[0] for p in err.value.problems] == [
+        "dfo.log_dir",
+        "dfo.product_dir",
+    ]
+    assert "$DFS_PRODUCT is not set, on a DFOS machine" in str(err.value)
 
 
 @pytest.mark.parametrize(

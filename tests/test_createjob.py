@@ -128,9 +128,12 @@ def test_rerunning_createjob_is_idempotent_and_keeps_other_lines(tmp_path, dfo) 
     # another date gets its own block, and the first one stays as it was
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], "2013-02-13")
     assert main(["createjob", "-m", "CALIB", "-d", "2013-02-13", "--configfile", str(cfg)]) == 0
-    closing, text = "# >>> abflow createjob: exit status", jobs.read_text()
-    assert text.startswith(first[: first.index(closing)]) and text.count("# execAB:") == 2
-    assert text.count(closing) == 1 and text.endswith("# <<< abflow createjob: exit status\n")
+    text = jobs.read_text()
+    assert text.startswith(first) and text.count("# execAB:") == 2
+    # abflow's exit-status lines once, just before its first block (the operator's lines first)
+    exit_status = "# >>> abflow createjob: exit status\ntrap "
+    assert text.count(exit_status) == 1
+    assert text.index(exit_status) == len("# site job file\nsome_site_tool --daily\n")
     statuses = Path(dfo["mon_dir"], "DFO_STATUS").read_text().splitlines()
     # three createjob runs of the night queue it; -a (the _sub files only) does not
     assert [s.split()[:2] for s in statuses] == [["cal_Queued", DATE]] * 3 + [
@@ -267,3 +270,69 @@ def test_every_golden_line_is_documented_or_said_to_be_silent() -> None:
             assert len(hits) == 1, f"{path.relative_to(GOLDEN)}:{n}: {line!r} matches {hits}"
             used.update(hits)
     assert used == set(range(len(entries)))  # no entry for a line that no longer exists
+
+
+def test_createjob_checks_where_it_writes_before_writing_anything(tmp_path, dfo, capsys) -> None:
+    """DFO_STATUS and the job file through a link inside the configured directories are
+    written there; a link leading out, a directory or a FIFO in their place is refused before
+    any file is written (a FIFO never hangs createjob); -r NIGHT or AUTO would name the main
+    job file and is refused; createjob says which configuration its job file's calls read."""
+    golden_night(dfo, "CALIB", raw_present=True)
+    cfg = write_config(tmp_path / "config.yaml", dfo, drs_type="CPL")
+    args = ["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg)]
+    mon, job_dir = Path(dfo["mon_dir"]), Path(dfo["job_dir"])
+    status, shared = mon / "DFO_STATUS", mon / "shared" / "DFO_STATUS"
+    shared.parent.mkdir()
+    shared.write_text("cal_Updated 2013-02-11 x\n")
+    status.symlink_to(shared)
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert f"configuration: {cfg}; the job file's calls read it as " in said
+    assert shared.read_text().splitlines()[1].startswith(f"cal_Queued {DATE} ")
+    assert status.is_symlink()
+    outside = tmp_path / "elsewhere"
+    outside.write_text("")
+    for what, make in (
+        ("outside the configured directories", lambda p: p.symlink_to(outside)),
+        ("is a directory", lambda p: p.mkdir()),
+        ("is not a regular file", lambda p: os.mkfifo(p)),
+    ):
+        for path in (status, job_dir / "JOBS_NIGHT"):
+            for made in job_dir.glob("*_CALIB_*"):
+                made.unlink()
+            moved = path.with_name(path.name + ".kept")
+            path.rename(moved)
+            make(path)
+            assert main(args) == 1
+            assert what in capsys.readouterr().err
+            assert not list(job_dir.glob("*_CALIB_*"))  # nothing written
+            path.rmdir() if path.is_dir() else path.unlink()
+            moved.rename(path)
+    assert outside.read_text() == ""
+    for reserved in ("NIGHT", "auto"):
+        assert main([*args, "-r", reserved]) == 2
+        assert "names the night's main job file" in capsys.readouterr().err
+
+
+def test_job_file_calls_find_abflow_and_the_configuration_under_crons_environment(
+    tmp_path, dfo
+) -> None:
+    """A job file runs with cron's PATH and no $ABFLOW_CONFIG: its monitor call (here abflow's
+    own page, without --configfile) still finds abflow and writes the night's page into the
+    configured tree, not the bundled example's."""
+    golden_night(dfo, "CALIB", raw_present=True)
+    cfg = write_config(
+        tmp_path / "config.yaml", dfo, commands={"monitor": "abflow status -d {date} -m {mode}"}
+    )
+    assert main(["createjob", "-m", "CALIB", "-d", DATE, "--configfile", str(cfg)]) == 0
+    lines = Path(dfo["job_dir"], "JOBS_NIGHT").read_text().splitlines()
+    final = next(ln for ln in lines if "abflow status" in ln and "-r)" not in ln)
+    proc = subprocess.run(
+        ["sh", "-c", final],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "the AB monitor failed" not in proc.stderr, proc.stderr
+    assert Path(dfo["mon_dir"], f"status_{DATE}.html").is_file()

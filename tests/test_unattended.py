@@ -26,7 +26,19 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from test_dfos_dropin import ARC1, BIAS1, BIAS2, FLAT1, FLAT2, STD1, abflow, calls, site
+from test_dfos_dropin import (
+    ARC1,
+    ARC2,
+    BIAS1,
+    BIAS2,
+    FLAT1,
+    FLAT2,
+    STD1,
+    STD2,
+    abflow,
+    calls,
+    site,
+)
 
 DATE, DATE2 = "2024-07-12", "2024-07-13"
 NIGHT2 = ROOT / "tests" / "data" / "dfos_night2"
@@ -74,10 +86,14 @@ def test_a_failed_ab_costs_the_job_file_neither_its_qc_nor_its_flags_nor_the_nex
         assert made.returncode == 0, made.stderr
     jobs = Path(s["dfo"]["job_dir"], "JOBS_NIGHT")
     assert os.access(jobs, os.X_OK)  # a new job file is executable
+    after = tmp_path / "operator.log"  # a line the operator appended after abflow's blocks
+    with jobs.open("a") as fh:
+        fh.write(f"echo after >> {after}\n")
     proc = run_job_file(s, jobs, shell)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     assert f"abflow: failed: CALIB_{DATE}:execAB" in proc.stderr
+    assert after.read_text() == "after\n"  # it ran, and the file still ends with status 1
     # each AB processed once (none again by the QC step), the failed one's descendants never
     ran = Counter(calls(s, "processAB"))
     assert set(ran.values()) == {1} and ARC1 not in ran and STD1 not in ran
@@ -112,6 +128,15 @@ def test_a_failed_ab_costs_the_job_file_neither_its_qc_nor_its_flags_nor_the_nex
     kept = ("FORS2.2024-07-13T09:2", "FORS2.2024-07-13T09:4", "FORS2.2024-07-13T10:1")
     assert left and all(name.startswith(kept) for name in left), left
     assert "CAL_CLEANUP removed" in out
+    if shell == ["sh"]:  # the job file run again: only the failed AB is retried, and nothing
+        before = s["calls"].read_text()  # is downloaded again (CAL_CLEANUP removed most files)
+        again = run_job_file(s, jobs, shell)
+        assert again.returncode == 1, again.stderr[-2000:]
+        new_calls = [c.split()[:2] for c in s["calls"].read_text()[len(before) :].splitlines()]
+        assert [c for c in new_calls if c[0] in ("ngasClient", "processAB")] == [
+            ["processAB", FLAT1]
+        ]
+        assert sorted(p.name for p in Path(s["dfo"]["raw_dir"]).rglob("*.fits")) == left
     # the AB monitor (abflow's page of the night) shows the failed AB as FAILED
     page = Path(s["dfo"]["mon_dir"], f"status_{DATE}.html")
     assert abflow(s, "status", "-d", DATE).returncode == 0
@@ -122,8 +147,10 @@ def test_a_failed_ab_costs_the_job_file_neither_its_qc_nor_its_flags_nor_the_nex
 @pytest.mark.slow
 def test_jobs_auto_under_int_exports_trends_and_says_it_failed(tmp_path) -> None:
     """JOBS_AUTO (createjob -F), DRS_TYPE INT: dfoMonitor first and last, execHC_TREND and the
-    exporting monitor call after a failed AB, and status 1 under bash -e."""
+    exporting monitor call after a failed AB, and status 1 under bash -e; processAB called
+    with -l; an AB whose raw file the archive lost FAILED in its AB file (DFOS's monitor)."""
     s = two_nights(tmp_path, drs_type="INT", qc_mode="PAR")
+    (s["archive"] / "FORS2.2024-07-13T10:15:48.600.fits").unlink()  # STD2's raw file is lost
     assert abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-F").returncode == 0
     job_dir = Path(s["dfo"]["job_dir"])
     trend = job_dir / "execHC_TREND"
@@ -138,13 +165,14 @@ def test_jobs_auto_under_int_exports_trends_and_says_it_failed(tmp_path) -> None
     ]
     assert said[0] == "dfoMonitor" and said[-1] == "dfoMonitor"
     assert said[1:-1] == ["getStatusAB -r", "getStatusAB -F", "execHC_TREND"]
-    assert qc_done(s) == {BIAS1, BIAS2, FLAT2} | {
-        n
-        for n in calls(s, "processAB")
-        if n.startswith("FORS2.2024-07-13T09:41:37.6")
-        or n.startswith("FORS2.2024-07-13T10:15:48.6")
-    }
+    assert qc_done(s) == {BIAS1, BIAS2, FLAT2, ARC2}
     assert f"cal_QC {DATE}" in Path(s["dfo"]["mon_dir"], "DFO_STATUS").read_text()
+    ran = [ln for ln in s["calls"].read_text().splitlines() if ln.startswith("processAB")]
+    assert ran and all(ln.endswith(" -l") for ln in ran)  # INT: the whole machine
+    assert STD2 not in calls(s, "processAB")
+    std2 = Path(s["dfo"]["ab_dir"], STD2).read_text()
+    assert re.search(r"^PROCESS_STATUS\s+FAILED$", std2, re.MULTILINE)
+    assert "2 failed (1 for want of a download)" in proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------- createjob as the operator

@@ -60,6 +60,14 @@ def date_overrides(args: argparse.Namespace) -> list[str]:
     return out + ([f"mode={args.mode}"] if getattr(args, "mode", None) else [])
 
 
+def configuration_source(args: argparse.Namespace) -> str:
+    """Which configuration the command line means: the file named with --configfile, else
+    what abflow.model.config.default_configfile chooses, said in words."""
+    from abflow.model.config import default_configfile
+
+    return str(args.configfile) if args.configfile else default_configfile()[1]
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     """The validated configuration the command line names."""
     return load_settings(args.configfile, [*date_overrides(args), *(args.config or ())])

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from abflow import __version__
-from abflow.cli.common import Parents, add_command, settings_of
+from abflow.cli.common import Parents, add_command, configuration_source, settings_of
 from abflow.model.load import load_night
 from abflow.model.night import Night
 
@@ -52,17 +52,12 @@ def register(sub: argparse._SubParsersAction, parents: Parents) -> None:
 
 def cmd_createjob(args: argparse.Namespace) -> int:
     """createJob: write execAB/execQC/download files and the JOBS_NIGHT or JOBS_AUTO entries."""
-    import re
-
     from abflow.model.config import write_run_config
-    from abflow.views.jobfiles import JOB_ID_RE, CreateJobError, JobRequest, write
+    from abflow.views.jobfiles import CreateJobError, JobRequest, write
 
-    if args.job_id and not re.match(JOB_ID_RE, args.job_id):
-        print(
-            f"abflow createjob: -r {args.job_id}: a job id is letters, digits and . _ - "
-            "(it names the job's files in dfo.job_dir)",
-            file=sys.stderr,
-        )
+    problem = _job_id_problem(args.job_id or "")
+    if problem:
+        print(f"abflow createjob: -r {args.job_id}: {problem}", file=sys.stderr)
         return 2
     settings = settings_of(args)
     for note in settings.notes:
@@ -86,12 +81,33 @@ def cmd_createjob(args: argparse.Namespace) -> int:
         # --config overrides), written in full: its {config}
         configfile=write_run_config(settings),
     )
+    overrides = f", with --config {' '.join(args.config)}" if args.config else ""
+    print(
+        f"configuration: {configuration_source(args)}{overrides}; the job file's calls read it "
+        f"as {request.configfile}"
+    )
     try:
         write(night, request)
     except CreateJobError as exc:
         print(f"abflow createjob: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _job_id_problem(job_id: str) -> str:
+    """Why ``job_id`` (-r) cannot name a job ("" if it can)."""
+    import re
+
+    from abflow.views.jobfiles import JOB_ID_RE, RESERVED_JOB_IDS
+
+    if job_id and not re.match(JOB_ID_RE, job_id):
+        return "a job id is letters, digits and . _ - (it names the job's files in dfo.job_dir)"
+    if job_id.upper() in RESERVED_JOB_IDS:
+        return (
+            f"that names the night's main job file (JOBS_{job_id.upper()}), which -r leaves "
+            "alone: choose another job id, or leave -r out (and use -F for JOBS_AUTO)"
+        )
+    return ""
 
 
 def _ask_parent(night: Night) -> str:

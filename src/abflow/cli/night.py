@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from abflow.cli.common import Parents, add_command, night_of, settings_of
+from abflow.cli.common import Parents, add_command, configuration_source, night_of, settings_of
 from abflow.model.load import load_night
 from abflow.state.text import inert
 
@@ -45,6 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and the night; print the problems or a one-line summary."""
     settings = settings_of(args)
     night = load_night(settings)
+    print(f"configuration: {configuration_source(args)}")
     for key, source in sorted(settings.sources.items()):
         print(f"{key} = {_config_value(settings.raw, key)} (from {source})")
     for note in settings.notes:

@@ -37,7 +37,7 @@ from abflow.state.units import human_bytes, now_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from abflow.job.command import JobCommand
 
@@ -121,6 +121,32 @@ def download_failure(layout: StateLayout, dfo: Mapping[str, str], dest: str) -> 
     """Where a failed download of ``dest`` is noted (until it succeeds): the ABs that need the
     file are FAILED on the page and in the summary, with the archive's answer."""
     return layout.failure(download_job(dfo, dest))
+
+
+def mark_ab_failed(ab_file: str, roots: Sequence[str]) -> bool:
+    """Set ``PROCESS_STATUS FAILED`` in the AB file ``ab_file`` (a file it needs could not be
+    downloaded: DFOS's processAB, which downloads for itself, fails the AB so, and DFOS's AB
+    monitor reads it there). The file is rewritten atomically, keeping its mode and every
+    other byte; it is written only inside ``roots`` (resolved). True if it changed. The
+    qualifier is bookkeeping: the AB is not rerun for it (abflow.model.ab)."""
+    import re
+    import stat
+
+    from abflow.model.ab import read_regular
+    from abflow.state.fsutil import atomic_write_bytes
+
+    target = check_inside(ab_file, roots)
+    data = read_regular(target, 16 << 20)
+    line = re.compile(rb"^(PROCESS_STATUS[ \t]+)(\S*)", re.MULTILINE)
+    found = line.search(data)
+    if found and found.group(2) == b"FAILED":
+        return False
+    if found:
+        data = data[: found.start(2)] + b"FAILED" + data[found.end(2) :]
+    else:
+        data += (b"" if data.endswith(b"\n") or not data else b"\n") + b"PROCESS_STATUS  FAILED\n"
+    atomic_write_bytes(target, data, stat.S_IMODE(os.stat(target).st_mode))
+    return True
 
 
 def run_download(command: JobCommand, echo: Callable[[str], None] | None = None) -> int:

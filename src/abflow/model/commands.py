@@ -25,8 +25,8 @@ PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "process_ab_det": ("ab", "ab_file", "date", "mode", "threads", "det", "config"),
     "mef_join": ("ab", "ab_file", "date", "mode", "threads", "config"),
     "download": ("file", "dest", "date", "mode", "config"),
-    "monitor": ("date", "mode"),
-    "dfo_monitor": ("date", "mode"),
+    "monitor": ("date", "mode", "config"),
+    "dfo_monitor": ("date", "mode", "config"),
 }
 
 
@@ -110,6 +110,19 @@ _CONTROL_NAMES = {
     "\x1b": "an escape character",
     "\x00": "a NUL character",
 }
+
+
+DFOS_PROCESS_AB = "processAB"  # DFOS's processAB (the default commands.process_ab)
+
+
+def whole_machine(command: str) -> str:
+    """An AB's command under DRS_TYPE INT: DFOS's processAB is called with ``-l`` (the recipe
+    may use the whole machine), as createJob writes INT's execAB lines; another program is
+    called as configured (it gets the cores in ``{threads}``)."""
+    words = command.split()
+    if words[:1] == [DFOS_PROCESS_AB] and "-l" not in words:
+        return f"{command} -l"
+    return command
 
 
 def control_character(text: str, allowed: str = "") -> str | None:

@@ -345,17 +345,30 @@ def resolve(
 ) -> Settings:
     """Validate ``config`` and resolve it into Settings.
 
-    Directories: the config value, else the ``$DFO_*`` environment variable, else the example
-    tree. Relative paths are taken relative to ``root`` (the abflow checkout). Values the
-    configuration leaves unset come from the DFOS configuration files in ``dfo.config_dir``
-    where it has them (abflow.model.legacy).
+    Directories: the config value, else the ``$DFO_*`` environment variable, else (where no
+    ``$DFO_*`` variable is set at all) the example tree; on a DFOS machine a directory that is
+    neither is a ConfigError, never the example's. Relative paths are taken relative to
+    ``root`` (the abflow checkout). Values the configuration leaves unset come from the DFOS
+    configuration files in ``dfo.config_dir`` where it has them (abflow.model.legacy).
     """
     cfg = validate(config, source)
     root = Path(root) if root is not None else ROOT
     environ = os.environ if environ is None else environ
+    given = {key: cfg["dfo"].get(key) or environ.get(env) for key, (env, _) in DFO_DIRS.items()}
+    unset = [key for key, value in given.items() if not value]
+    if unset and dfos_machine(environ):
+        raise ConfigError(
+            [
+                f"dfo.{key} is not configured and ${DFO_DIRS[key][0]} is not set, on a DFOS "
+                f"machine (other $DFO_* variables are): set ${DFO_DIRS[key][0]} (.dfosrc) or "
+                f"dfo.{key}"
+                for key in unset
+            ],
+            source,
+        )
     dfo = {
-        key: _resolve_dir(cfg["dfo"].get(key) or environ.get(env) or str(EXAMPLE_DIR / sub), root)
-        for key, (env, sub) in DFO_DIRS.items()
+        key: _resolve_dir(value or str(EXAMPLE_DIR / DFO_DIRS[key][1]), root)
+        for key, value in given.items()
     }
     notes: list[str] = []
     sources: dict[str, str] = {}

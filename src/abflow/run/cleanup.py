@@ -6,7 +6,9 @@ is done are removed, except those an AB that has not succeeded (failed, not run,
 of this run) reads too: a failed AB keeps its raw files for its rerun. Only regular files
 below ``dfo.raw_dir`` (resolved) are removed, and a symbolic link is removed itself, never what
 it points to. Nothing is removed that a later step of the same night still needs, so no raw
-file is downloaded twice.
+file is downloaded twice; each removed file leaves a note in the state directory
+(``downloads/cleaned/``) that a job file's rawDown lines test, so running the job file again
+does not download it either.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import os
 
 from abflow.model.night import Night
-from abflow.state.fsutil import inside, read_json_object, remove_file
+from abflow.state.fsutil import atomic_write_text, inside, read_json_object, remove_file
 from abflow.state.layout import JobId, Step
+from abflow.state.units import now_iso
 
 
 def _finished(night: Night, ab: str) -> bool:
@@ -40,6 +43,15 @@ def removable_raw_files(night: Night) -> tuple[list[str], list[str]]:
     return remove, sorted(done & needed)
 
 
+def _note_cleaned(night: Night, path: str) -> None:
+    """Leave word that the raw file ``path`` is removed because its ABs are done, so that a
+    job file run again does not download it again (its rawDown lines test for the note)."""
+    from abflow.job.download import download_job
+
+    s = night.settings
+    atomic_write_text(s.layout.cleaned(download_job(s.dfo, path).target), f"{now_iso()}\n")
+
+
 def clean_up_raw(night: Night) -> str:
     """Remove the raw files of the finished ABs (CAL_CLEANUP); what was done ("" if
     CAL_CLEANUP is off or there is nothing to remove)."""
@@ -52,6 +64,7 @@ def clean_up_raw(night: Night) -> str:
     removed = 0
     for path in remove:
         if os.path.lexists(path):
+            _note_cleaned(night, path)
             remove_file(path)
             removed += 1
     if not removed and not kept:

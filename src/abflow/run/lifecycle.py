@@ -340,6 +340,31 @@ def outcome(ok: bool, stopped: bool) -> str:
     return "stopped" if stopped else "failed"
 
 
+def _mark_download_failures(night: Any, abs_: list[str]) -> str:
+    """``PROCESS_STATUS FAILED`` in the AB files of ``abs_`` (ABs that failed because a file
+    they need could not be downloaded), for DFOS's AB monitor; what was done ("" if nothing)."""
+    from abflow.job.download import mark_ab_failed
+    from abflow.state.fsutil import resolve_roots
+
+    marked, problems = [], []
+    ab_dir = resolve_roots([night.settings.dfo["ab_dir"]])
+    for name in abs_:
+        try:
+            if mark_ab_failed(night[name].ab.path, ab_dir):
+                marked.append(name)
+        except (OSError, ValueError) as exc:
+            problems.append(f"abflow: could not mark {name} FAILED in its AB file: {exc}")
+    lines = (
+        [
+            f"abflow: PROCESS_STATUS FAILED set in the AB files of {', '.join(marked)} (a file "
+            "they need could not be downloaded)"
+        ]
+        if marked
+        else []
+    )
+    return "\n".join(lines + problems)
+
+
 def finish_run(
     night: Any,
     refresher: Any,
@@ -358,7 +383,12 @@ def finish_run(
     from abflow.run.flavour import is_remote
     from abflow.state.runstate import stop_requested, unregister_run
     from abflow.views.monitor import timeline_paths
-    from abflow.views.status import failure_summary, night_state, qc1_summary
+    from abflow.views.status import (
+        failed_for_downloads,
+        failure_summary,
+        night_state,
+        qc1_summary,
+    )
     from abflow.views.timeline import draw, timeline_of
 
     if lock and is_remote(str(lock.get("executor", ""))):
@@ -370,10 +400,11 @@ def finish_run(
             print(f"abflow: could not draw the timeline: {exc}", flush=True)
     try:
         since = (lock.get("lineage_start") or lock.get("since")) if lock else None
-        state = night_state(night)  # read once for both
+        state = night_state(night)  # read once for all
         parts = (
             qc1_summary(state, names, since),
             failure_summary(night, names, since, state),
+            _mark_download_failures(night, failed_for_downloads(state, names, since)),
             without_qc,
             clean_up_raw(night),
         )

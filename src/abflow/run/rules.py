@@ -19,7 +19,7 @@ from snakemake.io import ancient
 
 from abflow.job.command import JobCommand
 from abflow.job.download import staging_path
-from abflow.model.commands import fill
+from abflow.model.commands import fill, whole_machine
 from abflow.model.config import Settings
 from abflow.model.night import Night
 from abflow.model.plan import job_priorities
@@ -430,9 +430,12 @@ class NightRules:
         # directories only: its join compares with the marks; abflow.job.products)
         products = [(f.path, f.tag) for f in the_ab.products] + list(night[ab].implied_products)
         makes_products = job.step is not Step.PROCESS_QC and the_ab.runs_recipe
+        shell = fill(s.commands[job.step.value], values)
+        if s.drs_type == "INT" and job.step is Step.PROCESS_AB:
+            shell = whole_machine(shell)
         return JobCommand(
             job,
-            shell=fill(s.commands[job.step.value], values),
+            shell=shell,
             record=self.layout.record(job),
             parents=night[ab].parents,
             virtual=[(v.vcal_path, v.product_path) for v in night[ab].virtual],

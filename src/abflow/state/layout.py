@@ -24,6 +24,8 @@ joined here and nowhere else; the workflow's rules take their wildcard patterns 
     downloads/<token>.progress                a run's download progress
     downloads/records/<file>.json             finished downloads
     downloads/<batch>.all-downloaded          FULL_RAWDOWNLOAD's flag
+    downloads/cleaned/<file>                  a raw file CAL_CLEANUP removed (a job file's
+                                              rawDown does not fetch it again)
     logs/night/<batch>.log                    the console of a night that outlives its terminal
     runs/<batch>.submit.json                  how abflow submit handed the night over
     condor/controller-<batch>.out, .events    its controller job's output and event log
@@ -303,6 +305,11 @@ class StateLayout:
     def download_records_dir(self) -> str:
         """Records of finished downloads (apart from the AB jobs' records)."""
         return os.path.join(self.root, "downloads", "records")
+
+    def cleaned(self, file: str) -> str:
+        """Made when CAL_CLEANUP removes the raw file ``file`` (relative to dfo.raw_dir, as a
+        download job names it): its ABs are done, so a job file's rawDown skips it."""
+        return os.path.join(self.root, "downloads", "cleaned", file)
 
     def downloads_done_flag(self, batch: str) -> str:
         """FULL_RAWDOWNLOAD: made once every download of the run is done."""

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -64,6 +64,8 @@ class RunInfo:
     layout: StateLayout
     requested: frozenset[str] = frozenset()  # the subcascade asked for
     pool: bool = False  # jobs go to an HTCondor pool
+    # a downloaded file's name -> the ABs of this run that read it
+    readers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rules: Any) -> RunInfo:
@@ -77,7 +79,17 @@ class RunInfo:
             layout=night.settings.layout,
             requested=rules.scope.subcascade_set,
             pool=bool(rules.pool),
+            readers=_readers(night, rules.scope.to_run),
         )
+
+
+def _readers(night: Any, names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """A file's name -> the ABs of ``names`` that read it (raw frames, REAL calibrations)."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        for path in (*night[name].raw_inputs, *night[name].cal_inputs):
+            out.setdefault(os.path.basename(path), []).append(name)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def announce(logger: logging.Logger, rules: Any, text: str) -> None:
@@ -178,6 +190,7 @@ class Tally:
     not_started: set[str] = field(default_factory=set)
     qc_succeeded: set[str] = field(default_factory=set)  # ABs whose QC job succeeded
     qc_failed: set[str] = field(default_factory=set)
+    downloads_failed: set[str] = field(default_factory=set)  # file names, until one succeeds
 
     @property
     def ended(self) -> int:
@@ -400,6 +413,7 @@ class Console:
             self.tally.qc_succeeded.add(seen.ab)
             self.say(self.ab_line(seen.ab, f"QC succeeded {took}", counter=False))
         elif seen.rule in DOWNLOAD_RULES:
+            self.tally.downloads_failed.discard(os.path.basename(seen.ab))
             d = self.downloads
             d.running, d.done = max(d.running - 1, 0), d.done + 1
             d.nbytes += sum(_size(p) for p in seen.output)
@@ -464,6 +478,7 @@ class Console:
             self.tally.qc_failed.add(seen.ab)
             self.say(self.ab_line(seen.ab, f"QC FAILED: {reason}", counter=False) + where)
         elif seen.rule in DOWNLOAD_RULES:
+            self.tally.downloads_failed.add(os.path.basename(seen.ab))
             self.say(f"download of {os.path.basename(seen.ab)} FAILED: {reason}{where}")
         else:
             self.say(f"{seen.rule} FAILED: {reason}{where}")
@@ -547,9 +562,19 @@ class Console:
             return
         if self.run is None or not (self.tally.total or self.tally.started):
             return
-        did_not_run = max(t.total - t.ended, 0)
+        # ABs that never started because a file they read could not be downloaded: failed,
+        # as the end summary and the AB monitor say
+        lost = {
+            ab
+            for name in t.downloads_failed
+            for ab in self.run.readers.get(name, ())
+            if ab not in t.started and ab not in t.succeeded and ab not in t.failed
+        }
+        did_not_run = max(t.total - t.ended - len(lost), 0)
         parts = [f"{len(t.succeeded)} of {t.total} ABs succeeded"]
-        parts += [f"{len(t.failed)} failed"] if t.failed else []
+        if t.failed or lost:
+            why = f" ({len(lost)} for want of a download)" if lost else ""
+            parts += [f"{len(t.failed) + len(lost)} failed{why}"]
         parts += [f"{did_not_run} did not run"] if did_not_run else []
         how = " (interrupted)" if self.interrupted else " (stopped)" if self.stopping else ""
         took = human_seconds(self.clock() - self.t0)

@@ -12,14 +12,17 @@ For a mode and date this writes, in ``dfo.job_dir``:
   background and closed by a ``wait`` line (one at a time for OPSHUB-style ``limits.downloads:
   1``);
 * the night's block in ``JOBS_NIGHT`` (``JOBS_AUTO`` with ``-F``), replacing an earlier block
-  of the same mode and date and leaving every other line untouched, and abflow's closing lines
-  at the end of the file. The block's execAB and execQC calls run abflow's Snakemake workflow
-  (instead of vultur_exec_cascade): the ABs (``steps=ab``), then the QC of those that succeeded
-  (``steps=qc``). A job file is a plain shell script run top to bottom, as DFOS's are: a
-  failed call is recorded (``ABFLOW_FAILED``) and the block goes on (the QC of the ABs that
-  succeeded, the flag, the monitor call), as does the next date's block; the closing lines
+  of the same mode and date and leaving every other line untouched, and abflow's exit-status
+  lines just before its first block. The block's execAB and execQC calls run abflow's
+  Snakemake workflow (instead of vultur_exec_cascade): the ABs (``steps=ab``), then the QC of
+  those that succeeded (``steps=qc``). A job file is a plain shell script run top to bottom,
+  as DFOS's are: a failed call is recorded (``ABFLOW_FAILED``) and the block goes on (the QC
+  of the ABs that succeeded, the flag, the monitor call), as does the next date's block and
+  every line after it; abflow's exit-status lines (an ``EXIT`` trap before its first block)
   turn what was recorded into the file's exit status (the same under ``sh``, ``bash`` and
-  ``bash -e``);
+  ``bash -e``). The calls of configured commands (downloads, monitors) run with abflow's
+  programs first on PATH and the run configuration as ``$ABFLOW_CONFIG``, as the workflow's
+  jobs do: a job file runs with cron's or the batch system's environment;
 * a ``cal_Queued``/``sci_Queued`` line appended to ``DFO_STATUS`` in ``dfo.mon_dir``, once the
   block is written.
 
@@ -46,6 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from abflow import __version__
+from abflow.job.download import download_job
 from abflow.model.commands import fill
 from abflow.model.config import ROOT, Settings
 from abflow.model.night import Night
@@ -54,13 +58,19 @@ from abflow.state.fsutil import append_line, atomic_write_text
 PROFILE_OF = {"CPL": "local", "CON": "condor", "INT": "int"}
 BEGIN = "# >>> abflow createjob {mode} {date}"
 END = "# <<< abflow createjob {mode} {date}"
-# abflow's closing lines, at the end of the job file: what the blocks recorded becomes its status
-CLOSING = [
+BEGIN_ANY = "# >>> abflow createjob CALIB ", "# >>> abflow createjob SCIENCE "
+# abflow's exit-status lines, before its first block: what the blocks record becomes the job
+# file's exit status when it ends (an EXIT trap, so that lines an operator appends after the
+# blocks still run, as they would in DFOS's plain script)
+EXIT_STATUS = [
     "# >>> abflow createjob: exit status",
-    'if [ -n "${ABFLOW_FAILED:-}" ]; then echo "abflow: failed:${ABFLOW_FAILED}" >&2; exit 1; fi',
+    'trap \'if [ -n "${ABFLOW_FAILED:-}" ]; then echo "abflow: failed:${ABFLOW_FAILED}" >&2; '
+    "exit 1; fi' EXIT",
     "# <<< abflow createjob: exit status",
 ]
 JOB_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# job ids that name the night's main job files (JOBS_NIGHT, JOBS_AUTO): -r refuses them
+RESERVED_JOB_IDS = ("NIGHT", "AUTO")
 
 
 class CreateJobError(RuntimeError):
@@ -144,9 +154,13 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
     for path in wanted:
         directory = shlex.quote(os.path.dirname(path))
         directories[directory] = None
-        calls.append(_staged_download(s, request, path))
+        call = _staged_download(s, request, path)
+        if kind == "raw":  # not again once CAL_CLEANUP removed it (its ABs are done)
+            cleaned = s.layout.cleaned(download_job(s.dfo, path).target)
+            call = f"test -e {shlex.quote(cleaned)} || {call}"
+        calls.append(call)
     lines = ['echo "starting raw data download ..."'] if kind == "raw" and calls else []
-    lines += [f"mkdir -p {d}" for d in directories]
+    lines += [*(_environment(request) if calls else []), *(f"mkdir -p {d}" for d in directories)]
     group = s.limits["downloads"]
     if group <= 1:
         return lines + calls
@@ -157,9 +171,10 @@ def download_lines(night: Night, request: JobRequest, kind: str) -> list[str]:
 
 
 def _staged_download(s: Settings, request: JobRequest, path: str) -> str:
-    """One download call of a download file: the command runs in a staging directory beside
-    the file (``{dest}`` is the file there), and the file is linked into place once complete,
-    never over a file someone placed; the staging directory goes either way."""
+    """One download call of a download file, made only if the file is not in place (a job
+    file run again, a file another date's block fetched): the command runs in a staging
+    directory beside the file (``{dest}`` is the file there), and the file is linked into place
+    once complete, never over a file someone placed; the staging directory goes either way."""
     name = os.path.basename(path)
     stage = f".{name}.abflow-download.jobfile"
     values = {
@@ -180,6 +195,7 @@ def _staged_download(s: Settings, request: JobRequest, path: str) -> str:
         )
     }
     return (
+        f"test -s {q['dest']} || "
         f"(cd {q['dir']} && rm -rf {q['stage']} && mkdir {q['stage']} && cd {q['stage']} "
         f"&& {command} && {{ ln {q['name']} {q['dest']} || test -s {q['dest']}; }}; "
         f"status=$?; cd {q['dir']} && rm -rf {q['stage']}; exit $status)"
@@ -197,6 +213,23 @@ def abflow_program() -> list[str]:
     """abflow's own abflow command, by absolute path (see snakemake_program)."""
     beside = os.path.join(os.path.dirname(sys.executable), "abflow")
     return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "abflow"]
+
+
+def _environment(request: JobRequest) -> list[str]:
+    """The lines that give a job file's configured commands what the workflow's jobs run with:
+    abflow's programs first on PATH (then the job file's own PATH) and the run configuration
+    as ``$ABFLOW_CONFIG`` (what an abflow command without --configfile reads)."""
+    bin_dir = shlex.quote(os.path.dirname(sys.executable))
+    return [
+        f'PATH={bin_dir}:"$PATH"',
+        f"ABFLOW_CONFIG={shlex.quote(request.configfile)}",
+        "export PATH ABFLOW_CONFIG",
+    ]
+
+
+def _with_environment(call: str, request: JobRequest) -> str:
+    """``call`` in a subshell with :func:`_environment` (the job file's own lines keep theirs)."""
+    return f"({'; '.join(_environment(request))}; {call})"
 
 
 def snakemake_call(night: Night, request: JobRequest, steps: str) -> str:
@@ -250,7 +283,7 @@ def _status_file(settings: Settings) -> str:
 
 
 def _recorded(call: str, batch: str, step: str) -> str:
-    """``call``, its failure recorded for the closing lines; the block goes on."""
+    """``call``, its failure recorded for the exit-status lines; the block goes on."""
     return f'{call} || ABFLOW_FAILED="${{ABFLOW_FAILED:-}} {batch}:{step}"'
 
 
@@ -267,15 +300,15 @@ def jobs_entry(
     flag, the trending, the final monitor call (``-F``, the export, only in JOBS_AUTO)."""
     s = night.settings
     batch, flag = f"{s.mode}_{s.date}", "cal" if s.mode == "CALIB" else "sci"
-    values = {"date": s.date, "mode": s.mode}
+    values = {"date": s.date, "mode": s.mode, "config": request.configfile}
     monitor = fill(s.commands["monitor"], values)
-    dfo_monitor = fill(s.commands["dfo_monitor"], values)
+    dfo_monitor = _with_environment(fill(s.commands["dfo_monitor"], values), request)
     how = f"-m {s.mode} -d {s.date}" + (" -F" if request.auto else "")
     how += f" -r {request.job_id}" if request.job_id else ""
     lines = [BEGIN.format(mode=s.mode, date=s.date) + f" (abflow {__version__}: createjob {how})"]
     if request.auto:
         lines.append(_carry_on(dfo_monitor, "dfoMonitor"))
-    lines.append(f"{monitor} -r &")
+    lines.append(f"{_with_environment(f'{monitor} -r', request)} &")
     lines += [_carry_on(shlex.quote(paths[name]), name) for name in downloads]
     call = snakemake_call(night, request, "ab")
     lines.append(f"{_recorded(call, batch, 'execAB')}  # execAB: {paths['execAB']}")
@@ -289,7 +322,10 @@ def jobs_entry(
         lines.append(f"{_recorded(call, batch, 'execQC')}  # execQC: {paths['execQC']}")
     lines += [
         f'echo "{flag}_QC {s.date} $(date +%Y-%m-%dT%H:%M:%S)" >> {shlex.quote(_status_file(s))}',
-        _carry_on(f"{monitor} -F" if request.auto else monitor, "the AB monitor"),
+        _carry_on(
+            _with_environment(f"{monitor} -F" if request.auto else monitor, request),
+            "the AB monitor",
+        ),
     ]
     if request.auto:
         trend = shlex.quote(os.path.join(s.dfo["job_dir"], "execHC_TREND"))
@@ -371,8 +407,9 @@ def _block_end(lines: list[str], start: int, end: str, where: str) -> int:
 
 def replace_entry(text: str, entry: list[str], mode: str, date: str, where: str = "") -> str:
     """``text`` (a job file) with the block for mode/date replaced by ``entry`` in its place
-    (appended if there is none) and abflow's closing lines at the end. Every other line stays
-    as it was; a block without its end marker is refused (CreateJobError)."""
+    (appended if there is none) and abflow's exit-status lines just before its first block.
+    Every other line stays as it was; a block without its end marker is refused
+    (CreateJobError)."""
     begin, end = BEGIN.format(mode=mode, date=date), END.format(mode=mode, date=date)
     lines = text.split("\n")  # ("\n" only: the operator's lines stay byte for byte)
     if lines and lines[-1] == "":
@@ -385,14 +422,15 @@ def replace_entry(text: str, entry: list[str], mode: str, date: str, where: str 
             i = _block_end(lines, i, end, where) + 1
             out += [] if placed else entry
             placed = True
-        elif line == CLOSING[0]:
-            i = _block_end(lines, i, CLOSING[-1], where) + 1
+        elif line == EXIT_STATUS[0]:
+            i = _block_end(lines, i, EXIT_STATUS[-1], where) + 1
         else:
             out.append(lines[i])
             i += 1
     if not placed:
         out += entry
-    return "\n".join([*out, *CLOSING]) + "\n"
+    first = next(i for i, line in enumerate(out) if line.strip().startswith(BEGIN_ANY))
+    return "\n".join([*out[:first], *EXIT_STATUS, *out[first:]]) + "\n"
 
 
 def run_plugin(plugin: str, exec_ab: str) -> None:
@@ -415,6 +453,10 @@ def write(night: Night, request: JobRequest, log: Callable[[str], None] = print)
     only the _sub files, and say how to run them; with ``-r`` DFO_STATUS stays as it is)."""
     s = night.settings
     job = build(night, request)
+    # before anything is written: the files the block and its flag go into must be usable
+    status = "" if request.subcascade or request.job_id else _writable_file(s, _status_file(s))
+    if job.jobs_file:
+        _writable_file(s, job.jobs_file)
     os.makedirs(s.dfo["job_dir"], exist_ok=True)
     for stale in job.stale:  # a rerun without downloads leaves no stale download file
         if os.path.isfile(stale):
@@ -440,7 +482,6 @@ def write(night: Night, request: JobRequest, log: Callable[[str], None] = print)
             log(f"run it with: sh {shlex.quote(job.jobs_file)}")
             return job
         flag = "cal_Queued" if s.mode == "CALIB" else "sci_Queued"
-        status = _status_file(s)
         append_line(status, f"{flag} {s.date} {request.now()}")
     log(f"{flag} {s.date} added to {status}")
     return job
@@ -466,22 +507,43 @@ def _job_file_lock(jobs_file: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _writable_file(settings: Settings, path: str) -> str:
+    """The file ``path`` resolves to (through symbolic links), which createjob may rewrite or
+    append to: inside the configured directories, and a regular file or none yet
+    (CreateJobError naming the path otherwise: a directory, a FIFO, a link leading out)."""
+    from abflow.state.fsutil import check_inside
+
+    target = os.path.realpath(path)
+    try:
+        check_inside(target, settings.roots)
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise CreateJobError(f"{path}: {exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise CreateJobError(
+            f"{path}"
+            + (f" (a link to {target})" if target != os.path.abspath(path) else "")
+            + f" is {kind}: createjob writes a plain text file there; move it away"
+        )
+    return target
+
+
 def _write_block(settings: Settings, job: JobFiles) -> str:
     """Replace the night's block in the job file (through a symbolic link, to the file it
     names, inside the configured directories), keeping its mode; return the file written."""
-    from abflow.state.fsutil import check_inside
+    from abflow.model.ab import read_regular
 
-    target = os.path.realpath(job.jobs_file)
+    target = _writable_file(settings, job.jobs_file)
     try:
-        check_inside(target, settings.roots)
-    except OSError as exc:
-        raise CreateJobError(str(exc)) from None
-    try:
-        with open(target, encoding="utf-8", newline="") as fh:  # (the operator's bytes)
-            current, mode = fh.read(), stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+        data = read_regular(target, 64 << 20)  # (the operator's bytes; a FIFO never blocks)
+        current = data.decode("utf-8")
     except FileNotFoundError:
         current, mode = "", 0o755
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
         raise CreateJobError(f"cannot read the job file {target}: {exc}") from None
     text = replace_entry(current, job.entry, settings.mode, settings.date, target)
     atomic_write_text(target, text, mode=mode)

@@ -76,6 +76,7 @@ class ABState:
     pool: str = ""  # its HTCondor jobs: "idle", "running", "held: <reason>" (empty: none)
     retries: list[dict[str, Any]] = field(default_factory=list)  # memory retries on the pool
     unreadable: list[str] = field(default_factory=list)  # its records that cannot be read
+    download_failed: bool = False  # failed because a file it needs could not be downloaded
 
     @property
     def memory(self) -> str:
@@ -369,6 +370,7 @@ def _recorded(night: Night, ab: str) -> ABState:
         state.failure = state.failure or _read(state, path, f"detector {det} failure note")
     if state.failure is None and state.record is None:  # a file it needs was not downloaded
         state.failure = _download_failure(night, state)
+        state.download_failed = state.failure is not None
     state.retries = retries_of_ab(layout, ab)
     return state
 
@@ -436,6 +438,15 @@ def _download_failure(night: Night, state: ABState) -> dict[str, Any] | None:
         if note is not None:
             return note
     return None
+
+
+def failed_for_downloads(state: NightState, names: Any, since: str | None) -> list[str]:
+    """The ABs of ``names`` (all if None) that failed at or after ``since`` because a file
+    they need could not be downloaded."""
+    wanted = set(state.night.names if names is None else names)
+    return [
+        a.ab for a in state.abs if a.ab in wanted and a.download_failed and _since(a.failure, since)
+    ]
 
 
 def failure_summary(
