@@ -20,6 +20,7 @@ from abflow.model.ab import MAX_AB_BYTES, PathPolicy, parse_ab
 from abflow.model.commands import PLACEHOLDERS, TemplateError, check_template, fill
 from abflow.model.config import (
     DEFAULT_CONFIGFILE,
+    DFO_DIRS,
     ConfigError,
     check_config_files,
     load_settings,
@@ -166,7 +167,10 @@ def test_a_name_with_a_control_character_is_refused_naming_the_key(key, value, s
 
 
 def test_a_control_character_from_the_environment_is_refused_naming_the_variable() -> None:
-    message = refusal({"date": DATE}, environ={"DFO_JOB_DIR": "/data/jobs\nrm -rf /"})
+    # a DFOS machine sets every $DFO_* directory; one of them carries a line break
+    environ = {env: f"/data/{key}" for key, (env, _) in DFO_DIRS.items()}
+    environ["DFO_JOB_DIR"] = "/data/jobs\nrm -rf /"
+    message = refusal({"date": DATE}, environ=environ)
     assert "$DFO_JOB_DIR (the environment's dfo.job_dir)" in message
     assert "a line break (U+000A)" in message
     os.environ["ABFLOW_TEST_EVIL"] = "x\ny"

@@ -173,7 +173,9 @@ def test_job_environment_carries_the_dfo_directories_and_the_run_config(tmp_path
     env = Path(state(dfo), names[0] + ".env").read_text().strip()
     assert env == f"{dfo['raw_dir']}|{dfo['product_dir']}|1"
     # abflow called from a job reads that run's configuration, not the bundled example
-    assert Path(state(dfo), "check.out").read_text().startswith(f"CALIB_{DATE}: 1 ABs")
+    said = Path(state(dfo), "check.out").read_text().splitlines()
+    assert said[0].startswith("configuration: ") and "$ABFLOW_CONFIG" in said[0]
+    assert said[1].startswith(f"CALIB_{DATE}: 1 ABs")
 
 
 def test_an_edited_ab_is_rerun_with_its_descendants(tmp_path, dfo) -> None:
