@@ -55,7 +55,12 @@ def _limited(resources: Mapping[str, Any], limits: Mapping[str, float]) -> dict[
     a job's ``request_memory`` (a per-job HTCondor request of the condor profile's
     default-resources) or ``mem_mb`` is for the executor, not for the scheduler.
     """
-    return {k: v for k, v in _numeric(resources).items() if k in limits}
+    return {k: v for k, v in resources.items() if k in limits and isinstance(v, int | float)}
+
+
+# Every job counts one of these (Snakemake's own job count, and nodes: one per job): when
+# either is used up, no other job can start in this selection.
+COUNTED = ("_job_count", "_nodes")
 
 
 class Scheduler(SchedulerBase):
@@ -65,9 +70,11 @@ class Scheduler(SchedulerBase):
         self._children: dict[Any, list[Any]] = {}
         self._deps: dict[Any, list[Any]] = {}
         self._started: dict[Any, float] = {}
+        self._running: set[Any] = set()  # started, not seen finished
         self._durations: list[float] = []
         self._finished_seen: set[Any] = set()
         self._capacity: dict[str, float] = {}
+        self._needs: dict[Any, dict[str, float]] = {}  # a job's limited resources
 
     def dag_updated(self) -> None:
         """Index the dependencies of the jobs that need to run.
@@ -93,11 +100,19 @@ class Scheduler(SchedulerBase):
         return statistics.median(self._durations) if self._durations else None
 
     def _note_finished(self, now: float) -> None:
-        for job, started in list(self._started.items()):
-            if job not in self._finished_seen and self.dag.finished(job):
-                self._finished_seen.add(job)
-                if self._is_plan_job(job):
-                    self._durations.append(now - started)
+        for job in [j for j in self._running if self.dag.finished(j)]:
+            self._running.discard(job)
+            self._finished_seen.add(job)
+            if self._is_plan_job(job):
+                self._durations.append(now - self._started[job])
+
+    def _need(self, job: Any, limits: Mapping[str, float]) -> dict[str, float]:
+        """The global-limit resources ``job`` takes (worked out once per job: a night asks
+        for them at every selection)."""
+        need = self._needs.get(job)
+        if need is None:
+            need = self._needs[job] = _limited(job.scheduler_resources, limits)
+        return need
 
     def _imminent(
         self, selectable: set[Any], remaining: set[Any], now: float
@@ -110,10 +125,9 @@ class Scheduler(SchedulerBase):
         if horizon <= 0:
             return []
         typical = self._typical_duration()
-        running = [j for j in self._started if j not in self._finished_seen]
         out = []
         seen: set[Any] = set()
-        for job in running:
+        for job in self._running:
             for child in self._children.get(job, ()):
                 if child in seen or child in selectable or child in self._started:
                     continue
@@ -156,7 +170,7 @@ class Scheduler(SchedulerBase):
                 and now + typical <= ready_at + TOLERANCE * typical
             ):
                 continue  # done by the time the slot is wanted
-            for name, value in _limited(other.scheduler_resources, free).items():
+            for name, value in self._need(other, free).items():
                 held[name] = held.get(name, 0) + value
         return held
 
@@ -170,29 +184,44 @@ class Scheduler(SchedulerBase):
         """Ready jobs in priority order, keeping slots for imminent higher-priority AB jobs."""
         try:
             now = time.monotonic()
-            remaining = set(remaining_jobs)
             self._note_finished(now)
+            free = _numeric(available_resources)
+            if any(free.get(name, 1) < 1 for name in COUNTED):
+                return []  # no job can start (a pool night: every slot of --jobs is taken)
             selectable = set(selectable_jobs)
             if any(job not in self._deps for job in selectable):
                 self.dag_updated()
-            free = _numeric(available_resources)
             for name, value in free.items():  # nothing runs at the first call: full capacity
                 self._capacity[name] = max(self._capacity.get(name, value), value)
             # A job that failed is neither finished nor remaining, just like a running one, so
             # the dependencies taken for running may have failed. Keep slots only while some job
             # really holds resources: otherwise nothing would ever free them (a hang).
             busy = any(free[name] < self._capacity[name] for name in free)
-            imminent = self._imminent(selectable, remaining, now) if busy else []
-            chosen = []
-            for job in sorted(selectable_jobs, key=lambda j: -j.priority):
-                need = _limited(job.scheduler_resources, free)
-                held = self._held(job, imminent, free, now) if imminent else {}
-                if all(need[n] + held.get(n, 0) <= free[n] for n in need):
-                    chosen.append(job)
-                    for name, value in need.items():
-                        free[name] -= value
-                    self._started[job] = now
-            return chosen
+            imminent = self._imminent(selectable, set(remaining_jobs), now) if busy else []
+            return self._choose(selectable_jobs, free, imminent, now)
         except Exception as exc:  # never stall the night: fall back to Snakemake's greedy
             self.logger.warning(f"abflow scheduler: {exc!r}; using the greedy scheduler")
             return None
+
+    def _choose(
+        self,
+        selectable_jobs: Sequence[Any],
+        free: dict[str, float],
+        imminent: list[tuple[Any, float | None]],
+        now: float,
+    ) -> list[Any]:
+        """The ready jobs that start now, in priority order, within ``free`` less what is kept
+        for ``imminent`` jobs; stops as soon as no job can start any more."""
+        chosen = []
+        for job in sorted(selectable_jobs, key=lambda j: -j.priority):
+            need = self._need(job, free)
+            held = self._held(job, imminent, free, now) if imminent else {}
+            if all(need[n] + held.get(n, 0) <= free[n] for n in need):
+                chosen.append(job)
+                for name, value in need.items():
+                    free[name] -= value
+                self._started[job] = now
+                self._running.add(job)
+                if any(free.get(name, 1) < 1 for name in COUNTED):
+                    break
+        return chosen

@@ -245,19 +245,19 @@ def _run_title(night: Night, run: int) -> str:
 def with_tooltips(svg: bytes, items: Sequence[Bar]) -> bytes:
     """The SVG with a ``<title>`` (the browser's tooltip) in each bar's group: the AB or file,
     the step, the host and the times."""
-    text = svg.decode("utf-8")
-    for b in items:
-        tip = escape(
+    tips = {
+        escape(f"bar-{b.job}", {'"': "&quot;"}): escape(
             f"{b.label} ({b.kind}) on {b.host or 'this host'}: "
             f"{b.start:.1f}-{b.end:.1f} s ({b.end - b.start:.1f} s)"
         )
-        gid = escape(f"bar-{b.job}", {'"': "&quot;"})
-        text = re.sub(
-            f'(<g id="{re.escape(gid)}"[^>]*>)',
-            lambda m, t=tip: f"{m.group(1)}\n  <title>{t}</title>",
-            text,
-            count=1,
-        )
+        for b in items
+    }
+
+    def titled(m: re.Match[str]) -> str:
+        tip = tips.pop(m.group(2), None)  # (the first group of each bar only)
+        return m.group(1) if tip is None else f"{m.group(1)}\n  <title>{tip}</title>"
+
+    text = re.sub(r'(<g id="(bar-[^"]*)"[^>]*>)', titled, svg.decode("utf-8"))
     return text.encode("utf-8")
 
 
@@ -277,17 +277,17 @@ AXES_PIXELS, CHAR_PIXELS = 700.0, 5.2
 
 def _draw_bars(ax: Any, items: list[Bar], offsets: dict[str, int], span: float) -> None:
     per_second = AXES_PIXELS / max(span, 1e-6)
-    for b in items:
-        y = offsets[b.host] + b.row
-        patch = ax.barh(
-            y,
-            b.end - b.start,
-            left=b.start,
-            height=0.8,
-            color=COLOURS.get(b.kind, "#dd8452"),
-            edgecolor="#d62728" if b.critical else "white",
-            linewidth=2.5 if b.critical else 0.5,
-        )[0]
+    ys = [offsets[b.host] + b.row for b in items]
+    patches = ax.barh(  # all bars in one call (a night of a thousand jobs draws in seconds)
+        ys,
+        [b.end - b.start for b in items],
+        left=[b.start for b in items],
+        height=0.8,
+        color=[COLOURS.get(b.kind, "#dd8452") for b in items],
+        edgecolor=["#d62728" if b.critical else "white" for b in items],
+        linewidth=[2.5 if b.critical else 0.5 for b in items],
+    )
+    for b, y, patch in zip(items, ys, patches, strict=True):
         patch.set_gid(f"bar-{b.job}")
         if len(b.label) * CHAR_PIXELS <= (b.end - b.start) * per_second:
             ax.text(
@@ -300,11 +300,8 @@ def _draw_bars(ax: Any, items: list[Bar], offsets: dict[str, int], span: float) 
                 color="white",
                 gid=f"label-{b.job}",
             )
-    ax.set_yticks(
-        [offsets[b.host] + b.row for b in items],
-        [f"{b.host} slot {b.row + 1}" for b in items],
-        fontsize=7,
-    )
+    rows = {offsets[b.host] + b.row: f"{b.host} slot {b.row + 1}" for b in items}
+    ax.set_yticks(list(rows), list(rows.values()), fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the run's first job started")
 
