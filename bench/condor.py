@@ -31,7 +31,9 @@ submission (the executor plugin noticing it: status checks every 2 s).
 With ``--throughput N`` it measures only throughput: N independent ABs of
 ``--throughput-seconds`` (1 s) each, against the bound N x length / slots (the pool's CPUs),
 with the controller's CPU per job (the snakemake process and its children) and the rate at
-which the first 200 jobs were submitted.
+which the first 200 jobs were submitted; in the same run, the pool's own floor: N plain
+``/bin/sleep`` jobs of the same length submitted at once in one cluster (no controller at
+all), and the CPU of a dry run of the same night (what Snakemake spends before any job).
 
     python bench/condor.py --repeat 1 --example
     python bench/condor.py --outlive
