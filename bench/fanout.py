@@ -243,17 +243,18 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):  # interleaved, to share the machine's noise
                 for kind in runs:
                     runs[kind].append(run_case(kind, specs, slots, args.seconds))
-            bare, abflow = min(runs["bare"]), min(runs["abflow"])
+            bare, abflow = statistics.median(runs["bare"]), statistics.median(runs["abflow"])
             rows.append({"night": name, "slots": slots, "bound": bound, "plan": plan,
                          "bare": runs["bare"], "abflow": runs["abflow"]})  # fmt: skip
             print(f"{name:>8} {slots:>5} {bound:>6g} {plan:>5g} {bare:>6.2f} {abflow:>7.2f} "
                   f"{abflow - bound:>+13.2f} {abflow / bare:>12.3f}", flush=True)  # fmt: skip
-    cpu = job_cpu(args.cpu_runs)
-    print(f"CPU per abflow job outside its command (median of {args.cpu_runs}): in a thread of "
-          f"Snakemake (this machine) {cpu['thread_s'] * 1000:.1f} ms; as a process of its own "
-          f"(a pool) {(cpu['process_s'] - cpu['sh_true_s']) * 1000:.1f} ms (job around 'true' "
-          f"{cpu['process_s'] * 1000:.1f} ms, 'sh -c true' "
-          f"{cpu['sh_true_s'] * 1000:.1f} ms)")  # fmt: skip
+    cpu = job_cpu(args.cpu_runs) if args.cpu_runs else {}
+    if cpu:
+        print(f"CPU per abflow job outside its command (median of {args.cpu_runs}): in a thread "
+              f"of Snakemake (this machine) {cpu['thread_s'] * 1000:.1f} ms; as a process of its "
+              f"own (a pool) {(cpu['process_s'] - cpu['sh_true_s']) * 1000:.1f} ms (job around "
+              f"'true' {cpu['process_s'] * 1000:.1f} ms, 'sh -c true' "
+              f"{cpu['sh_true_s'] * 1000:.1f} ms)")  # fmt: skip
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     result = {"seconds": args.seconds, "rows": rows, "job_cpu": cpu,
               "at": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
