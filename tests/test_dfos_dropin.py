@@ -318,9 +318,12 @@ def test_createjob_r_writes_a_job_of_its_own_and_leaves_the_nights_alone(tmp_pat
     after = {p.name: p.read_bytes() for p in job_dir.iterdir() if p.is_file()}
     assert {n: after[n] for n in before} == before and status.read_text() == queued
     assert sorted(set(after) - set(before)) == [
-        "JOBS_REPRO", f"execAB_CALIB_{DATE}_REPRO", f"execQC_CALIB_{DATE}_REPRO",
-        f"mcalDown_CALIB_{DATE}_REPRO", f"rawDown_CALIB_{DATE}_REPRO",
-    ]  # fmt: skip
+        "JOBS_REPRO",
+        f"execAB_CALIB_{DATE}_REPRO",
+        f"execQC_CALIB_{DATE}_REPRO",
+        f"mcalDown_CALIB_{DATE}_REPRO",
+        f"rawDown_CALIB_{DATE}_REPRO",
+    ]
     assert f"run it with: sh {job_dir / 'JOBS_REPRO'}" in made.stdout
     assert "-r REPRO" in (job_dir / "JOBS_REPRO").read_text()
     bad = abflow(s, "createjob", "-m", "CALIB", "-d", DATE, "-r", "../x")

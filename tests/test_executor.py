@@ -84,8 +84,14 @@ class FakeSchedd:
     def submit(self, name: str, command: str, state_dir: str) -> int:
         """A job as the htcondor plugin would submit it (its stand-in here)."""
         self.next += 1
-        self.add(self.next, JobStatus=1, AbflowJob=name, AbflowCommand=command,
-                 AbflowRun=state_dir, AbflowOwner=owner_id())  # fmt: skip
+        self.add(
+            self.next,
+            JobStatus=1,
+            AbflowJob=name,
+            AbflowCommand=command,
+            AbflowRun=state_dir,
+            AbflowOwner=owner_id(),
+        )
         return self.next
 
 
@@ -119,13 +125,15 @@ class Harness:
         ex.workflow = SimpleNamespace(
             scheduler=self.scheduler, executor_settings=SimpleNamespace(held_timeout=3600)
         )
-        ex.logger = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None,
-                                    debug=lambda *a, **k: None)  # fmt: skip
+        ex.logger = SimpleNamespace(
+            info=lambda *a, **k: None, warning=lambda *a, **k: None, debug=lambda *a, **k: None
+        )
         ex.active_jobs, ex.lock = [], threading.Lock()
         ex.side, ex.adopted, ex.pending, ex.capped, ex.vanished = None, {}, {}, {}, {}
         ex.schedd = lambda: sd
         ex.print_job_error = lambda info, msg=None, **kw: self.errors.__setitem__(
-            info.job.resources["classad_AbflowJob"], str(msg))  # fmt: skip
+            info.job.resources["classad_AbflowJob"], str(msg)
+        )
         self.ex = ex
         monkeypatch.setattr("abflow.state.schedd.pool_configured", lambda: True)
         harness = self
@@ -148,11 +156,14 @@ class Harness:
 
     def job(self, name: str, command: str = "cmd", record: str = "") -> Any:
         return SimpleNamespace(
-            resources={"classad_AbflowRun": self.state_dir, "classad_AbflowJob": name,
-                       "classad_AbflowCommand": command},
+            resources={
+                "classad_AbflowRun": self.state_dir,
+                "classad_AbflowJob": name,
+                "classad_AbflowCommand": command,
+            },
             output=[record or os.path.join(self.state_dir, "records", name + ".json")],
             register=lambda **_: None,  # (Snakemake's incomplete marker)
-        )  # fmt: skip
+        )
 
     def check(self) -> list[Any]:
         """One status check; the jobs still active."""
@@ -172,10 +183,19 @@ def night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     state = str(tmp_path / "state")
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"memory_retry": {"factor": 2, "max_mb": 4000}}))
-    atomic_write_json(StateLayout(state).lock("CALIB_D"), {
-        "batch": "CALIB_D", "pid": os.getpid(), "host": os.uname().nodename,
-        "owner": owner_id(), "proc_start": process_start(os.getpid()), "config": str(config),
-        "lineage": ["dead:1:1"], "lineage_since": 1.0})  # fmt: skip
+    atomic_write_json(
+        StateLayout(state).lock("CALIB_D"),
+        {
+            "batch": "CALIB_D",
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "owner": owner_id(),
+            "proc_start": process_start(os.getpid()),
+            "config": str(config),
+            "lineage": ["dead:1:1"],
+            "lineage_since": 1.0,
+        },
+    )
     return Harness(state, FakeSchedd(), monkeypatch)
 
 
@@ -187,8 +207,14 @@ def test_a_job_nobody_left_is_submitted(night: Harness) -> None:
 
 
 def test_a_queued_job_with_the_same_command_is_adopted_and_followed_to_its_end(night) -> None:
-    night.sd.add(7, JobStatus=2, AbflowJob=A, AbflowCommand="cmd", AbflowRun=night.state_dir,
-                 AbflowOwner="dead:1:1")  # fmt: skip
+    night.sd.add(
+        7,
+        JobStatus=2,
+        AbflowJob=A,
+        AbflowCommand="cmd",
+        AbflowRun=night.state_dir,
+        AbflowOwner="dead:1:1",
+    )
     night.ex.run_job(night.job(A))
     assert night.sd.next == 100  # nothing submitted
     assert night.check() and not night.plugin_checked  # followed through the schedd
@@ -225,17 +251,32 @@ def test_an_adopted_job_that_vanished_fails_after_a_while(night, monkeypatch) ->
 
 
 def test_a_job_held_too_long_fails_with_the_hold_reason(night) -> None:
-    night.sd.add(7, JobStatus=5, HoldReason="input missing", EnteredCurrentStatus=1,
-                 AbflowJob=A, AbflowCommand="cmd", AbflowRun=night.state_dir)  # fmt: skip
+    night.sd.add(
+        7,
+        JobStatus=5,
+        HoldReason="input missing",
+        EnteredCurrentStatus=1,
+        AbflowJob=A,
+        AbflowCommand="cmd",
+        AbflowRun=night.state_dir,
+    )
     night.ex.run_job(night.job(A))
     assert night.check() == [] and night.errors[A] == "HTCondor job 7 held: input missing"
 
 
 def test_an_ended_job_is_taken_succeeded_with_a_fresh_record_or_failed(night, tmp_path) -> None:
     for cluster, name, code in ((5, A, 0), (6, B, 2)):
-        night.sd.add(cluster, "history", JobStatus=4, ExitCode=code, AbflowJob=name,
-                     AbflowCommand="cmd", AbflowRun=night.state_dir, AbflowOwner="dead:1:1",
-                     CompletionDate=int(time.time()))  # fmt: skip
+        night.sd.add(
+            cluster,
+            "history",
+            JobStatus=4,
+            ExitCode=code,
+            AbflowJob=name,
+            AbflowCommand="cmd",
+            AbflowRun=night.state_dir,
+            AbflowOwner="dead:1:1",
+            CompletionDate=int(time.time()),
+        )
     record = tmp_path / "A.json"
     record.write_text("{}")  # written after this controller started
     night.ex.run_job(night.job(A, record=str(record)))
@@ -261,9 +302,14 @@ def test_a_stale_job_is_removed_and_the_new_one_submitted_once_it_left(night) ->
 def test_a_job_held_for_memory_is_released_with_more_and_fails_at_the_cap(night, tmp_path):
     night.ex.run_job(night.job(A))
     ad = night.sd.queue[101]
-    for key, value in {"JobStatus": 5, "HoldReasonCode": 34, "HoldReasonSubCode": 102,
-                       "HoldReason": "memory", "RequestMemory": 1500,
-                       "MemoryUsage": 1600}.items():  # fmt: skip
+    for key, value in {
+        "JobStatus": 5,
+        "HoldReasonCode": 34,
+        "HoldReasonSubCode": 102,
+        "HoldReason": "memory",
+        "RequestMemory": 1500,
+        "MemoryUsage": 1600,
+    }.items():
         ad[key] = value
     night.check()
     assert ad["RequestMemory"] == 3200 and ad["JobStatus"] == 1  # released, with twice the use

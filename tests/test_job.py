@@ -242,7 +242,11 @@ def test_the_command_a_restarted_controller_compares_does_not_depend_on_the_shel
     for path in ("/opt/a/bin:/usr/bin", "/home/q/bin:/usr/bin"):
         extra = tuple(pool_environment(rules.settings, {"PATH": path}).items())
         resources = PoolJobs(rules, "/x/abflow-pool-job", extra).resources("process_ab")
-        seen.append((resources["classad_AbflowCommand"](wildcards, 1),
-                     resources["environment"](wildcards, 1)))  # fmt: skip
+        seen.append(
+            (
+                resources["classad_AbflowCommand"](wildcards, 1),
+                resources["environment"](wildcards, 1),
+            )
+        )
     assert seen[0][0] == seen[1][0] and seen[0][1] != seen[1][1]
     assert resources["classad_AbflowJob"](wildcards) == f"process_ab/{wildcards.ab}"

@@ -538,14 +538,29 @@ def test_a_crashed_nights_orphans_are_ended_from_another_state_directory(dfo, tm
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     here = os.uname().nodename
-    crashed = {"pid": dead.pid, "host": here, "start": "x", "proc_start": 1.0,
-               "owner": f"{here}:{dead.pid}:1", "state_dir": one, "batch": BATCH}  # fmt: skip
+    crashed = {
+        "pid": dead.pid,
+        "host": here,
+        "start": "x",
+        "proc_start": 1.0,
+        "owner": f"{here}:{dead.pid}:1",
+        "state_dir": one,
+        "batch": BATCH,
+    }
     atomic_write_json(night_lock(dfo["mon_dir"], BATCH), crashed)
     orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
     job = JobId(Step.PROCESS_AB, spec.name)
-    atomic_write_json(StateLayout(one).marker(job, "x"), {
-        "name": job.name, "host": here, "pid": orphan.pid, "start": time.time(),
-        "pgid": orphan.pid, "owner": crashed["owner"]})  # fmt: skip
+    atomic_write_json(
+        StateLayout(one).marker(job, "x"),
+        {
+            "name": job.name,
+            "host": here,
+            "pid": orphan.pid,
+            "start": time.time(),
+            "pgid": orphan.pid,
+            "owner": crashed["owner"],
+        },
+    )
     night = load_night(resolve({"date": DATE, "dfo": dfo, "state_dir": two}))
     said: list[str] = []
     reaped: list[int] = []  # (reaped at once, as init reaps a real orphan)
@@ -608,8 +623,9 @@ def test_process_ab_installs_neither_another_abs_product_nor_over_a_predicted_na
     theirs.write_text("certified")
     record = Path(settings.layout.record(JobId(Step.PROCESS_AB, a.name)))
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"ab": a.name, "status": "SUCCESSFUL",
-                                  "products": [{"path": str(theirs)}]}))  # fmt: skip
+    record.write_text(
+        json.dumps({"ab": a.name, "status": "SUCCESSFUL", "products": [{"path": str(theirs)}]})
+    )
     ab_b, _ = read_ab(os.path.join(dfo["ab_dir"], b.name), settings.variables)
     ab_b.products[0] = ab_b.products[0]._replace(path=str(theirs))
     out = tmp_path / "out.fits"
@@ -620,8 +636,9 @@ def test_process_ab_installs_neither_another_abs_product_nor_over_a_predicted_na
     # an output the AB did not predict never lands on a PRODUCTS path (another tag's)
     ab_a, _ = read_ab(os.path.join(dfo["ab_dir"], a.name), settings.variables)
     named = str(tmp_path / os.path.basename(ab_a.products[0].path))
-    moves, missing = assign_products(ab_a, [Product(str(out), "MASTER_BIAS"),
-                                            Product(named, "QC_TABLE")])  # fmt: skip
+    moves, missing = assign_products(
+        ab_a, [Product(str(out), "MASTER_BIAS"), Product(named, "QC_TABLE")]
+    )
     assert missing == [] and [d for _s, d in moves] == [ab_a.products[0].path]
 
 
@@ -632,8 +649,9 @@ def test_process_ab_downloads_in_a_staging_directory(dfo, tmp_path) -> None:
 
     spec = ABSpec(ab_name(1), n_raw=1)
     write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
-    settings = resolve({"date": DATE, "dfo": dfo,
-                        "commands": {"download": "printf HALF > {dest}; exit 1"}})  # fmt: skip
+    settings = resolve(
+        {"date": DATE, "dfo": dfo, "commands": {"download": "printf HALF > {dest}; exit 1"}}
+    )
     ab, _ = read_ab(os.path.join(dfo["ab_dir"], spec.name), settings.variables)
     with pytest.raises(ProcessError, match="download failed"):
         fetch_missing(ab, settings, print)
@@ -683,10 +701,18 @@ def test_status_of_a_night_run_from_another_state_directory_leaves_its_page(
     from abflow.state.runstate import night_lock, owner_id, process_start
 
     write_night([ABSpec(ab_name(1))], dfo["ab_dir"], dfo["mon_dir"], DATE)
-    atomic_write_json(night_lock(dfo["mon_dir"], BATCH), {
-        "pid": os.getpid(), "host": os.uname().nodename, "start": "now", "batch": BATCH,
-        "proc_start": process_start(os.getpid()), "owner": owner_id(),
-        "state_dir": str(tmp_path / "elsewhere")})  # fmt: skip
+    atomic_write_json(
+        night_lock(dfo["mon_dir"], BATCH),
+        {
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "start": "now",
+            "batch": BATCH,
+            "proc_start": process_start(os.getpid()),
+            "owner": owner_id(),
+            "state_dir": str(tmp_path / "elsewhere"),
+        },
+    )
     cfg = write_config(tmp_path / "c.yaml", dfo)
     assert main(["status", "--configfile", str(cfg)]) == 1
     assert f"with the state directory {tmp_path / 'elsewhere'}" in capsys.readouterr().err

@@ -375,15 +375,22 @@ def test_a_full_state_directory_refuses_the_run_cleanly(tmp_path, dfo) -> None:
     write_night(fan_cascade([1]), dfo["ab_dir"], dfo["mon_dir"], DATE)
     state = Path(dfo["job_dir"], "abflow")
     state.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         if os.environ.get("ABFLOW_REQUIRE_TOOLS") == "1":
             pytest.fail(f"cannot mount a tmpfs: {mounted.stderr}")
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     try:
-        subprocess.run(["dd", "if=/dev/zero", f"of={state / 'fill'}", "bs=4k"],
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={state / 'fill'}", "bs=4k"],
+            capture_output=True,
+            check=False,
+        )
         cfg = write_config(tmp_path / "c.yaml", dfo)
         run = run_snakemake(tmp_path, cfg, check=False)
     finally:

@@ -36,9 +36,15 @@ def queued(cluster: int, job: str, status: str = "running", command: str = "cmd"
 def ended(
     cluster: int, job: str, code: int | None, command: str = "cmd", at: float = 0
 ) -> JobState:
-    return JobState(cluster, JobStatus.COMPLETED, job=job, command=command,
-                    exit_code=code, signal=9 if code is None else None,
-                    completed=at or 2000.0 + cluster)  # fmt: skip
+    return JobState(
+        cluster,
+        JobStatus.COMPLETED,
+        job=job,
+        command=command,
+        exit_code=code,
+        signal=9 if code is None else None,
+        completed=at or 2000.0 + cluster,
+    )
 
 
 # ----------------------------------------------------------------------------- adoption
@@ -78,9 +84,13 @@ def test_a_job_that_failed_while_no_controller_ran_is_taken_as_failed() -> None:
 
 @pytest.mark.parametrize(
     ("recorded", "action"),
-    [(NOW + 1, Action.SUCCEEDED), (NOW, Action.SUCCEEDED), (NOW - 1, Action.SUBMIT),
-     (None, Action.SUBMIT)],
-)  # fmt: skip
+    [
+        (NOW + 1, Action.SUCCEEDED),
+        (NOW, Action.SUCCEEDED),
+        (NOW - 1, Action.SUBMIT),
+        (None, Action.SUBMIT),
+    ],
+)
 def test_a_success_meanwhile_counts_only_with_a_record_written_since_the_start(
     recorded, action
 ) -> None:
