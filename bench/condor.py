@@ -381,9 +381,18 @@ def throughput(tmp: Path, n: int, seconds: float) -> dict[str, Any]:
     slots = pool_slots()
     floor = pool_floor(n, seconds)
     command = [
-        str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(base),
-        "--profile", "profiles/condor", "--configfile", str(cfg), "--config", f"date={DATE}",
-    ]  # fmt: skip
+        str(BIN / "snakemake"),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(base),
+        "--profile",
+        "profiles/condor",
+        "--configfile",
+        str(cfg),
+        "--config",
+        f"date={DATE}",
+    ]
     dry = _cpu_of([*command, "-n"])
     t0 = time.monotonic()
     cpu = _cpu_of(command)
@@ -397,12 +406,21 @@ def throughput(tmp: Path, n: int, seconds: float) -> dict[str, Any]:
     first = queued[: min(200, n)]
     bound = n * seconds / slots
     return {
-        "jobs": n, "seconds": seconds, "slots": slots, "makespan": makespan, "bound": bound,
-        "ratio": makespan / bound, "floor": floor, "vs_floor": makespan / floor, "wall": wall,
-        "cpu": cpu, "cpu_ms_per_job": 1000 * cpu / n, "dryrun_cpu": dry,
+        "jobs": n,
+        "seconds": seconds,
+        "slots": slots,
+        "makespan": makespan,
+        "bound": bound,
+        "ratio": makespan / bound,
+        "floor": floor,
+        "vs_floor": makespan / floor,
+        "wall": wall,
+        "cpu": cpu,
+        "cpu_ms_per_job": 1000 * cpu / n,
+        "dryrun_cpu": dry,
         "run_cpu_ms_per_job": 1000 * (cpu - dry) / n,
         "submitted_per_s": len(first) / max(first[-1] - first[0], 1),
-    }  # fmt: skip
+    }
 
 
 def report_throughput(m: dict[str, Any]) -> None:
@@ -419,6 +437,15 @@ def report_throughput(m: dict[str, Any]) -> None:
         f"{m['wall']:.0f} s | {m['cpu_ms_per_job']:.1f} ms | {m['run_cpu_ms_per_job']:.1f} ms |"
         f" {m['submitted_per_s']:.0f} |"
     )
+
+
+def write_results(name: str, results: Any) -> None:
+    """Write ``results`` to bench/results/<name>-<time>.json and say where."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
 
 
 def main() -> int:
@@ -450,11 +477,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="abflow-throughput-bench-") as tmpdir:
             m = throughput(Path(tmpdir), args.throughput, args.throughput_seconds)
         report_throughput(m)
-        out = ROOT / "bench" / "results"
-        out.mkdir(exist_ok=True)
-        path = out / f"condor-throughput-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        path.write_text(json.dumps(m, indent=2))
-        print(f"wrote {path}")
+        write_results("condor-throughput", m)
         return 0
     if args.outlive:
         with tempfile.TemporaryDirectory(prefix="abflow-outlive-bench-") as tmpdir:
@@ -481,12 +504,7 @@ def main() -> int:
                 rows.append(("example", measure(base, example_night(base, archive))))
     print(f"pool round trip (/bin/true, median of 3): {trip:.2f} s; snakemake --version: "
           f"{sm_start:.2f} s")  # fmt: skip
-    results = report(rows, trip, sm_start)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"condor-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    write_results("condor", report(rows, trip, sm_start))
     return 0
 
 

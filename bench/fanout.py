@@ -250,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{abflow - bound:>+13.2f} {abflow / bare:>12.3f}", flush=True)  # fmt: skip
     cpu = job_cpu(args.cpu_runs) if args.cpu_runs else {}
     if cpu:
-        print(f"CPU per abflow job outside its command (median of {args.cpu_runs}): in a thread "
-              f"of Snakemake (this machine) {cpu['thread_s'] * 1000:.1f} ms; as a process of its "
-              f"own (a pool) {(cpu['process_s'] - cpu['sh_true_s']) * 1000:.1f} ms (job around "
-              f"'true' {cpu['process_s'] * 1000:.1f} ms, 'sh -c true' "
-              f"{cpu['sh_true_s'] * 1000:.1f} ms)")  # fmt: skip
+        print(
+            f"CPU per abflow job outside its command (median of {args.cpu_runs}): in a thread "
+            f"of Snakemake (this machine) {cpu['thread_s'] * 1000:.1f} ms; as a process of its "
+            f"own (a pool) {(cpu['process_s'] - cpu['sh_true_s']) * 1000:.1f} ms (job around "
+            f"'true' {cpu['process_s'] * 1000:.1f} ms, 'sh -c true' "
+            f"{cpu['sh_true_s'] * 1000:.1f} ms)"
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     result = {"seconds": args.seconds, "rows": rows, "job_cpu": cpu,
               "at": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip

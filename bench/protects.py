@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +60,23 @@ def _night(tmp: str, n_abs: int, n_records: int) -> object:
         record = {"ab": spec.name, "status": "SUCCESSFUL", "products": products}
         (records / f"{spec.name}.json").write_text(json.dumps(record))
     for i in range(n_records):  # other nights' records in the same state directory
-        other = {"ab": f"OTHER.{i}.ab", "status": "SUCCESSFUL",
-                 "products": [{"path": f"/elsewhere/r.OTHER.{i}_0000.fits"}]}  # fmt: skip
+        other = {
+            "ab": f"OTHER.{i}.ab",
+            "status": "SUCCESSFUL",
+            "products": [{"path": f"/elsewhere/r.OTHER.{i}_0000.fits"}],
+        }
         (records / f"OTHER.{i}.ab.json").write_text(json.dumps(other))
     return settings
+
+
+def _median_seconds(clock: Callable[[], float], work: Callable[[], object], n: int) -> float:
+    """The median of ``n`` runs of ``work``, each timed by ``clock``."""
+    times = []
+    for _ in range(n):
+        t0 = clock()
+        work()
+        times.append(clock() - t0)
+    return statistics.median(times)
 
 
 def measure_load(n_abs: int, n_records: int, repeat: int) -> float:
@@ -71,12 +85,7 @@ def measure_load(n_abs: int, n_records: int, repeat: int) -> float:
 
     with tempfile.TemporaryDirectory(prefix="abflow-bench-") as tmp:
         settings = _night(tmp, n_abs, n_records)
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            load_night(settings)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return _median_seconds(time.perf_counter, lambda: load_night(settings), repeat)
 
 
 def measure_job(runs: int) -> float:
@@ -96,27 +105,41 @@ def measure_job(runs: int) -> float:
         for name in spec.raw_names():
             Path(dfo["raw_dir"], DATE, name).touch()
         product = Path(dfo["product_dir"], spec.raw_type, DATE, f"{spec.root}_0000.fits")
-        settings = resolve({"date": DATE, "dfo": dfo, "check_products": True,
-                            "commands": {"process_ab": f"mkdir -p {product.parent} && "
-                                         f"printf x > {product}"}})  # fmt: skip
+        settings = resolve(
+            {
+                "date": DATE,
+                "dfo": dfo,
+                "check_products": True,
+                "commands": {"process_ab": f"mkdir -p {product.parent} && printf x > {product}"},
+            }
+        )
         rules = NightRules(load_night(settings), write_run_config(settings))
         command = rules.job_command(JobId(Step.PROCESS_AB, spec.name))
-        times = []
-        for _ in range(runs):
-            t0 = time.process_time()
-            execute(command)
-            times.append(time.process_time() - t0)
-    return statistics.median(times)
+        return _median_seconds(time.process_time, lambda: execute(command), runs)
 
 
 def _measure_in(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
     """The measurements in a fresh process running ``checkout``'s abflow."""
     env = dict(os.environ, PYTHONPATH=str(checkout / "src"), PYTHONWARNINGS="ignore")
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure", "--abs", str(args.abs),
-         "--records", str(args.records), "--repeat", str(args.repeat), "--runs", str(args.runs)],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--measure",
+            "--abs",
+            str(args.abs),
+            "--records",
+            str(args.records),
+            "--repeat",
+            str(args.repeat),
+            "--runs",
+            str(args.runs),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -133,16 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "protects.json"))
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps({"load_s": measure_load(args.abs, args.records, args.repeat),
-                          "job_cpu_s": measure_job(args.runs)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "load_s": measure_load(args.abs, args.records, args.repeat),
+                    "job_cpu_s": measure_job(args.runs),
+                }
+            )
+        )
         return 0
     sides = {"this": ROOT, **({"baseline": args.baseline} if args.baseline else {})}
     found: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for _ in range(args.rounds):
         for side, checkout in sides.items():
             found[side].append(_measure_in(checkout, args))
-    table = {side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-             for side, runs in found.items()}  # fmt: skip
+    table = {
+        side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for side, runs in found.items()
+    }
     print(
         f"{args.abs} ABs (+{args.records} other records): load_night, median; one AB job's "
         f"CPU outside its command, products checked, median of {args.runs}"
