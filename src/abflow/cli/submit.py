@@ -81,10 +81,11 @@ def _refusal(settings: Settings) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Hand the night over; print the job, the log, and how to watch and stop it."""
-    from abflow.run.controller import hand_over, snakemake_argv
+    from abflow.run.controller import hand_over
     from abflow.run.flavour import is_remote
     from abflow.state.schedd import pool_configured
     from abflow.upstream.snakemake import command_line
+    from abflow.views.jobfiles import snakemake_argv
 
     settings = settings_of(args)
     load_night(settings)  # refuse a night that cannot run before handing anything over

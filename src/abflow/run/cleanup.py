@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 from abflow.model.night import Night
-from abflow.state.fsutil import atomic_write_text, inside, read_json_object, remove_file
+from abflow.state.fsutil import atomic_write_text, inside, remove_file
 from abflow.state.layout import JobId, Step
 from abflow.state.units import now_iso
 
@@ -24,13 +24,11 @@ from abflow.state.units import now_iso
 def _finished(night: Night, ab: str) -> bool:
     """True if the AB succeeded and its QC is done (or needs none)."""
     layout = night.settings.layout
-    record = read_json_object(layout.record(JobId(Step.PROCESS_AB, ab))) or {}
-    if record.get("status") != "SUCCESSFUL":
+    if not layout.succeeded(JobId(Step.PROCESS_AB, ab)):
         return False
     if night.settings.qc_mode == "IMPLICIT" or not night[ab].ab.runs_recipe:
         return True
-    qc = read_json_object(layout.record(JobId(Step.PROCESS_QC, ab))) or {}
-    return qc.get("status") == "SUCCESSFUL"
+    return layout.succeeded(JobId(Step.PROCESS_QC, ab))
 
 
 def removable_raw_files(night: Night) -> tuple[list[str], list[str]]:

@@ -24,39 +24,11 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from abflow.model.config import ROOT, Settings
+from abflow.model.config import Settings
 from abflow.state.submission import Submission, log_size, read_submission, write_submission
 from abflow.state.units import now_iso
 
 MODULE = "abflow.run.controller"
-
-
-def snakemake_argv(
-    settings: Settings,
-    profile: str,
-    configfile: str | None,
-    config: Sequence[str],
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The controller's command line: abflow's own snakemake on abflow's Snakefile, in the
-    night's state directory (as the DFOS job files run it), with ``profile``, ``configfile``
-    and the ``--config`` items ``config``; ``extra``: further Snakemake options."""
-    from abflow.views.jobfiles import snakemake_program
-
-    argv = [
-        *snakemake_program(),
-        "-s",
-        os.path.join(ROOT, "Snakefile"),
-        "--directory",
-        settings.state_dir,
-        "--profile",
-        profile,
-    ]
-    if configfile:
-        argv += ["--configfile", os.path.abspath(configfile)]
-    if config:
-        argv += ["--config", *config]
-    return argv + list(extra)
 
 
 def condor_arguments(words: Sequence[str]) -> str:

@@ -108,7 +108,8 @@ def _start_notes(configfiles: Iterable[str], said: list[str], rules: Any) -> lis
 
     source = ", ".join(configfiles) or default_configfile()[1]
     notes = [f"abflow: configuration: {source}", *said]
-    notes += [rules.without_qc()] if rules.without_qc() else []
+    left_out = rules.without_qc()
+    notes += [left_out] if left_out else []
     notes += [
         f"abflow: the completion record of {ab} ({rules.scope.record(ab)}) is empty, "
         "unreadable or not a success of that AB: the AB is not done and runs again"
@@ -354,15 +355,13 @@ def _mark_download_failures(night: Any, abs_: list[str]) -> str:
                 marked.append(name)
         except (OSError, ValueError) as exc:
             problems.append(f"abflow: could not mark {name} FAILED in its AB file: {exc}")
-    lines = (
-        [
+    if marked:
+        problems.insert(
+            0,
             f"abflow: PROCESS_STATUS FAILED set in the AB files of {', '.join(marked)} (a file "
-            "they need could not be downloaded)"
-        ]
-        if marked
-        else []
-    )
-    return "\n".join(lines + problems)
+            "they need could not be downloaded)",
+        )
+    return "\n".join(problems)
 
 
 def finish_run(

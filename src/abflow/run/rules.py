@@ -121,10 +121,7 @@ class RunScope:
     def done(self, ab: str) -> bool:
         """True if ``ab`` succeeded: its completion record is there, readable, its own and
         SUCCESSFUL."""
-        record = read_record(self.record(ab))
-        return (
-            record is not None and record.get("status") == "SUCCESSFUL" and (record.get("ab") == ab)
-        )
+        return self.layout.succeeded(JobId(Step.PROCESS_AB, ab))
 
     def without_qc(self) -> list[str]:
         """Under steps qc: the ABs that get no QC, since they did not succeed."""

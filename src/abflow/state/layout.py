@@ -194,6 +194,18 @@ class StateLayout:
         """Completion record of ``job`` (written only when it succeeded)."""
         return self.path("records", job)
 
+    def succeeded(self, job: JobId) -> bool:
+        """True if ``job`` succeeded: its completion record is there, readable, its own AB's
+        and SUCCESSFUL."""
+        from abflow.state.fsutil import read_json_object
+
+        record = read_json_object(self.record(job))
+        return (
+            record is not None
+            and record.get("status") == "SUCCESSFUL"
+            and record.get("ab") == job.target
+        )
+
     def failure(self, job: JobId) -> str:
         """Failure note of ``job`` (its reason, log and last log lines)."""
         return self.path("failed", job)

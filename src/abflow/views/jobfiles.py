@@ -209,6 +209,33 @@ def snakemake_program() -> list[str]:
     return [beside] if os.access(beside, os.X_OK) else [sys.executable, "-m", "snakemake"]
 
 
+def snakemake_argv(
+    settings: Settings,
+    profile: str,
+    configfile: str | None,
+    config: Sequence[str],
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """A night's Snakemake command line (a job file's workflow call, and the controller
+    ``abflow submit`` hands to HTCondor): abflow's own snakemake on abflow's Snakefile, in the
+    night's state directory, with ``profile``, ``configfile`` and the ``--config`` items
+    ``config``; ``extra``: further Snakemake options."""
+    argv = [
+        *snakemake_program(),
+        "-s",
+        os.path.join(ROOT, "Snakefile"),
+        "--directory",
+        settings.state_dir,
+        "--profile",
+        profile,
+    ]
+    if configfile:
+        argv += ["--configfile", os.path.abspath(configfile)]
+    if config:
+        argv += ["--config", *config]
+    return argv + list(extra)
+
+
 def abflow_program() -> list[str]:
     """abflow's own abflow command, by absolute path (see snakemake_program)."""
     beside = os.path.join(os.path.dirname(sys.executable), "abflow")
@@ -249,32 +276,12 @@ def snakemake_call(night: Night, request: JobRequest, steps: str) -> str:
     ]
     if request.subcascade:
         config.append(f"subcascade={request.subcascade}")
+    profile = os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type])
     if s.drs_type == "CON":
-        words = [
-            *abflow_program(),
-            "submit",
-            "--wait",
-            "--profile",
-            os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
-            "--configfile",
-            request.configfile,
-            "--config",
-            *config,
-        ]
-        return " ".join(shlex.quote(w) for w in words)
-    words = [
-        *snakemake_program(),
-        "-s",
-        os.path.join(ROOT, "Snakefile"),
-        "--directory",
-        s.state_dir,
-        "--profile",
-        os.path.join(ROOT, "profiles", PROFILE_OF[s.drs_type]),
-        "--configfile",
-        request.configfile,
-        "--config",
-        *config,
-    ]
+        words = [*abflow_program(), "submit", "--wait", "--profile", profile]
+        words += ["--configfile", request.configfile, "--config", *config]
+    else:
+        words = snakemake_argv(s, profile, request.configfile, config)
     return " ".join(shlex.quote(w) for w in words)
 
 
