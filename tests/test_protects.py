@@ -735,6 +735,28 @@ def test_a_record_that_does_not_say_this_ab_succeeded_is_not_done(dfo, content) 
     assert scope.rerun_request(spec.name)
 
 
+@pytest.mark.parametrize("content", [{}, {"status": "FAILED"}, {"ab": "OTHER.ab"}, None])
+def test_cal_cleanup_keeps_the_raw_files_of_an_ab_whose_record_is_not_its_success(
+    dfo, content
+) -> None:
+    """A record copied from another AB, failed or empty does not make the AB finished: its
+    raw files stay for its rerun (None: its own success, whose raw files go)."""
+    from abflow.run.cleanup import removable_raw_files
+
+    spec = ABSpec(ab_name(1))
+    write_night([spec], dfo["ab_dir"], dfo["mon_dir"], DATE)
+    settings = resolve({"date": DATE, "dfo": dfo, "qc_mode": "IMPLICIT"})
+    path = Path(settings.layout.record(JobId(Step.PROCESS_AB, spec.name)))
+    path.parent.mkdir(parents=True)
+    good = {"ab": spec.name, "status": "SUCCESSFUL", "products": []}
+    path.write_text(json.dumps(good if content is None else {**good, **content} if content else {}))
+    night = load_night(settings)
+    removed, kept = removable_raw_files(night)
+    raw = sorted(night[spec.name].raw_inputs)
+    assert raw and kept == []
+    assert removed == (raw if content is None else [])
+
+
 def test_a_configured_directory_with_shell_characters_is_refused(dfo, tmp_path, capsys) -> None:
     """A command that parses its arguments again (eval, sh -c, ssh) must not find anything
     a shell would act on in a directory name."""
